@@ -1,0 +1,75 @@
+"""``vaekit train``: train a VAE and write a run folder."""
+from __future__ import annotations
+
+import argparse
+
+from .. import runs
+from ..likelihoods import REGISTRY
+from ..nets import ACTIVATIONS
+from .options import explicit, non_negative_float, positive_float, positive_int, read_config_file
+
+S = argparse.SUPPRESS
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "train",
+        help="train a VAE and write a run folder",
+        description="Train a VAE. With no arguments: scikit-learn's digits, written to runs/digits-TIME/. "
+        "Settings come from defaults, then --config, then flags.",
+        argument_default=S,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    d = runs.DEFAULTS
+    g = p.add_argument_group("data")
+    g.add_argument("--data", help=f"a built-in data set (sine, pinwheel, digits) or a .npy/.npz/.csv file [default: {d['data']}]")
+    g.add_argument("--binarize", action="store_true", help="digits: pixels > 8 become 1, others 0")
+    g.add_argument("--val-fraction", type=non_negative_float, help=f"share of the data held out for validation [default: {d['val_fraction']}]")
+    g.add_argument("--test-fraction", type=non_negative_float, help=f"share held out for testing [default: {d['test_fraction']}]")
+    g.add_argument("--split-seed", type=int, help="seed of the train/validation/test split [default: 0]")
+    g = p.add_argument_group("model")
+    g.add_argument("--likelihood", choices=["auto", *sorted(REGISTRY)],
+                   help="observation model; auto: binary -> bernoulli, few integer levels -> categorical, "
+                   "values in [0,1] -> continuous_bernoulli, other reals -> gaussian with learned scale [default: auto]")
+    g.add_argument("--scale", type=positive_float, help="fixed standard deviation of a Gaussian likelihood (default: learned)")
+    g.add_argument("--latent-dim", type=positive_int, help=f"size of z [default: {d['latent_dim']}]")
+    g.add_argument("--hidden", help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. 32,32; "
+                   f"'linear' for none [default: {','.join(map(str, d['hidden']))}]")
+    g.add_argument("--activation", choices=sorted(ACTIVATIONS), help=f"hidden-layer activation [default: {d['activation']}]")
+    g = p.add_argument_group("training")
+    g.add_argument("--epochs", type=int, help=f"passes over the training data [default: {d['epochs']}]")
+    g.add_argument("--batch-size", type=positive_int, help=f"examples per step [default: {d['batch_size']}]")
+    g.add_argument("--lr", type=positive_float, help=f"Adam learning rate [default: {d['lr']}]")
+    g.add_argument("--beta", type=non_negative_float, help="weight of the KL term (beta-VAE) [default: 1]")
+    g.add_argument("--warmup", type=non_negative_float, help="epochs of linear KL warm-up from 0 to beta [default: 0]")
+    g.add_argument("--free-bits", type=non_negative_float, help="KL floor in nats per latent unit [default: 0]")
+    g.add_argument("--n-samples", type=positive_int, help="z samples per example in the ELBO [default: 1]")
+    g.add_argument("--iw-samples", type=int, help="train on the IWAE bound with this many samples (>= 2) [default: off]")
+    g.add_argument("--grad-clip", type=positive_float, help="clip the gradient norm to this value [default: off]")
+    g.add_argument("--early-stopping", type=positive_int, metavar="PATIENCE",
+                   help="stop after this many epochs without a better validation ELBO [default: off]")
+    g.add_argument("--seed", type=int, help="seed for initial weights, shuffling and sampling [default: 0]")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:1 or mps [default: auto]")
+    g = p.add_argument_group("output")
+    g.add_argument("--out", help="run folder to create (default: runs/DATA-TIME)")
+    g.add_argument("--checkpoint-every", type=positive_int, help="epochs between checkpoints [default: 1]")
+    g.add_argument("--config", help="TOML or JSON file of settings (flag names as keys); flags override it")
+    g.add_argument("--resume", metavar="RUN", help="continue the stopped run in this folder (only --epochs and --device may change)")
+    g.add_argument("--progress", action="store_true", dest="progress", help="always show a progress bar")
+    g.add_argument("--no-progress", action="store_false", dest="progress", help="never show a progress bar")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    given = explicit(args)
+    if "resume" in given:
+        allowed = {"resume", "epochs", "device", "progress"}
+        extra = sorted(set(given) - allowed)
+        if extra:
+            raise ValueError(f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}")
+        runs.resume(given["resume"], epochs=given.get("epochs"), device=given.get("device"), progress=given.get("progress"))
+        return 0
+    settings = read_config_file(given.pop("config")) if "config" in given else {}
+    settings.update(given)
+    runs.train(settings)
+    return 0
