@@ -58,6 +58,11 @@ class TensorSource:
             yield self.x[perm[start : start + self.batch_size]]
 
 
+def make_source(x, batch_size: int, device, rank: int = 0, world_size: int = 1) -> TensorSource:
+    """The batch source for training data ``x``; the one place that decides how batches are made."""
+    return TensorSource(x, batch_size, device, rank=rank, world_size=world_size)
+
+
 def iterate(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     """Consecutive batches, for evaluation."""
     for start in range(0, x.shape[0], batch_size):

@@ -168,6 +168,24 @@ def open_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     return Run(path=path, config=config, model=model, history=checkpoint.read_history(path / checkpoint.HISTORY_FILE))
 
 
+def read_input(run: Run, source: str | None = None, which: str = "test") -> Dataset:
+    """Data to feed a trained run's model (evaluate, encode, reconstruct, score): a built-in
+    name or a file, or the run's own split ``which`` when ``source`` is None. The data pass
+    through the run's fitted preprocessing (if any) and are checked against the model."""
+    data = run.data(which) if source is None else load_data(source, **(run.config["data"].get("options", {}) if source == run.config["data"]["source"] else {}))
+    shape = tuple(run.model.data_shape or ())
+    if tuple(data.x.shape[1:]) != shape:
+        raise DataError(f"the data have shape {tuple(data.x.shape[1:])} per example, but this run's model takes {shape}")
+    run.model.likelihood.validate(data.x)
+    return data
+
+
+def format_output(run: Run, x: np.ndarray) -> np.ndarray:
+    """Model-space arrays (samples, reconstructions) back in the data's own form. With no fitted
+    preprocessing this is the identity."""
+    return x
+
+
 @dataclass
 class TrainResult:
     run_dir: Path

@@ -17,7 +17,7 @@ import torch
 from tqdm.auto import tqdm
 
 from . import objectives
-from .batches import TensorSource, as_tensor, iterate
+from .batches import as_tensor, iterate, make_source
 from .errors import TrainingError
 from .model import Model
 
@@ -190,7 +190,7 @@ def fit(
     if model.data_shape is not None and tuple(train.shape[1:]) != tuple(model.data_shape):
         raise ValueError(f"data have shape {tuple(train.shape[1:])} per example, the model expects {model.data_shape}")
     model.likelihood.validate(train)
-    source = TensorSource(train, config.batch_size, device, rank=rank, world_size=world_size)
+    source = make_source(train, config.batch_size, device, rank=rank, world_size=world_size)
     x_val = None
     if val is not None:
         model.likelihood.validate(val)

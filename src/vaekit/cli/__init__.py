@@ -15,7 +15,10 @@ from .. import __version__
 from ..errors import TrainingError
 
 # command modules, in the order --help lists them
-COMMANDS = ["train", "demo"]
+COMMANDS = [
+    "train",
+    "demo",
+]
 
 
 def build_parser() -> argparse.ArgumentParser:
