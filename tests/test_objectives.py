@@ -119,3 +119,26 @@ def test_loss_with_iw_samples_trains_on_iwae(linear_gaussian):
     torch.testing.assert_close(loss, -ref.mean())
     loss.backward()
     assert model.encoder.weight.grad is not None
+
+
+class _StudentTPrior(torch.nn.Module):
+    """A prior with no closed-form KL from a Gaussian: the ELBO must fall back to Monte Carlo."""
+
+    latent_dim = 2
+
+    def forward(self):
+        return Independent(torch.distributions.StudentT(3.0, torch.zeros(2), torch.ones(2)), 1)
+
+
+def test_kl_falls_back_to_monte_carlo_without_closed_form():
+    from vaekit.nets import MLP
+
+    torch.manual_seed(0)
+    model = vaekit.Model(MLP(3, 4, ()), MLP(2, 3, ()), vaekit.likelihoods.Gaussian(1.0), prior=_StudentTPrior(),
+                         data_shape=(3,))
+    x = torch.randn(5, 3)
+    qz = model.q_z(x)
+    z = qz.sample((100_000,))
+    reference = (qz.log_prob(z) - model.p_z().log_prob(z)).mean(0)
+    terms = vaekit.elbo(model, x, n_samples=20_000)
+    np.testing.assert_allclose(terms.kl.numpy(), reference.numpy(), atol=0.03)
