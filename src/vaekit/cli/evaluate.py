@@ -48,10 +48,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
-    p.add_argument("--data", default=None, help="a built-in data set name or a .npy/.npz/.csv file (default: the run's test split)")
+    p.add_argument("--data", default=argparse.SUPPRESS,
+                   help="a built-in data set name or a .npy/.npz/.csv file (default: the run's test split)")
     p.add_argument("--iw-samples", type=_non_negative_int, default=1000, metavar="K",
                    help="importance samples per example for log p(x) (0 skips it)")
-    p.add_argument("--iwae", type=_ks, default=(5, 50), metavar="K1,K2", help="further IWAE_k bounds to report ('none' for none)")
+    p.add_argument("--iwae", type=_ks, default="5,50", metavar="K1,K2", help="further IWAE_k bounds to report ('none' for none)")
     p.add_argument("--elbo-samples", type=positive_int, default=10, metavar="L", help="Monte Carlo draws for the ELBO")
     p.add_argument("--gaps", action="store_true", help="also compute the amortisation and approximation gaps (slower)")
     p.add_argument("--gap-steps", type=positive_int, default=defaults.steps, help="most refinement steps per example for --gaps")
@@ -66,7 +67,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     opened = runs.open_run(args.run, device=device)
-    data = runs.read_input(opened, args.data)
+    source_arg = getattr(args, "data", None)
+    data = runs.read_input(opened, source_arg)
     if len(data) == 0:
         raise ValueError(f"{args.run} holds no test examples (it was trained with --test-fraction 0); give --data")
     image = bool(opened.config.get("data", {}).get("image_shape")) or data.image_shape is not None \
@@ -74,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     gaps = GapConfig(steps=args.gap_steps, lr=args.gap_lr) if args.gaps else False
     result = evaluate(opened.model, data, iw_samples=args.iw_samples, iwae_k=args.iwae,
                       elbo_samples=args.elbo_samples, gaps=gaps, bits_per_dim=image, seed=args.seed)
-    source = f"{data.name} test split" if args.data is None else str(args.data)
+    source = f"{data.name} test split" if source_arg is None else str(source_arg)
     record = {"data": {"source": source, "n": len(data)}, "device": str(device), **result.to_dict()}
     if not args.no_save:
         path = opened.path / runs.METRICS_FILE
