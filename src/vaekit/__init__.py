@@ -10,11 +10,14 @@ from .train import History, TrainConfig, fit  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
 from . import data as datasets  # noqa: E402
 from .errors import CheckpointError, DataError, TrainingError, VaekitError  # noqa: E402
+from .evaluate import Evaluation, GapConfig, evaluate  # noqa: E402
 
 __all__ = [
     "CheckpointError",
     "DataError",
     "ELBOTerms",
+    "Evaluation",
+    "GapConfig",
     "History",
     "Model",
     "ModelSpec",
@@ -25,6 +28,7 @@ __all__ = [
     "build_model",
     "datasets",
     "elbo",
+    "evaluate",
     "fit",
     "iwae_bound",
     "likelihoods",

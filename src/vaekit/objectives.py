@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence, Union
 
 import torch
-from torch.distributions import Distribution, Independent, kl_divergence
+from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from .model import Model
 
@@ -96,45 +97,124 @@ class LogMarginal:
     estimator: str = "importance sampling with q(z|x) as proposal (IWAE_k)"
 
 
+# Decoder outputs held at once by log_marginal (and vaekit.evaluate) unless told otherwise:
+# 2**24 float32 values are 64 MiB per tensor, a few hundred MiB with the temporaries. It is a
+# fixed number, not read from the free memory, so the batch layout -- and with it the random
+# draws -- is the same on every call and the same seed gives the same numbers.
+DEFAULT_MAX_ELEMENTS = 2**24
+
+
+def elements_per_draw(model: Model, x: torch.Tensor) -> int:
+    """Values computed for one (draw, example) pair: the decoder's output, the per-element
+    log-likelihood and a few latent-sized terms. The unit of ``max_elements``."""
+    shape = tuple(model.data_shape or tuple(x.shape[1:]))
+    return math.prod(model.likelihood.param_shape(shape)) + math.prod(shape) + 4 * model.latent_dim
+
+
+def _diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
+    return Independent(Normal(loc, scale, validate_args=False), 1)
+
+
+# one diagonal Gaussian per example, (loc, scale) each (N, latent_dim), or a mixture of them
+Proposal = Union[tuple[torch.Tensor, torch.Tensor], Sequence[tuple[torch.Tensor, torch.Tensor]]]
+
+
 @torch.no_grad()
 def log_marginal(
     model: Model,
     x: torch.Tensor,
     k: int = 1000,
-    batch_size: int = 256,
-    max_elements: int = 2**24,
+    batch_size: int | None = None,
+    max_elements: int = DEFAULT_MAX_ELEMENTS,
+    proposal: Proposal | None = None,
 ) -> LogMarginal:
     """log p(x) ~= logsumexp_i [log p(x, z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x).
 
-    Batched over examples and chunked over samples so memory stays bounded (about
-    ``max_elements`` decoder outputs at a time) for any k. The standard error is the
-    delta-method one, sqrt((E[w^2]/E[w]^2 - 1) / k), computed from running log-sums.
-    It is a stochastic lower bound in expectation (Burda et al. 2016) that tightens as k grows.
+    Batched over examples and chunked over samples so that about ``max_elements`` values
+    (see ``elements_per_draw``) are alive at a time, whatever k and the number of examples.
+    ``batch_size=None`` picks the examples per batch from that budget (all k draws of a
+    batch in one decoder call when they fit); a given ``batch_size`` is an upper bound.
+    The k draws of a batch are made at once (k x B x latent_dim numbers), so the sample
+    chunking never changes the result; the example batching does.
+
+    ``proposal`` replaces the encoder: ``(loc, scale)``, each (N, latent_dim), a diagonal
+    Gaussian per example; or a list of such pairs, a mixture whose components get k / C
+    draws each, weighted by the mixture density (the balance heuristic of multiple
+    importance sampling, Veach & Guibas 1995). A mixture that holds a wide component keeps
+    the weights bounded when another component is narrower than the posterior.
+
+    The standard error is the delta-method one, sqrt((E[w^2]/E[w]^2 - 1) / k), computed
+    from running log-sums (for a mixture with stratified draws this errs on the large side).
+    The estimate is IWAE_k: a lower bound on log p(x) in expectation (Burda et al. 2016)
+    that tightens as k grows.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if max_elements < 1:
+        raise ValueError(f"max_elements must be >= 1, got {max_elements}")
+    if batch_size is not None and batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = x.shape[0]
+    components = _check_proposal(proposal, n, model.latent_dim, k)
     was_training = model.training
     model.eval()
-    per_example = max(1, math.prod(model.likelihood.param_shape(model.data_shape or tuple(x.shape[1:]))))
+    pairs = max(1, max_elements // elements_per_draw(model, x))  # (draw, example) pairs per decoder call
+    batch = max(1, min(n, pairs // k, 4096))
+    if batch_size is not None:
+        batch = min(batch, batch_size)
+    prior = model.p_z()
     estimates, errors = [], []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        qz = model.q_z(xb)
-        chunk = max(1, min(k, max_elements // (per_example * xb.shape[0])))
-        lse1 = torch.full((xb.shape[0],), -math.inf, device=xb.device)
+    for start in range(0, n, batch):
+        xb = x[start : start + batch]
+        if components is None:
+            qz = model.q_z(xb)
+            z_all = qz.sample((k,))  # (k, B, H)
+            log_q = qz.log_prob
+        else:
+            qs = [_diagonal_normal(loc[start : start + batch], scale[start : start + batch]) for loc, scale in components]
+            counts = [k // len(qs) + (c < k % len(qs)) for c in range(len(qs))]
+            z_all = torch.cat([q.sample((m,)) for q, m in zip(qs, counts)])  # (k, B, H)
+            log_share = torch.tensor([math.log(m / k) if m else -math.inf for m in counts], device=xb.device)
+
+            def log_q(z, qs=qs, log_share=log_share):  # log of the mixture density sum_c (k_c / k) q_c(z)
+                return torch.logsumexp(torch.stack([q.log_prob(z) for q in qs]) + log_share.view(-1, 1, 1), 0)
+
+        chunk = max(1, min(k, pairs // xb.shape[0]))
+        lse1 = torch.full((xb.shape[0],), -math.inf, device=xb.device, dtype=torch.float64)
         lse2 = lse1.clone()
-        done = 0
-        while done < k:
-            n = min(chunk, k - done)
-            log_w = _log_weights(model, xb, qz, n).float()  # (n, B)
+        for s in range(0, k, chunk):
+            z = z_all[s : s + chunk]  # (n, B, H)
+            # float64 for the sums: equal weights then give a standard error of ~0, not float32 noise
+            log_w = (model.p_x(z).log_prob(xb) + prior.log_prob(z) - log_q(z)).double()  # (n, B)
             lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
             lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
-            done += n
         estimates.append(lse1 - math.log(k))
         ratio = k * torch.exp(lse2 - 2 * lse1)  # E[w^2] / E[w]^2
         errors.append(torch.sqrt((ratio - 1).clamp(min=0) / k))
     model.train(was_training)
-    return LogMarginal(log_px=torch.cat(estimates), stderr=torch.cat(errors), k=k)
+    if components is None:
+        what = "q(z|x)"
+    elif len(components) == 1:
+        what = "the given diagonal Gaussian"
+    else:
+        what = f"a {len(components)}-component Gaussian mixture"
+    return LogMarginal(log_px=torch.cat(estimates).float(), stderr=torch.cat(errors).float(), k=k,
+                       estimator=f"importance sampling with {what} as proposal (IWAE_k), k={k}")
+
+
+def _check_proposal(proposal, n: int, latent_dim: int, k: int):
+    if proposal is None:
+        return None
+    components = [proposal] if isinstance(proposal[0], torch.Tensor) else list(proposal)
+    if not components:
+        raise ValueError("proposal needs at least one (loc, scale) pair")
+    for loc, scale in components:
+        if loc.shape != (n, latent_dim) or scale.shape != loc.shape:
+            raise ValueError(f"proposal needs loc and scale of shape ({n}, {latent_dim}), "
+                             f"got {tuple(loc.shape)} and {tuple(scale.shape)}")
+    if len(components) > k:
+        raise ValueError(f"a {len(components)}-component proposal needs k >= {len(components)}, got {k}")
+    return components
 
 
 def loss(
