@@ -18,6 +18,7 @@ from ..errors import TrainingError
 COMMANDS = [
     "train",
     "demo",
+    "sample", "reconstruct", "encode", "interpolate", "traverse", "plot", "report",
 ]
 
 
