@@ -282,11 +282,9 @@ def _as_images(images, image_shape: Sequence[int]) -> np.ndarray:
     if len(shape) == 2:
         return a
     if len(shape) == 3:
-        if shape[-1] in (1, 3, 4):
-            a = a
-        elif shape[0] in (1, 3, 4):
+        if shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):  # channels first
             a = np.moveaxis(a, 1, -1)
-        else:
+        elif shape[-1] not in (1, 3, 4):
             raise ValueError(f"cannot show images of shape {shape}: expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4")
         return a[..., 0] if a.shape[-1] == 1 else a
     raise ValueError(f"cannot show images of shape {shape}: expected (H, W), (H, W, C) or (C, H, W)")
@@ -433,7 +431,7 @@ def manifold(model: Model, *, steps: int = 15, dims: tuple[int, int] = (0, 1), i
     decoded = generate.decode(model, grid.to(_device(model))).numpy()  # (R, C, *data_shape)
     values = generate.prior_quantiles(steps, low, high).numpy()
     a, b = dims if model.latent_dim > 1 else (0, None)
-    others = "" if model.latent_dim <= 2 else f"; other units at 0"
+    others = "" if model.latent_dim <= 2 else "; other units at 0"
     title = f"Decoded latent grid: z through the prior's {low:.0%}-{high:.0%} quantiles{others}"
     if image_shape is not None:
         cols = [f"{v:.2f}" for v in values]

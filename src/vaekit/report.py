@@ -11,7 +11,7 @@ import datetime as _dt
 import html
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -51,17 +51,16 @@ td { overflow-wrap: anywhere; }
 th { color: var(--muted); font-weight: 600; }
 details { margin: 0.3rem 0 1rem; }
 summary { cursor: pointer; color: var(--accent); }
-.figs { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 520px), 1fr)); gap: 1.2rem; }
+.figs { display: grid; grid-template-columns: repeat(auto-fit, minmax(min(100%, 520px), 1fr)); grid-auto-flow: row dense; gap: 1.2rem; }
 figure { margin: 0; background: #ffffff; border: 1px solid var(--line); border-radius: 8px; padding: 0.5rem; }
 figure.wide { grid-column: 1 / -1; }
-figure img { display: block; width: 100%; height: auto; }
+figure img { display: block; max-width: 100%; height: auto; margin: 0 auto; }  /* never wider than drawn */
 figcaption { color: #5b6572; font-size: 0.85rem; margin-top: 0.35rem; }
 .note { color: var(--muted); font-size: 0.88rem; }
 footer { margin-top: 2.5rem; color: var(--muted); font-size: 0.8rem; }
 """
 
-# figures that read better across the whole width
-WIDE = {"curves", "overview", "reconstructions", "traversal", "interpolation", "manifold"}
+WIDE_PX = 700  # figures drawn wider than this span the whole row of the figure grid
 
 
 # -- small HTML helpers ---------------------------------------------------------------------------
@@ -150,10 +149,18 @@ def _history_section(history: list[dict[str, Any]], curves_png: bytes | None) ->
     return "\n".join(parts)
 
 
+def png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's header."""
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or png[12:16] != b"IHDR":
+        raise ValueError("not a PNG image")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def _figure_html(name: str, png: bytes, caption: str) -> str:
-    cls = " class=\"wide\"" if name in WIDE else ""
-    return (f"<figure{cls} id=\"fig-{_e(name)}\"><img src=\"{png_data_uri(png)}\" alt=\"{_e(name)}: {_e(caption)}\" "
-            f"loading=\"eager\"><figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>")
+    width, height = png_size(png)
+    cls = " class=\"wide\"" if width > WIDE_PX else ""
+    return (f"<figure{cls} id=\"fig-{_e(name)}\"><img src=\"{png_data_uri(png)}\" width=\"{width}\" height=\"{height}\" "
+            f"alt=\"{_e(name)}: {_e(caption)}\"><figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>")
 
 
 def _metrics_section(metrics: dict[str, Any]) -> str:
@@ -221,12 +228,15 @@ def _cards(run: runs.Run, metrics: dict[str, Any]) -> str:
     cards.append(("latent dim", model.get("latent_dim", run.model.latent_dim)))
     lik = model.get("likelihood") or {}
     if lik:
-        extra = ", ".join(f"{k}={fmt(v)}" for k, v in lik.items() if k != "name")
-        cards.append(("likelihood", f"{lik.get('name')}" + (f" ({extra})" if extra else "")))
-    return "<div class=\"cards\">" + "".join(
-        f"<div class=\"card\"><div class=\"k\">{_e(k)}</div><div class=\"v{'' if _is_num(v) else ' text'}\">{_e(fmt(v))}</div></div>"
-        for k, v in cards
-    ) + "</div>"
+        extra = ", ".join(f"{k} {fmt(v)}" for k, v in lik.items() if k != "name")
+        cards.append(("likelihood", lik.get("name"), extra))
+    html_cards = []
+    for card in cards:
+        key, value, note = (*card, "")[:3]
+        cls = "v" if _is_num(value) else "v text"
+        note_html = f"<div class=\"k\">{_e(note)}</div>" if note else ""
+        html_cards.append(f"<div class=\"card\"><div class=\"k\">{_e(key)}</div><div class=\"{cls}\">{_e(fmt(value))}</div>{note_html}</div>")
+    return "<div class=\"cards\">" + "".join(html_cards) + "</div>"
 
 
 def build(run: runs.Run, pngs: dict[str, bytes], *, summary: dict[str, Any] | None = None,
@@ -260,7 +270,7 @@ def build(run: runs.Run, pngs: dict[str, bytes], *, summary: dict[str, Any] | No
     subtitle = (f"{_e(summary.get('name') or cfg.get('data', {}).get('name', ''))} &middot; created {_e(cfg.get('created', '?'))}"
                 f" &middot; vaekit {_e(cfg.get('vaekit_version', __version__))}")
     estimator = metrics.get("estimator")
-    lead = (f"<p class=\"note\">All numbers are in nats per example, higher is better for ELBO and log-likelihoods"
+    lead = ("<p class=\"note\">All numbers are in nats per example, higher is better for ELBO and log-likelihoods"
             + (f"; final metrics: {_e(estimator)}" if estimator else "") + ".</p>")
     made = _dt.datetime.now().isoformat(timespec="seconds")
     return f"""<!DOCTYPE html>
