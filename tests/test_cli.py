@@ -13,7 +13,7 @@ from vaekit.cli import main
 
 def _train(tmp_path, *extra):
     return main(["train", "--data", "digits", "--binarize", "--epochs", "3", "--hidden", "32",
-                 "--latent-dim", "2", "--no-progress", *extra])
+                 "--latent-dim", "2", "--no-progress", "--no-figures", *extra])
 
 
 def test_train_end_to_end_writes_a_run_folder(tmp_path, capsys, monkeypatch):
@@ -37,14 +37,14 @@ def test_train_end_to_end_writes_a_run_folder(tmp_path, capsys, monkeypatch):
 
 def test_auto_likelihood_on_grey_digits_is_categorical(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--epochs", "1", "--out", "r", "--no-progress"]) == 0
+    assert main(["train", "--epochs", "1", "--out", "r", "--no-progress", "--no-figures"]) == 0
     assert "categorical(num_classes=17)" in capsys.readouterr().out
 
 
 def test_config_file_and_flag_priority(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "c.toml").write_text('data = "sine"\nlatent-dim = 1\nepochs = 5\nhidden = "16"\nscale = 1.0\n')
-    assert main(["train", "--config", "c.toml", "--epochs", "2", "--out", "r", "--no-progress"]) == 0
+    assert main(["train", "--config", "c.toml", "--epochs", "2", "--out", "r", "--no-progress", "--no-figures"]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["model"]["latent_dim"] == 1 and config["model"]["hidden"] == [16]
     assert config["train"]["epochs"] == 2  # the flag wins over the file
@@ -57,7 +57,7 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path, monkeypatch):
     assert _train(tmp_path, "--out", "b", "--seed", "5", "--epochs", "4") == 0
     # "killed" after 2 epochs, then resumed to 4
     assert _train(tmp_path, "--out", "c", "--seed", "5", "--epochs", "2") == 0
-    assert main(["train", "--resume", "c", "--epochs", "4", "--no-progress"]) == 0
+    assert main(["train", "--resume", "c", "--epochs", "4", "--no-progress", "--no-figures"]) == 0
     a, b, c = (vaekit.load(tmp_path / n) for n in "abc")
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
@@ -70,7 +70,7 @@ def test_kill_and_resume_a_real_process(tmp_path):
     """Kill a training process mid-run; --resume ends with the uninterrupted run's weights."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     args = [sys.executable, "-m", "vaekit", "train", "--data", "sine", "--latent-dim", "1", "--hidden", "16",
-            "--epochs", "60", "--batch-size", "32", "--no-progress", "--seed", "2"]
+            "--epochs", "60", "--batch-size", "32", "--no-progress", "--no-figures", "--seed", "2"]
     subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
     proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -84,7 +84,7 @@ def test_kill_and_resume_a_real_process(tmp_path):
     proc.wait()
     done = len((tmp_path / "killed" / "history.jsonl").read_text().splitlines())
     assert 0 < done < 60, done  # really interrupted
-    r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(tmp_path / "killed"), "--no-progress"],
+    r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(tmp_path / "killed"), "--no-progress", "--no-figures"],
                        env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     a, b = vaekit.load(tmp_path / "full"), vaekit.load(tmp_path / "killed")

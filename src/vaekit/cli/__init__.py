@@ -19,6 +19,13 @@ COMMANDS = [
     "train",
     "demo",
     "evaluate",
+    "sample",
+    "reconstruct",
+    "encode",
+    "interpolate",
+    "traverse",
+    "plot",
+    "report",
 ]
 
 

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from .. import runs
 from ..likelihoods import REGISTRY
@@ -57,19 +59,39 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--resume", metavar="RUN", help="continue the stopped run in this folder (only --epochs and --device may change)")
     g.add_argument("--progress", action="store_true", dest="progress", help="always show a progress bar")
     g.add_argument("--no-progress", action="store_false", dest="progress", help="never show a progress bar")
+    g.add_argument("--no-figures", action="store_false", dest="figures",
+                   help="skip drawing figures/ and report.html at the end (make them later with 'vaekit report RUN')")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     given = explicit(args)
+    draw = given.pop("figures", True)
     if "resume" in given:
         allowed = {"resume", "epochs", "device", "progress"}
         extra = sorted(set(given) - allowed)
         if extra:
             raise ValueError(f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}")
-        runs.resume(given["resume"], epochs=given.get("epochs"), device=given.get("device"), progress=given.get("progress"))
-        return 0
-    settings = read_config_file(given.pop("config")) if "config" in given else {}
-    settings.update(given)
-    runs.train(settings)
+        result = runs.resume(given["resume"], epochs=given.get("epochs"), device=given.get("device"), progress=given.get("progress"))
+    else:
+        settings = read_config_file(given.pop("config")) if "config" in given else {}
+        settings.update(given)
+        result = runs.train(settings)
+    return _figures_and_report(result.run_dir) if draw else 0
+
+
+def _figures_and_report(run_dir) -> int:
+    from .. import figures, report
+
+    try:
+        pngs = figures.render(run_dir)
+        figures.write(run_dir, pngs)
+        path = report.write(run_dir, pngs)
+    except Exception as err:  # the run is trained and saved; a drawing failure must not hide that
+        if os.environ.get("VAEKIT_DEBUG"):
+            raise
+        print(f"vaekit train: the run in {run_dir} is complete, but drawing its figures failed "
+              f"({type(err).__name__}: {err}); retry with 'vaekit report {run_dir}'", file=sys.stderr)
+        return 1
+    print(f"figures and report: {path}")
     return 0

@@ -1,0 +1,125 @@
+"""What the generation commands (sample, reconstruct, encode, interpolate, traverse) share:
+opening the run, choosing the input data, checking output paths before any work, and writing
+arrays and pictures atomically."""
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import figures, runs
+from ..checkpoint import atomic_write_bytes
+from ..data import Dataset
+from ..train import resolve_device
+from .options import positive_int
+
+
+def add_run_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, mps or auto")
+
+
+def add_data_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--data", help=f"data to {what}: a built-in name or a .npy/.npz/.csv file (default: the run's test split)")
+    g.add_argument("--split", choices=["train", "val", "test"], help="one of the run's own splits instead of --data [default: test]")
+
+
+def add_decode_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of taking the decoded mean")
+    g.add_argument("--round", action="store_true",
+                   help="the most probable value instead of the mean: Bernoulli means rounded to 0/1, "
+                   "a categorical's most likely level (not for continuous likelihoods other than Gaussian)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the prior samples and draws")
+
+
+def decode_how(args: argparse.Namespace) -> str:
+    return "draw" if args.draw else ("mode" if args.round else "mean")
+
+
+MAX_TILES = 256  # pictures show at most this many images (the arrays hold all)
+DESCRIBE_HOW = {"mean": "decoded means", "draw": "draws from p(x|z)", "mode": "most probable values"}
+
+
+def open_run(args: argparse.Namespace) -> runs.Run:
+    run = runs.open_run(args.run, device=resolve_device(args.device))
+    run.model.eval()
+    return run
+
+
+def input_data(run: runs.Run, args: argparse.Namespace) -> Dataset:
+    if getattr(args, "data", None):
+        data = runs.read_input(run, args.data)
+    else:
+        data = runs.read_input(run, None, which=getattr(args, "split", None) or "test")
+    if len(data) == 0:
+        raise ValueError("the input data hold no examples (an empty split?); give --data or another --split")
+    return data
+
+
+def array_path(run: runs.Run, given: str | None, default_name: str, allowed=(".npy",)) -> Path:
+    path = Path(given) if given else run.path / default_name
+    if path.suffix.lower() not in allowed:
+        raise ValueError(f"output file {path} must end in {' or '.join(allowed)}")
+    if not path.parent.exists():
+        raise ValueError(f"the folder of the output file {path} does not exist; create it first")
+    return path
+
+
+def png_path(run: runs.Run, args: argparse.Namespace, default_name: str, drawable: bool) -> Path | None:
+    """Where the picture goes: --png FILE, RUN/default_name by default when the data can be drawn,
+    nowhere with --no-png or when they cannot."""
+    if getattr(args, "no_png", False):
+        return None
+    given = getattr(args, "png", None)
+    if given:
+        if not drawable:
+            raise ValueError("--png needs image data or 2-D data; this run's examples are flat vectors")
+        path = Path(given)
+        if path.suffix.lower() != ".png":
+            raise ValueError(f"picture file {path} must end in .png")
+        if not path.parent.exists():
+            raise ValueError(f"the folder of the picture file {path} does not exist; create it first")
+        return path
+    return run.path / default_name if drawable else None
+
+
+def add_png_arguments(p: argparse.ArgumentParser, default_name: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--png", help=f"picture file (default for image or 2-D data: RUN/{default_name})")
+    g.add_argument("--no-png", action="store_true", help="write no picture")
+
+
+def write_npy(path: Path, array) -> None:
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def write_npz(path: Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def positive_steps(text: str) -> int:
+    value = positive_int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2 steps, got {value}")
+    return value
+
+
+def image_shape(run: runs.Run):
+    return figures.image_shape_of(run)
+
+
+def is_2d(run: runs.Run) -> bool:
+    return tuple(run.model.data_shape or ()) == (2,)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)

@@ -1,0 +1,38 @@
+"""``vaekit report RUN``: one self-contained report.html for a run."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from .. import figures, report
+from .options import positive_int
+from . import outputs
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "report",
+        help="write RUN/report.html: configuration, data, history, metrics and figures in one file",
+        description="Draw the run's figures (also written to RUN/figures/) and gather them with the "
+        "configuration, a data summary, the training history and the final metrics (including "
+        "'vaekit evaluate' numbers when present) in one HTML file that needs no network access.",
+    )
+    outputs.add_run_argument(p)
+    p.add_argument("-o", "--out", help="HTML file to write [default: RUN/report.html]")
+    p.add_argument("--dpi", type=positive_int, default=100, help="resolution of the embedded figures")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    run_ = outputs.open_run(args)
+    if args.out:
+        out = Path(args.out)
+        if out.suffix.lower() not in (".html", ".htm"):
+            raise ValueError(f"report file {out} must end in .html")
+        if not out.parent.exists():
+            raise ValueError(f"the folder of the report file {out} does not exist; create it first")
+    pngs = figures.render(run_, dpi=args.dpi)
+    figures.write(run_.path, pngs)
+    path = report.write(run_, pngs, out=args.out)
+    print(path)
+    return 0

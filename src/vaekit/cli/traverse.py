@@ -1,0 +1,90 @@
+"""``vaekit traverse RUN``: move one latent unit at a time, the others fixed, and decode."""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+import torch
+
+from .. import generate, plots, runs
+from . import outputs
+
+
+def _units(text: str) -> list[int]:
+    try:
+        units = [int(u) for u in text.split(",") if u.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated unit numbers like 0,1,2, got {text!r}") from None
+    if not units:
+        raise argparse.ArgumentTypeError("give at least one unit")
+    return units
+
+
+def _range(text: str) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected two probabilities like 0.05,0.95, got {text!r}") from None
+    if not 0 < low < high < 1:
+        raise argparse.ArgumentTypeError(f"expected 0 < low < high < 1, got {low}, {high}")
+    return low, high
+
+
+def add_parser(sub) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "traverse",
+        help="latent traversals: one unit at a time through the prior's quantiles",
+        description="Start from z = 0 (the prior's median) or the encoder mean of one example (--example), "
+        "move each chosen unit through the prior's quantiles Phi^-1(p), p evenly spaced in --range, with "
+        "the other units fixed, and decode. Writes an array of shape (units, steps, *example shape) and, "
+        "for image or 2-D data, a picture (one row or curve per unit).",
+    )
+    outputs.add_run_argument(p)
+    p.add_argument("--units", type=_units, help="latent units, counted from 0, e.g. 0,3,5 [default: all, at most 10]")
+    p.add_argument("--steps", type=outputs.positive_steps, default=9, help="values per unit")
+    p.add_argument("--range", type=_range, default=(0.05, 0.95), metavar="LOW,HIGH",
+                   help="prior probabilities of the first and last value [default: 0.05,0.95]")
+    p.add_argument("--example", type=int, metavar="I",
+                   help="start from the encoder mean of example I of --data / --split instead of z = 0")
+    outputs.add_data_arguments(p, "take --example from")
+    outputs.add_decode_arguments(p)
+    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/traversal.npy]")
+    outputs.add_png_arguments(p, "traversal.png")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    run_ = outputs.open_run(args)
+    model = run_.model
+    shape = outputs.image_shape(run_)
+    out = outputs.array_path(run_, args.out, "traversal.npy")
+    png = outputs.png_path(run_, args, "traversal.png", shape is not None or outputs.is_2d(run_))
+    units = args.units if args.units is not None else list(range(min(model.latent_dim, 10)))
+    base = torch.zeros(model.latent_dim)
+    if args.example is not None:
+        data = outputs.input_data(run_, args)
+        if not -len(data) <= args.example < len(data):
+            raise ValueError(f"example index {args.example} is out of range: the data hold {len(data)} examples")
+        base, _ = generate.encode(model, torch.as_tensor(data.x[[args.example]], dtype=torch.float32))
+        base = base[0]
+    elif args.data or args.split:
+        raise ValueError("--data / --split choose where --example comes from; give --example I as well")
+    low, high = args.range
+    values = generate.prior_quantiles(args.steps, low, high)
+    z = generate.traverse(base, units, values)  # validates the units
+    how = outputs.decode_how(args)
+    outputs.seed_everything(args.seed)
+    x = generate.decode(model, z, how=how).numpy()
+    flat = np.asarray(runs.format_output(run_, x.reshape(-1, *x.shape[2:])))
+    outputs.write_npy(out, flat.reshape(*x.shape[:2], *flat.shape[1:]))
+    start = "z = 0" if args.example is None else f"the encoder mean of example {args.example}"
+    print(f"traversed units {', '.join(map(str, units))} over {args.steps} values from {start} "
+          f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out}")
+    if png is not None:
+        fit = runs.read_input(run_, None, which="train").x
+        fig = plots.traversal_figure(x, units, values.numpy(), image_shape=shape, data=None if shape is not None else fit,
+                                     value_range=(float(fit.min()), float(fit.max())), at_zero=args.example is None,
+                                     quantiles=(low, high))
+        plots.save(fig, png)
+        print(f"picture: {png}")
+    return 0

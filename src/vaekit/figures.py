@@ -1,0 +1,254 @@
+"""The figures of a run folder: which ones apply to it, drawing them, writing ``figures/*.png``.
+
+Used by ``vaekit plot``, ``vaekit report`` and at the end of ``vaekit train``. Maps, grids and
+samples are drawn from the run's training split (at most ``MAX_POINTS`` examples, a fixed
+subset); reconstructions and interpolations from its held-out test split (the validation or
+training split when there is no test split). Randomness (prior samples, posterior draws,
+subsets, t-SNE) is seeded, so the same run always gives the same pictures.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from . import generate, plots, runs
+from .checkpoint import atomic_write_bytes
+from .data import Dataset
+
+FIGURES_DIR = "figures"
+MAX_POINTS = 2000
+SEED = 0
+
+
+@dataclass
+class RunView:
+    """A run with the arrays its figures need, prepared once."""
+
+    run: runs.Run
+    fit: Dataset  # training examples (subset) for maps and scatter plots
+    held_out: Dataset  # examples the model was not trained on, for reconstructions
+    image_shape: tuple[int, ...] | None
+    value_range: tuple[float, float]
+    colour: np.ndarray | None
+    colour_name: str | None
+
+    @property
+    def model(self):
+        return self.run.model
+
+    @property
+    def is_2d(self) -> bool:
+        return self.image_shape is None and tuple(self.model.data_shape or ()) == (2,)
+
+    @property
+    def labels(self):
+        return self.fit.labels
+
+
+def _subset(data: Dataset, n: int, seed: int = SEED) -> Dataset:
+    if len(data) <= n:
+        return data
+    return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
+
+
+def image_shape_of(run: runs.Run, data: Dataset | None = None) -> tuple[int, ...] | None:
+    """How to show one example as a picture: the recorded image shape, or the model's data shape
+    when that already has two or three dimensions; None for flat vectors."""
+    shape = (data.image_shape if data is not None else None) or run.config.get("data", {}).get("image_shape")
+    data_shape = tuple(run.model.data_shape or ())
+    if shape:
+        shape = tuple(int(s) for s in shape)
+        if math.prod(shape) == math.prod(data_shape):
+            return shape
+    if len(data_shape) in (2, 3):
+        return data_shape
+    return None
+
+
+def view(run: runs.Run) -> RunView:
+    fit = runs.read_input(run, None, which="train")
+    held_out = fit
+    for which in ("test", "val"):
+        part = runs.read_input(run, None, which=which)
+        if len(part):
+            held_out = part
+            break
+    fit = _subset(fit, MAX_POINTS)
+    colour, colour_name = None, None
+    for key, values in fit.extra.items():  # a known continuous value per example, e.g. the sine's phase
+        if np.ndim(values) == 1 and len(values) == len(fit):
+            colour, colour_name = np.asarray(values), ("true phase" if key == "phase" else key)
+            break
+    x = fit.x
+    return RunView(run=run, fit=fit, held_out=held_out, image_shape=image_shape_of(run, fit),
+                   value_range=(float(np.min(x)), float(np.max(x))), colour=colour, colour_name=colour_name)
+
+
+# -- the kinds of figure -----------------------------------------------------------------------
+@dataclass
+class Kind:
+    description: str
+    make: Callable[[RunView], Any]
+    needs: Callable[[RunView], str | None]  # None when it can be drawn, else why not
+    default: Callable[[RunView], bool] = lambda v: True  # drawn by plain 'vaekit plot' / train
+
+
+def _needs_history(v: RunView):
+    return None if len(v.run.history) else "the run has no training history yet"
+
+
+def _needs_2d(v: RunView):
+    return None if v.is_2d else f"it needs 2-D data (this run's examples have shape {tuple(v.model.data_shape or ())})"
+
+
+def _needs_images(v: RunView):
+    return None if v.image_shape is not None else "it needs image data (this run's examples are flat vectors)"
+
+
+def _needs_images_or_2d(v: RunView):
+    return None if v.image_shape is not None or v.is_2d else (
+        f"it needs image or 2-D data (this run's examples have shape {tuple(v.model.data_shape or ())})")
+
+
+def _needs_small_latent(v: RunView):
+    return _needs_images_or_2d(v) or (None if v.model.latent_dim <= 2 else
+                                      f"it needs a latent space of 1 or 2 dimensions (this run's has {v.model.latent_dim}); "
+                                      "see 'traversal' instead")
+
+
+def _tensor(x) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+
+
+def _make_overview(v: RunView):
+    return plots.overview_2d(v.model, v.fit.x, v.run.history, labels=v.labels, colour=v.colour,
+                             colour_name=v.colour_name or "value", seed=SEED)
+
+
+def _make_samples(v: RunView):
+    return plots.samples(v.model, 64, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
+                         value_range=v.value_range, seed=SEED)
+
+
+def _make_reconstructions(v: RunView):
+    x = _tensor(v.held_out.x[:32])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        rec = generate.reconstruct(v.model, x)
+    return plots.reconstruction_grid(x.numpy(), rec.numpy(), v.image_shape, ncols=8, value_range=v.value_range)
+
+
+def _make_manifold(v: RunView):
+    steps = 15
+    return plots.manifold(v.model, steps=steps, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
+                          value_range=v.value_range)
+
+
+def _make_latent(v: RunView):
+    z, _ = generate.encode(v.model, _tensor(v.fit.x))
+    return plots.latent_map(z.numpy(), labels=v.labels, colour=v.colour, colour_name=v.colour_name or "value",
+                            method="tsne", max_points=1000, seed=SEED)
+
+
+def _kl(v: RunView) -> torch.Tensor:
+    return generate.kl_per_unit(v.model, _tensor(v.held_out.x))
+
+
+def _make_kl_units(v: RunView):
+    return plots.kl_units(_kl(v))
+
+
+def _make_traversal(v: RunView):
+    kl = _kl(v)
+    units = [int(u) for u in torch.argsort(kl, descending=True)[:10]]  # the most informative units first
+    return plots.traversal(v.model, units=units, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
+                           value_range=v.value_range)
+
+
+def _make_interpolation(v: RunView):
+    x = v.held_out.x
+    pairs = min(4, len(x) // 2) if len(x) >= 2 else 0
+    if pairs == 0:
+        raise ValueError("an interpolation needs at least two held-out examples")
+    if v.labels is not None and v.held_out.labels is not None:  # prefer pairs of different classes
+        lab = v.held_out.labels
+        chosen, used = [], set()
+        for i in range(len(x)):
+            if i in used:
+                continue
+            j = next((j for j in range(i + 1, len(x)) if j not in used and lab[j] != lab[i]), None)
+            if j is not None:
+                chosen.append((i, j))
+                used |= {i, j}
+            if len(chosen) == pairs:
+                break
+        a, b = [p[0] for p in chosen], [p[1] for p in chosen]
+    else:
+        a, b = list(range(pairs)), list(range(pairs, 2 * pairs))
+    return plots.interpolation(v.model, x[a], x[b], steps=8, image_shape=v.image_shape,
+                               data=None if v.image_shape else v.fit.x, value_range=v.value_range)
+
+
+KINDS: dict[str, Kind] = {
+    "curves": Kind("ELBO, reconstruction and KL per epoch, train and validation", lambda v: plots.training_curves(v.run.history),
+                   _needs_history),
+    "overview": Kind("the seeds' four panels for 2-D data: data, code, decoded prior samples, curves", _make_overview, _needs_2d),
+    "samples": Kind("decoded prior samples (image grid, or over the 2-D data)", _make_samples, _needs_images_or_2d,
+                    default=lambda v: v.image_shape is not None),  # 2-D runs: part of 'overview'
+    "reconstructions": Kind("held-out images beside their reconstructions", _make_reconstructions, _needs_images),
+    "manifold": Kind("decoded grid of latent points through the prior's quantiles (1-D or 2-D latents)",
+                     _make_manifold, _needs_small_latent),
+    "latent": Kind("map of encoder means (t-SNE above two dimensions), coloured by label or known value",
+                   _make_latent, lambda v: None, default=lambda v: not v.is_2d),  # 2-D runs: part of 'overview'
+    "kl_units": Kind("KL per latent unit (nats)", _make_kl_units, lambda v: None),
+    "traversal": Kind("one latent unit at a time through the prior's quantiles, others at 0", _make_traversal,
+                      _needs_images_or_2d, default=lambda v: v.model.latent_dim > 1),  # 1-D: same as 'manifold'
+    "interpolation": Kind("decoded straight lines between the codes of held-out examples", _make_interpolation,
+                          _needs_images_or_2d),
+}
+
+
+def choose(v: RunView, which: list[str] | None = None) -> list[str]:
+    """The figure names to draw: ``which`` as given (refusing unknown or inapplicable ones, with the
+    reason), or every default figure that applies to this run."""
+    if not which:
+        return [name for name, kind in KINDS.items() if kind.needs(v) is None and kind.default(v)]
+    unknown = [w for w in which if w not in KINDS]
+    if unknown:
+        raise ValueError(f"unknown figure {unknown[0]!r}; choose from: {', '.join(KINDS)}")
+    for name in which:
+        why = KINDS[name].needs(v)
+        if why:
+            raise ValueError(f"cannot draw '{name}' for this run: {why}")
+    return list(dict.fromkeys(which))
+
+
+def render(run: runs.Run | str | Path, which: list[str] | None = None, dpi: int = 100) -> dict[str, bytes]:
+    """Draw the chosen figures of a run: name -> PNG bytes."""
+    if not isinstance(run, runs.Run):
+        run = runs.open_run(run)
+    v = view(run)
+    names = choose(v, which)
+    run.model.eval()
+    out = {}
+    for name in names:
+        fig = KINDS[name].make(v)
+        out[name] = plots.to_png(fig, dpi=dpi)
+    return out
+
+
+def write(run_dir: str | Path, pngs: dict[str, bytes]) -> list[Path]:
+    """Write ``figures/NAME.png`` for each rendered figure, atomically."""
+    folder = Path(run_dir) / FIGURES_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, data in pngs.items():
+        path = folder / f"{name}.png"
+        atomic_write_bytes(path, data)
+        paths.append(path)
+    return paths

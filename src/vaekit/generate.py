@@ -1,0 +1,142 @@
+"""Points in latent space to decode: prior quantile grids, interpolations, traversals.
+
+Tensors in, tensors out. The prior here is the standard normal p(z) = N(0, I), so a
+probability p maps to the latent value Phi^-1(p); decoding a grid of such values shows the
+learned manifold with each cell holding equal prior mass (Kingma & Welling 2014, fig. 4).
+"""
+from __future__ import annotations
+
+import torch
+from torch.distributions import Normal
+
+from .model import Model
+
+_STANDARD = Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
+
+
+def prior_quantiles(steps: int, low: float = 0.05, high: float = 0.95) -> torch.Tensor:
+    """``steps`` latent values Phi^-1(p) for p evenly spaced in [low, high], increasing, (steps,)."""
+    if int(steps) < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not 0 < low <= high < 1:
+        raise ValueError(f"quantile range must satisfy 0 < low <= high < 1, got ({low}, {high})")
+    p = torch.linspace(low, high, int(steps), dtype=torch.float64) if steps > 1 else torch.tensor([0.5 * (low + high)], dtype=torch.float64)
+    return _STANDARD.icdf(p).float()
+
+
+def quantile_grid(
+    latent_dim: int,
+    steps: int = 15,
+    dims: tuple[int, int] = (0, 1),
+    low: float = 0.05,
+    high: float = 0.95,
+    base: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """A ``steps`` x ``steps`` grid through the prior's quantiles in two latent units, the others at
+    ``base`` (default 0, the prior's median): (steps, steps, latent_dim). Row ``i`` holds unit
+    ``dims[1]`` at its ``i``-th *largest* value (so the top row of a picture is the highest),
+    column ``j`` unit ``dims[0]`` at its ``j``-th smallest. With ``latent_dim == 1`` it is a single
+    row: (1, steps, 1)."""
+    values = prior_quantiles(steps, low, high)
+    base = torch.zeros(latent_dim) if base is None else torch.as_tensor(base, dtype=torch.float32).reshape(latent_dim)
+    if latent_dim == 1:
+        return (base + values[:, None]).reshape(1, steps, 1)
+    a, b = dims
+    if not (0 <= a < latent_dim and 0 <= b < latent_dim and a != b):
+        raise ValueError(f"dims must be two different units in 0..{latent_dim - 1}, got {dims}")
+    grid = base.repeat(steps, steps, 1)  # (steps, steps, H)
+    grid[:, :, a] = values[None, :]
+    grid[:, :, b] = values.flip(0)[:, None]
+    return grid
+
+
+def interpolate(z_from: torch.Tensor, z_to: torch.Tensor, steps: int = 8) -> torch.Tensor:
+    """Evenly spaced points on the straight line from ``z_from`` to ``z_to`` (both ends included):
+    (steps, latent_dim), or (steps, B, latent_dim) for batches of pairs."""
+    if int(steps) < 2:
+        raise ValueError(f"an interpolation needs steps >= 2, got {steps}")
+    t = torch.linspace(0, 1, int(steps), dtype=z_from.dtype, device=z_from.device)
+    t = t.reshape(-1, *([1] * z_from.dim()))
+    return (1 - t) * z_from + t * z_to
+
+
+def traverse(base: torch.Tensor, units: list[int] | tuple[int, ...], values: torch.Tensor) -> torch.Tensor:
+    """Move one unit at a time through ``values`` with the others fixed at ``base`` (latent_dim,):
+    (len(units), len(values), latent_dim)."""
+    base = torch.as_tensor(base, dtype=torch.float32)
+    latent_dim = base.shape[-1]
+    bad = [u for u in units if not 0 <= int(u) < latent_dim]
+    if bad:
+        raise ValueError(f"latent unit(s) {bad} out of range; this model has units 0..{latent_dim - 1}")
+    out = base.repeat(len(units), len(values), 1)
+    for row, unit in enumerate(units):
+        out[row, :, int(unit)] = values.to(out.dtype)
+    return out
+
+
+@torch.no_grad()
+def decode(model: Model, z: torch.Tensor, how: str = "mean", batch_size: int = 4096) -> torch.Tensor:
+    """Decode latent points of shape (..., latent_dim) to data space, in batches.
+
+    ``how``: ``"mean"`` (E[x|z]), ``"draw"`` (x ~ p(x|z)) or ``"mode"`` (the most probable value:
+    a Bernoulli mean rounded to 0/1, a categorical's most likely level)."""
+    if how not in ("mean", "draw", "mode"):
+        raise ValueError(f"how must be 'mean', 'draw' or 'mode', got {how!r}")
+    device = next(model.parameters()).device
+    lead = z.shape[:-1]
+    flat = z.reshape(-1, z.shape[-1]).to(device)
+    parts = []
+    for start in range(0, flat.shape[0], batch_size):
+        zb = flat[start : start + batch_size]
+        if how == "mode":
+            dist = model.p_x(zb)
+            try:
+                part = dist.mode
+            except NotImplementedError:
+                raise ValueError(
+                    f"the {model.likelihood.name} likelihood has no most probable value to round to; "
+                    "use the mean or --draw"
+                ) from None
+            parts.append(part.to(torch.float32))
+        else:
+            parts.append(model.decode(zb, draw=how == "draw").to(torch.float32))
+    out = torch.cat(parts) if parts else torch.zeros(0)
+    return out.reshape(*lead, *out.shape[1:]).cpu()
+
+
+@torch.no_grad()
+def encode(model: Model, x: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and standard deviations of q(z|x), in batches: two (N, latent_dim) tensors."""
+    device = next(model.parameters()).device
+    means, scales = [], []
+    for start in range(0, x.shape[0], batch_size):
+        m, s = model.encode(x[start : start + batch_size].to(device), return_scale=True)
+        means.append(m.cpu())
+        scales.append(s.cpu())
+    return torch.cat(means), torch.cat(scales)
+
+
+@torch.no_grad()
+def reconstruct(model: Model, x: torch.Tensor, how: str = "mean", sample_z: bool = True,
+                batch_size: int = 4096) -> torch.Tensor:
+    """Encode, take z ~ q(z|x) (or its mean with ``sample_z=False``), decode with ``how``."""
+    device = next(model.parameters()).device
+    parts = []
+    for start in range(0, x.shape[0], batch_size):
+        qz = model.q_z(x[start : start + batch_size].to(device))
+        z = qz.sample() if sample_z else qz.mean
+        parts.append(decode(model, z, how=how, batch_size=batch_size))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def kl_per_unit(model: Model, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """Average KL(q(z_h|x) || p(z_h)) over the examples, one value per latent unit (nats), (latent_dim,)."""
+    from .objectives import kl_per_unit as _kl_units
+
+    device = next(model.parameters()).device
+    total = torch.zeros(model.latent_dim, dtype=torch.float64)
+    for start in range(0, x.shape[0], batch_size):
+        qz = model.q_z(x[start : start + batch_size].to(device))
+        total += _kl_units(qz, model.p_z()).sum(0).double().cpu()
+    return (total / max(1, x.shape[0])).float()

@@ -1,0 +1,285 @@
+"""Each figure on a small trained model: the picture's size, that it is not blank, its panels or
+tiles, and that what it draws is what the model computes."""
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy.stats import norm
+
+from vaekit import figures, generate, plots, runs
+from trained_runs import trained_run
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.getbasetemp()
+
+
+@pytest.fixture(scope="module")
+def sine(root):
+    return runs.open_run(trained_run("sine", root))
+
+
+@pytest.fixture(scope="module")
+def pinwheel(root):
+    return runs.open_run(trained_run("pinwheel", root))
+
+
+@pytest.fixture(scope="module")
+def digits2(root):
+    return runs.open_run(trained_run("digits2", root))
+
+
+@pytest.fixture(scope="module")
+def digits4(root):
+    return runs.open_run(trained_run("digits4", root))
+
+
+def rendered(fig):
+    """The figure as an RGB array, after checking the PNG's size against the figure's."""
+    png = plots.to_png(fig)
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    img = np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(float)
+    w, h = fig.get_size_inches() * fig.dpi
+    assert abs(img.shape[0] - h) < 1 and abs(img.shape[1] - w) < 1
+    return img
+
+
+def assert_not_blank(img, min_std=10.0, min_ink=0.01):
+    assert img.std() > min_std  # pixel variance: not one flat colour
+    ink = (np.abs(img - 255).sum(-1) > 30).mean()
+    assert ink > min_ink, ink  # a visible share of the picture is drawn on
+
+
+def panels(fig):
+    """Axes that are panels, not colour bars."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def mosaic_of(ax):
+    (im,) = ax.get_images()
+    return np.ma.filled(np.ma.asarray(im.get_array()).astype(float), np.nan)
+
+
+def test_training_curves_draw_the_history(sine):
+    fig = plots.training_curves(sine.history)
+    assert_not_blank(rendered(fig))
+    axes = panels(fig)
+    assert [ax.get_title() for ax in axes] == ["ELBO", "reconstruction log p(x|z)", "KL(q(z|x) || p(z))"]
+    for ax, key in zip(axes, ["elbo", "log_px_z", "kl"]):
+        train, val = ax.get_lines()
+        np.testing.assert_allclose(train.get_ydata(), sine.history.column(f"train_{key}"))
+        np.testing.assert_allclose(val.get_ydata(), sine.history.column(f"val_{key}"))
+    with pytest.raises(ValueError, match="history is empty"):
+        plots.training_curves([])
+
+
+def test_sine_overview_is_the_seed_000_figure(sine):
+    data = sine.data("train")
+    fig = plots.overview_2d(sine.model, data.x, sine.history, colour=data.extra["phase"], n_samples=300)
+    assert_not_blank(rendered(fig))
+    axes = panels(fig)
+    assert len(axes) == 4
+    titles = [ax.get_title() for ax in axes]
+    assert titles[0] == "Data coloured by true phase" and titles[1] == "Data coloured by encoder mean"
+    assert "prior samples" in titles[2] and titles[3] == "Training curves"
+    # panel (b) colours each point by its encoder mean
+    (points,) = axes[1].collections
+    np.testing.assert_allclose(points.get_array(), sine.model.encode(torch.as_tensor(data.x))[:, 0].numpy(), rtol=1e-5)
+    np.testing.assert_allclose(points.get_offsets(), data.x)
+    # panel (c): 300 decoded prior samples over the data
+    grey, samples = axes[2].collections
+    assert len(samples.get_offsets()) == 300 and len(grey.get_offsets()) == len(data.x)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        z = torch.randn(300, 1)
+    np.testing.assert_allclose(samples.get_offsets(), sine.model.decode(z).numpy(), rtol=1e-5, atol=1e-6)
+    assert len(axes[3].get_lines()) == 4  # ELBO, log p(x|z), -KL, validation ELBO
+
+
+def test_pinwheel_overview_maps_latent_means_by_label(pinwheel):
+    data = pinwheel.data("train")
+    fig = plots.overview_2d(pinwheel.model, data.x, pinwheel.history, labels=data.labels)
+    assert_not_blank(rendered(fig))
+    axes = panels(fig)
+    assert len(axes) == 4 and axes[1].get_title() == "Encoder means by label"
+    (points,) = axes[1].collections
+    np.testing.assert_allclose(points.get_offsets(), pinwheel.model.encode(torch.as_tensor(data.x)).numpy(), rtol=1e-5)
+    # five classes, five colours, a legend entry each
+    assert len(np.unique(points.get_facecolors(), axis=0)) == 5
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["0", "1", "2", "3", "4"]
+    with pytest.raises(ValueError, match="2-D points"):
+        plots.overview_2d(pinwheel.model, np.zeros((5, 3)))
+
+
+def test_tile_places_every_image():
+    images = np.arange(7 * 6, dtype=float).reshape(7, 2, 3)  # 7 images of 2x3
+    mosaic = plots.tile(images, (2, 3), ncols=3, pad=1)
+    assert mosaic.shape == (3 * 3 + 1, 3 * 4 + 1)
+    for i in range(7):
+        r, c = divmod(i, 3)
+        np.testing.assert_array_equal(mosaic[1 + 3 * r : 3 + 3 * r, 1 + 4 * c : 4 + 4 * c], images[i])
+    assert np.isnan(mosaic[7:9, 5:8]).all()  # the two missing tiles of the last row
+    assert (~np.isnan(mosaic)).sum() == 7 * 6
+    colour = plots.tile(np.random.rand(4, 3, 5, 5), (3, 5, 5))  # channels first -> HWC
+    assert colour.shape == (13, 13, 3)
+
+
+def test_image_grid_and_reconstructions(digits2):
+    x = digits2.data("test").x[:20]
+    fig = plots.image_grid(x, (8, 8), ncols=5, value_range=(0, 1))
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    np.testing.assert_array_equal(mosaic_of(ax), plots.tile(x, (8, 8), 5))
+    rec = digits2.model.reconstruct(torch.as_tensor(x), sample_z=False).numpy()
+    fig = plots.reconstruction_grid(x, rec, (8, 8), ncols=5)
+    assert_not_blank(rendered(fig))
+    left, right = panels(fig)
+    np.testing.assert_array_equal(mosaic_of(left), plots.tile(x, (8, 8), 5))
+    np.testing.assert_allclose(mosaic_of(right), plots.tile(rec, (8, 8), 5))
+    with pytest.raises(ValueError, match="20 originals but 3"):
+        plots.reconstruction_grid(x, rec[:3], (8, 8))
+
+
+def test_image_manifold_decodes_the_grid_it_claims(digits2):
+    steps = 6
+    fig = plots.manifold(digits2.model, steps=steps, image_shape=(8, 8))
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    # the grid, built independently: z1 = Phi^-1(p) left to right, z2 = Phi^-1(p) bottom to top
+    q = norm.ppf(np.linspace(0.05, 0.95, steps))
+    z = np.array([[(q[j], q[steps - 1 - i]) for j in range(steps)] for i in range(steps)], dtype=np.float32)
+    decoded = digits2.model.decode(torch.as_tensor(z.reshape(-1, 2))).numpy()
+    np.testing.assert_allclose(mosaic_of(ax), plots.tile(decoded, (8, 8), steps), rtol=1e-5, atol=1e-6)
+    assert [float(t.get_text()) for t in ax.get_xticklabels()] == pytest.approx(q, abs=0.005)
+    assert [float(t.get_text()) for t in ax.get_yticklabels()] == pytest.approx(q[::-1], abs=0.005)
+    # the tiles differ: the decoder is not constant over the grid
+    assert decoded.std(0).mean() > 0.02
+
+
+def test_2d_manifold_draws_the_decoded_grid(pinwheel, sine):
+    steps = 7
+    fig = plots.manifold(pinwheel.model, steps=steps, data=pinwheel.data("train").x)
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    lines = ax.get_lines()
+    assert len(lines) == 2 * steps  # rows and columns of the grid
+    q = norm.ppf(np.linspace(0.05, 0.95, steps))
+    row0 = np.stack([q, np.full(steps, q[-1])], 1).astype(np.float32)  # top row: z2 at its largest
+    np.testing.assert_allclose(lines[0].get_xydata(), pinwheel.model.decode(torch.as_tensor(row0)).numpy(), rtol=1e-5, atol=1e-6)
+    fig = plots.manifold(sine.model, steps=steps)
+    (ax,) = panels(fig)
+    (curve,) = ax.get_lines()
+    np.testing.assert_allclose(curve.get_xydata(), sine.model.decode(torch.as_tensor(q[:, None], dtype=torch.float32)).numpy(),
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_latent_map_2d_pca_and_tsne(pinwheel, digits4):
+    data = pinwheel.data("test")
+    z = pinwheel.model.encode(torch.as_tensor(data.x)).numpy()
+    fig = plots.latent_map(z, labels=data.labels)
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), z)
+    assert len(ax.patches) == 2  # prior circles at 1 and 2 standard deviations
+
+    data = digits4.data("test")
+    z = digits4.model.encode(torch.as_tensor(data.x)).numpy()
+    from sklearn.decomposition import PCA
+
+    fig = plots.latent_map(z, labels=data.labels, method="pca")
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    expected = PCA(2, random_state=0).fit_transform(z.astype(np.float64))
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), expected, rtol=1e-4, atol=1e-5)
+    assert "PCA" in ax.get_title() and len(ax.get_legend().get_texts()) == len(np.unique(data.labels))
+
+    fig = plots.latent_map(z, labels=data.labels, method="tsne", max_points=120)
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    assert len(ax.collections[0].get_offsets()) == 120 and "t-SNE" in ax.get_title()
+    with pytest.raises(ValueError, match="unknown embedding method"):
+        plots.latent_map(z, method="umap")
+
+
+def test_one_dimensional_code_against_the_true_phase(sine):
+    data = sine.data("train")
+    z = sine.model.encode(torch.as_tensor(data.x)).numpy()
+    fig = plots.latent_map(z, colour=data.extra["phase"], colour_name="true phase")
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    np.testing.assert_allclose(ax.collections[0].get_offsets(), np.stack([data.extra["phase"], z[:, 0]], 1), rtol=1e-6)
+    # a learned 1-D code of the sine curve is monotone in the phase
+    assert abs(np.corrcoef(data.extra["phase"], z[:, 0])[0, 1]) > 0.9
+
+
+def test_kl_units_bars(digits4):
+    kl = generate.kl_per_unit(digits4.model, torch.as_tensor(digits4.data("test").x)).numpy()
+    fig = plots.kl_units(kl)
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    bars = sorted(ax.patches, key=lambda p: p.get_x())
+    assert len(bars) == 4
+    np.testing.assert_allclose([b.get_height() for b in bars], np.maximum(kl, 0), rtol=1e-6)
+    fig = plots.kl_units(np.array([0.5, 0.001, 2.0]))
+    greys = [p for p in panels(fig)[0].patches if p.get_facecolor()[:3] == pytest.approx((0.69, 0.69, 0.69), abs=0.01)]
+    assert len(greys) == 1  # the unit below 0.01 nats
+
+
+def test_traversal_rows_are_units(digits4, pinwheel):
+    model = digits4.model
+    fig = plots.traversal(model, units=[3, 1], steps=5, image_shape=(8, 8))
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    values = norm.ppf(np.linspace(0.05, 0.95, 5))
+    z = np.zeros((2, 5, 4), dtype=np.float32)
+    z[0, :, 3], z[1, :, 1] = values, values
+    expected = model.decode(torch.as_tensor(z.reshape(-1, 4))).numpy()
+    np.testing.assert_allclose(mosaic_of(ax), plots.tile(expected, (8, 8), 5), rtol=1e-5, atol=1e-5)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["$z_{4}$", "$z_{2}$"]
+    fig = plots.traversal(pinwheel.model, steps=6, data=pinwheel.data("test").x)
+    assert_not_blank(rendered(fig))
+    assert len(panels(fig)[0].get_lines()) == 2  # one curve per unit
+
+
+def test_interpolation_ends_are_the_examples(digits2, sine):
+    x = digits2.data("test").x
+    fig = plots.interpolation(digits2.model, x[:3], x[3:6], steps=6, image_shape=(8, 8))
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    mosaic = mosaic_of(ax)
+    assert mosaic.shape == (3 * 9 + 1, 8 * 9 + 1)  # 3 rows; example, 6 steps, example
+    np.testing.assert_array_equal(mosaic[1:9, 1:9], x[0].reshape(8, 8))
+    np.testing.assert_array_equal(mosaic[1:9, 1 + 7 * 9 : 9 + 7 * 9], x[3].reshape(8, 8))
+    za, zb = (digits2.model.encode(torch.as_tensor(v)) for v in (x[:1], x[3:4]))
+    middle = digits2.model.decode(za + 0.4 * (zb - za)).numpy().reshape(8, 8)  # step 3 of 6 = 2/5 of the way
+    np.testing.assert_allclose(mosaic[1:9, 1 + 3 * 9 : 9 + 3 * 9], middle, rtol=1e-5, atol=1e-5)
+    fig = plots.interpolation(sine.model, x_from=sine.data("test").x[:2], x_to=sine.data("test").x[2:4], steps=5)
+    assert_not_blank(rendered(fig))
+    assert len(panels(fig)[0].get_lines()) == 2
+
+
+def test_figures_leave_no_pyplot_state():
+    code = ("import numpy as np, sys; from vaekit import plots; "
+            "plots.to_png(plots.image_grid(np.random.rand(4, 9), (3, 3))); "
+            "plots.to_png(plots.kl_units(np.ones(3))); "
+            "print('matplotlib.pyplot' in sys.modules)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert r.stdout.strip() == "False"
+
+
+def test_run_figures_choose_by_the_data(sine, pinwheel, digits2, digits4):
+    names = lambda run: figures.choose(figures.view(run))  # noqa: E731
+    assert names(sine) == ["curves", "overview", "manifold", "kl_units", "interpolation"]
+    assert names(pinwheel) == ["curves", "overview", "manifold", "kl_units", "traversal", "interpolation"]
+    assert names(digits2) == ["curves", "samples", "reconstructions", "manifold", "latent", "kl_units", "traversal",
+                              "interpolation"]
+    assert "manifold" not in names(digits4) and "latent" in names(digits4)
+    with pytest.raises(ValueError, match="cannot draw 'manifold' for this run: it needs a latent space of 1 or 2"):
+        figures.choose(figures.view(digits4), ["manifold"])
+    with pytest.raises(ValueError, match="unknown figure 'nope'"):
+        figures.choose(figures.view(digits4), ["nope"])
