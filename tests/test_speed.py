@@ -200,3 +200,21 @@ def test_cli_speed_flags_reach_the_run_config(tmp_path, monkeypatch, capsys):
     assert main([*args[:-1], "r3", "--threads", "-2"]) == 2
     assert "threads" in capsys.readouterr().err
     assert not (tmp_path / "r3").exists()
+
+
+def test_standard_normal_prior_shortcuts_are_torchs_normal_bit_for_bit():
+    from torch.distributions import Normal, kl_divergence
+
+    prior = vaekit.StandardNormal(5)
+    gen = torch.Generator().manual_seed(3)
+    mu = torch.randn(7, 5, generator=gen).requires_grad_()
+    log_s = torch.randn(7, 5, generator=gen).requires_grad_()
+    q = Normal(mu, log_s.exp())
+    general = Normal(torch.zeros(5), torch.ones(5))
+    fast, reference = kl_divergence(q, prior().base_dist), kl_divergence(q, general)
+    assert torch.equal(fast, reference)
+    for a, b in zip(torch.autograd.grad(fast.sum(), [mu, log_s], retain_graph=True), torch.autograd.grad(reference.sum(), [mu, log_s])):
+        assert torch.equal(a, b)
+    z = torch.randn(3, 7, 5, generator=gen)
+    assert torch.equal(prior().log_prob(z), torch.distributions.Independent(general, 1).log_prob(z))
+    assert prior().sample((4,)).shape == (4, 5)
