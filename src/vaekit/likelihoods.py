@@ -38,6 +38,13 @@ __all__ = [
 ]
 
 
+def _sum_event(values: torch.Tensor, n_event_dims: int) -> torch.Tensor:
+    """Sum the rightmost ``n_event_dims`` dims, exactly as ``Independent.log_prob`` does."""
+    if n_event_dims == 0:
+        return values
+    return values.reshape(*values.shape[: values.dim() - n_event_dims], -1).sum(-1)
+
+
 def _blocks(params: torch.Tensor, n: int, event_shape: tuple[int, ...]) -> torch.Tensor:
     """(..., n * E0, E1, ...) -> (n, ..., E0, E1, ...): one block per distribution parameter."""
     batch = params.shape[: params.dim() - len(event_shape)]
@@ -85,6 +92,21 @@ class Likelihood(nn.Module):
             raise RuntimeError("likelihood is not bound to a data shape; call bind(event_shape)")
         return Independent(self._base(params), len(self.event_shape))
 
+    def log_prob(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x | params) per example (data dims summed out); ``params`` may carry extra
+        leading sample dims that broadcast against ``x``.
+
+        Always equal to ``self.distribution(params).log_prob(x)``. Subclasses override it with
+        the same formula their torch distribution uses, written out, so the training step does
+        not build two distribution objects per batch (tests check the two paths agree).
+        """
+        return self.distribution(params).log_prob(x)
+
+    def _n_event_dims(self) -> int:
+        if self.event_shape is None:
+            raise RuntimeError("likelihood is not bound to a data shape; call bind(event_shape)")
+        return len(self.event_shape)
+
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """The decoded mean E[x | z], used for generation and reconstruction."""
         return self._base(params).mean
@@ -113,6 +135,11 @@ class Bernoulli(Likelihood):
 
     def _base(self, params: torch.Tensor) -> Distribution:
         return _Bernoulli(logits=params, validate_args=False)
+
+    def log_prob(self, params, x):
+        # torch's Bernoulli.log_prob: -BCE-with-logits, elementwise, after broadcasting
+        logits, x = torch.broadcast_tensors(params, x)
+        return _sum_event(-F.binary_cross_entropy_with_logits(logits, x, reduction="none"), self._n_event_dims())
 
     def validate(self, x) -> None:
         super().validate(x)
@@ -194,6 +221,13 @@ class Gaussian(Likelihood):
         loc, scale = self._loc_scale(params)
         return Normal(loc, scale, validate_args=False)
 
+    def log_prob(self, params, x):
+        # torch's Normal.log_prob: -(x - mu)^2 / (2 sigma^2) - log sigma - log sqrt(2 pi)
+        n = self._n_event_dims()
+        loc, scale = self._loc_scale(params)
+        values = -((x - loc) ** 2) / (2 * scale**2) - scale.log() - math.log(math.sqrt(2 * math.pi))
+        return _sum_event(values, n)
+
     def mean(self, params):
         if self.scale == "predicted":
             return _blocks(params, 2, self.event_shape)[0]
@@ -223,6 +257,14 @@ class Categorical(Likelihood):
 
     def _base(self, params):
         return _IndexCategorical(logits=self._logits(params), validate_args=False)
+
+    def log_prob(self, params, x):
+        # torch's Categorical: normalised logits, then the entry of the observed class
+        n = self._n_event_dims()
+        logits = self._logits(params)
+        log_pmf = logits - logits.logsumexp(-1, keepdim=True)
+        index, log_pmf = torch.broadcast_tensors(x.long().unsqueeze(-1), log_pmf)
+        return _sum_event(log_pmf.gather(-1, index[..., :1]).squeeze(-1), n)
 
     def mean(self, params):
         probs = self._logits(params).softmax(-1)

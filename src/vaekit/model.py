@@ -55,7 +55,7 @@ class Model(nn.Module):
             raise ValueError(
                 f"encoder returned {h.shape[-1]} outputs; a model with latent_dim={self.latent_dim} needs {2 * self.latent_dim}"
             )
-        loc, log_scale = h.chunk(2, dim=-1)
+        loc, log_scale = _full_precision(h).chunk(2, dim=-1)
         return Independent(Normal(loc, log_scale.exp(), validate_args=False), 1)
 
     def p_x(self, z: torch.Tensor) -> Distribution:
@@ -65,10 +65,15 @@ class Model(nn.Module):
     def p_z(self) -> Distribution:
         return self.prior()
 
+    def log_px_z(self, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """log p(x|z) per example, shape z.shape[:-1]: the value of ``p_x(z).log_prob(x)``,
+        computed by the likelihood directly (no distribution object per training step)."""
+        return self.likelihood.log_prob(self.decode_params(z), x)
+
     def decode_params(self, z: torch.Tensor) -> torch.Tensor:
         lead = z.shape[:-1]
         params = self.decoder(z.reshape(-1, z.shape[-1]))  # (prod(lead), *param_shape)
-        return params.reshape(*lead, *params.shape[1:])
+        return _full_precision(params.reshape(*lead, *params.shape[1:]))
 
     # -- uses -------------------------------------------------------------------------
     @torch.no_grad()
@@ -97,3 +102,9 @@ class Model(nn.Module):
         qz = self.q_z(x)
         z = qz.sample() if sample_z else qz.mean
         return self.decode(z, draw=draw)
+
+
+def _full_precision(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision network outputs (bf16/fp16 autocast) become float32, so the posterior,
+    the likelihood and the KL are always computed in at least single precision."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t

@@ -60,7 +60,7 @@ def elbo(
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     qz = model.q_z(x)
     z = qz.rsample((n_samples,))  # (L, B, H)
-    log_px_z = model.p_x(z).log_prob(x).mean(0)  # (B,)
+    log_px_z = model.log_px_z(z, x).mean(0)  # (B,); = model.p_x(z).log_prob(x), averaged over L
     kl_units = kl_per_unit(qz, model.p_z(), z)  # (B, H)
     kl = kl_units.sum(-1)  # (B,)
     if free_bits > 0:
@@ -75,7 +75,7 @@ def elbo(
 def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i|x) for k reparameterised draws: (k, B)."""
     z = qz.rsample((k,))  # (k, B, H)
-    return model.p_x(z).log_prob(x) + model.p_z().log_prob(z) - qz.log_prob(z)
+    return model.log_px_z(z, x) + model.p_z().log_prob(z) - qz.log_prob(z)
 
 
 def iwae_bound(model: Model, x: torch.Tensor, k: int = 5) -> torch.Tensor:
@@ -233,7 +233,7 @@ def loss(
     if iw_samples and iw_samples > 1:
         qz = model.q_z(x)
         z = qz.rsample((iw_samples,))  # (k, B, H)
-        log_px_z = model.p_x(z).log_prob(x)  # (k, B)
+        log_px_z = model.log_px_z(z, x)  # (k, B)
         log_pz, log_qz = model.p_z().log_prob(z), qz.log_prob(z)
         bound = torch.logsumexp(log_px_z + log_pz - log_qz, 0) - math.log(iw_samples)
         kl = kl_per_unit(qz, model.p_z(), z).sum(-1)

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from . import __version__, checkpoint, likelihoods
+from . import __version__, checkpoint, distributed, likelihoods
 from .data import Dataset, load as load_data, split as split_indices
 from .errors import CheckpointError, DataError
 from .model import Model
@@ -53,10 +53,13 @@ DEFAULTS: dict[str, Any] = {
     "checkpoint_every": 1,
     "progress": None,
     "out": None,
+    "threads": 0,
+    "compile": False,
+    "amp": None,
 }
 _TRAIN_KEYS = [
     "epochs", "batch_size", "lr", "weight_decay", "beta", "warmup", "free_bits", "n_samples",
-    "iw_samples", "grad_clip", "early_stopping", "seed", "device", "progress",
+    "iw_samples", "grad_clip", "early_stopping", "seed", "device", "progress", "threads", "compile", "amp",
 ]
 
 
@@ -200,7 +203,13 @@ def train(
     log: Callable[[str], None] = print,
     data: dict[str, Dataset] | None = None,
 ) -> TrainResult:
-    """Train a new run from settings (see ``DEFAULTS``); write its folder as it goes."""
+    """Train a new run from settings (see ``DEFAULTS``); write its folder as it goes.
+
+    Under torchrun (an initialised process group) every process calls this with the same
+    settings; rank 0 alone chooses the folder, writes files and logs."""
+    ctx = distributed.current()
+    if not ctx.is_main:
+        log = _silent
     settings = normalise_settings(settings)
     data_cfg = data_config(settings)
     parts = data or load_splits(data_cfg)
@@ -219,7 +228,7 @@ def train(
     train_cfg = TrainConfig(**{k: settings[k] for k in _TRAIN_KEYS})
     torch.manual_seed(train_cfg.seed)
     model = build_model(spec)  # after seeding: the same seed gives the same initial weights
-    run_dir = new_run_dir(settings, parts["train"].name)
+    run_dir = _on_main(ctx, lambda: new_run_dir(settings, parts["train"].name))
     config = {
         "format_version": checkpoint.FORMAT_VERSION,
         "vaekit_version": __version__,
@@ -230,8 +239,9 @@ def train(
                  "image_shape": parts["train"].image_shape},
         "checkpoint_every": int(settings["checkpoint_every"]),
     }
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.write_json(run_dir / checkpoint.CONFIG_FILE, config)
+    if ctx.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(run_dir / checkpoint.CONFIG_FILE, config)
     log(f"run folder: {run_dir}")
     log(f"data: {parts['train'].name}, {len(parts['train'])} train / {len(parts['val'])} validation / "
         f"{len(parts['test'])} test examples of shape {tuple(x_train.shape[1:])}; likelihood: {describe(lik)}")
@@ -240,7 +250,11 @@ def train(
 
 def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, device: str | None = None,
            progress: bool | None = None, log: Callable[[str], None] = print) -> TrainResult:
-    """Continue a stopped run; the result equals an uninterrupted run with the same settings."""
+    """Continue a stopped run; the result equals an uninterrupted run with the same settings
+    (also under torchrun with the same number of processes: every process restores its own RNG)."""
+    ctx = distributed.current()
+    if not ctx.is_main:
+        log = _silent
     run_dir = Path(run_dir)
     config = checkpoint.read_json(run_dir / checkpoint.CONFIG_FILE) if (run_dir / checkpoint.CONFIG_FILE).is_file() else None
     if config is None:
@@ -263,18 +277,27 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, device: str
     else:
         log(f"resuming {run_dir} from epoch {state.epoch} of {train_cfg.epochs}")
     config["train"] = train_cfg.to_dict()
-    checkpoint.write_json(run_dir / checkpoint.CONFIG_FILE, config)
+    if ctx.is_main:
+        checkpoint.write_json(run_dir / checkpoint.CONFIG_FILE, config)
     parts = load_splits(config["data"])
     return _fit_and_finish(run_dir, config, model, parts, train_cfg, state, log)
 
 
 def _fit_and_finish(run_dir, config, model, parts, train_cfg, state, log) -> TrainResult:
+    ctx = distributed.current()
     saver = checkpoint.RunCheckpointer(run_dir, every=config.get("checkpoint_every", 1), total_epochs=train_cfg.epochs)
     val = parts["val"].x if len(parts["val"]) else None
     if state is not None and (state.epoch >= train_cfg.epochs or state.stopped_early):
         history = state.history
     else:
-        history = fit(model, parts["train"].x, val, train_cfg, callbacks=[saver], resume=state)
+        history = fit(model, parts["train"].x, val, train_cfg, callbacks=[saver] if ctx.is_main else [],
+                      resume=state, rank=ctx.rank, world_size=ctx.world_size)
+    if ctx.active:
+        digest = getattr(history, "replica_digest", None) or distributed.check_replicas(model)
+        log(f"data-parallel: {ctx.world_size} processes, batches of {train_cfg.batch_size // ctx.world_size} each "
+            f"(effective {train_cfg.batch_size}); weights identical on all processes (sha256 {digest})")
+    if not ctx.is_main:
+        return TrainResult(run_dir=run_dir, model=model, history=history, metrics={})
     checkpoint.save(model, run_dir / checkpoint.MODEL_FILE)  # the final (or best, after early stopping) weights
     checkpoint.write_history(run_dir / checkpoint.HISTORY_FILE, history)
     metrics = final_metrics(model, parts, train_cfg)
@@ -284,6 +307,26 @@ def _fit_and_finish(run_dir, config, model, parts, train_cfg, state, log) -> Tra
         summary += f", validation {metrics['val']['elbo']:.4f} nats"
     log(summary + f" per example ({metrics['estimator']})")
     return TrainResult(run_dir=run_dir, model=model, history=history, metrics=metrics)
+
+
+def _silent(message: str) -> None:
+    """The log of processes other than rank 0."""
+
+
+def _on_main(ctx: distributed.Context, make: Callable[[], Any]) -> Any:
+    """``make()`` on rank 0, its result (or its error) on every process."""
+    if not ctx.active:
+        return make()
+    result: tuple[str, Any] = ("ok", None)
+    if ctx.is_main:
+        try:
+            result = ("ok", make())
+        except (ValueError, TypeError, OSError) as err:
+            result = ("error", str(err))
+    kind, value = distributed.broadcast_object(result)
+    if kind == "error":
+        raise ValueError(value)
+    return value
 
 
 FINAL_SAMPLES = 10

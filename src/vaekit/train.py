@@ -1,25 +1,41 @@
 """Training: ``fit(model, train, val, config)`` -> History.
 
 The loop is deliberately lean: the data sit on the device, an epoch is a shuffled index
-permutation, per-batch metrics are summed on the device and read back once per epoch.
+permutation, per-batch metric sums stay on the device and are read back once per epoch (no
+host-device synchronisation inside an epoch), Adam is the fused kernel where torch has one.
+Options: ``threads`` (CPU intra-op threads), ``compile`` (torch.compile of the loss step),
+``amp="bf16"`` (bfloat16 autocast for the networks; likelihood and KL stay float32), and
+data-parallel training over processes (``rank``/``world_size``, see ``vaekit.distributed``).
 Schedules (KL warm-up) live here; the model never sees the epoch.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import inspect
 import math
+import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
+import numpy as np
 import torch
+from torch import nn
 from tqdm.auto import tqdm
 
-from . import objectives
+from . import distributed, objectives
 from .batches import as_tensor, iterate, make_source
 from .errors import TrainingError
 from .model import Model
+
+
+AMP_DTYPES = {"bf16": torch.bfloat16}
+
+# parameters x batch size below which one CPU thread beats several (bench/bench_train.py --threads)
+SMALL_STEP = 2**23
 
 
 @dataclass
@@ -43,6 +59,9 @@ class TrainConfig:
     device: str = "auto"
     progress: bool | None = None  # None: a bar only when stderr is a terminal
     eval_batch_size: int = 4096
+    threads: int = 0  # CPU intra-op threads; 0: automatic (1 for small models, else torch's default)
+    compile: bool = False  # torch.compile the loss step; falls back to eager (with a warning) if it fails
+    amp: str | None = None  # "bf16": bfloat16 autocast for the networks; likelihood and KL stay float32
 
     def __post_init__(self) -> None:
         checks = {
@@ -55,6 +74,7 @@ class TrainConfig:
             "n_samples": self.n_samples >= 1,
             "iw_samples": self.iw_samples >= 0,
             "eval_batch_size": self.eval_batch_size >= 1,
+            "threads": self.threads >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -63,6 +83,11 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be positive, got {self.grad_clip}")
         if self.early_stopping is not None and self.early_stopping < 1:
             raise ValueError(f"early_stopping patience must be >= 1, got {self.early_stopping}")
+        if self.amp is not None and self.amp not in AMP_DTYPES:
+            raise ValueError(
+                f"amp must be one of {', '.join(AMP_DTYPES)} (or off), got {self.amp!r}; float16 would need "
+                "loss scaling, which vaekit does not do"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -131,23 +156,38 @@ def make_optimizer(model: Model, config: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
 
-def _rng_state(generator: torch.Generator, device: torch.device) -> dict[str, torch.Tensor]:
+def _rng_state(generator: torch.Generator, device: torch.device, world_size: int = 1) -> dict[str, torch.Tensor]:
     state = {"torch": torch.get_rng_state(), "shuffle": generator.get_state()}
     if device.type == "cuda":
         state["cuda"] = torch.cuda.get_rng_state(device)
+    if world_size > 1:
+        # each process draws its own noise; keeping every process's state makes resume exact
+        ranks = distributed.gather_objects({k: v for k, v in state.items() if k != "shuffle"})
+        state["torch_per_rank"] = torch.stack([r["torch"] for r in ranks])
+        if "cuda" in state:
+            state["cuda_per_rank"] = torch.stack([r["cuda"] for r in ranks])
     return state
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device) -> None:
-    torch.set_rng_state(state["torch"].cpu())
-    generator.set_state(state["shuffle"].cpu())
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device,
+                   rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0) -> None:
+    generator.set_state(state["shuffle"].cpu())  # the same on every process: one permutation per epoch
+    per_rank = state.get("torch_per_rank")
+    if per_rank is not None and per_rank.shape[0] == world_size:
+        torch.set_rng_state(per_rank[rank].cpu().clone())
+        if device.type == "cuda" and "cuda_per_rank" in state:
+            torch.cuda.set_rng_state(state["cuda_per_rank"][rank].cpu().clone(), device)
+    elif world_size == 1:
+        torch.set_rng_state(state["torch"].cpu())
+        if device.type == "cuda" and "cuda" in state:
+            torch.cuda.set_rng_state(state["cuda"].cpu(), device)
+    else:  # saved by a different number of processes: fresh, reproducible noise for each one
+        torch.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
 
 
 @torch.no_grad()
-def evaluate_elbo(model: Model, x: torch.Tensor, batch_size: int = 4096, n_samples: int = 1) -> dict[str, float]:
-    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example)."""
+def _elbo_sums(model: Model, x: torch.Tensor, batch_size: int, n_samples: int = 1) -> torch.Tensor:
+    """Sums over ``x`` of the ELBO, log p(x|z) and KL, (3,) float64 on x's device (no host sync)."""
     was_training = model.training
     model.eval()
     sums = torch.zeros(3, device=x.device, dtype=torch.float64)
@@ -155,8 +195,92 @@ def evaluate_elbo(model: Model, x: torch.Tensor, batch_size: int = 4096, n_sampl
         t = objectives.elbo(model, xb, n_samples=n_samples)
         sums += torch.stack([t.elbo.sum(), t.log_px_z.sum(), t.kl.sum()]).double()
     model.train(was_training)
-    elbo, log_px_z, kl = (sums / x.shape[0]).tolist()
+    return sums
+
+
+def evaluate_elbo(model: Model, x: torch.Tensor, batch_size: int = 4096, n_samples: int = 1) -> dict[str, float]:
+    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example)."""
+    elbo, log_px_z, kl = (_elbo_sums(model, x, batch_size, n_samples) / x.shape[0]).tolist()
     return {"elbo": elbo, "log_px_z": log_px_z, "kl": kl}
+
+
+# buffers (the prior's constants) never change, so DDP need not re-send them before every step
+_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
+                   if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+                   else {"broadcast_buffers": False})
+
+
+class LossStep(nn.Module):
+    """The forward half of a training step as a module: the loss and, detached, the batch sums
+    of (objective, ELBO, log p(x|z), KL). Being a module lets DistributedDataParallel wrap it
+    (gradient averaging) and torch.compile compile it as one graph."""
+
+    def __init__(self, model: Model, config: TrainConfig, device_type: str) -> None:
+        super().__init__()
+        self.model = model
+        self.n_samples, self.free_bits, self.iw_samples = config.n_samples, config.free_bits, config.iw_samples
+        self.amp_dtype = AMP_DTYPES.get(config.amp) if config.amp else None
+        self.device_type = device_type
+
+    def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+        autocast = (torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype is not None
+                    else contextlib.nullcontext())
+        with autocast:  # the networks run in bf16; Model casts their outputs to float32 for q, p(x|z), KL
+            loss, t = objectives.loss(self.model, x, beta=beta, n_samples=self.n_samples,
+                                      free_bits=self.free_bits, iw_samples=self.iw_samples)
+        sums = torch.stack([t.objective, t.elbo, t.log_px_z, t.kl]).detach().sum(1)  # (4,)
+        return loss, sums
+
+
+def _compiled(step: nn.Module) -> Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]:
+    """``torch.compile(step)``; if compiling fails (no C++ compiler, an unsupported operation),
+    warn once and go on eagerly with the same module, so ``compile=True`` never stops a run."""
+    try:
+        compiled = torch.compile(step)
+    except Exception as err:  # noqa: BLE001 - any failure of the optional compiler means: run eagerly
+        warnings.warn(f"torch.compile is unavailable ({_first_line(err)}); training runs without it")
+        return step
+    current: list[Callable] = [compiled]
+
+    def run(x: torch.Tensor, beta: float):
+        if current[0] is step:
+            return step(x, beta)
+        try:
+            return current[0](x, beta)
+        except Exception as err:  # noqa: BLE001 - compilation happens lazily, at the first calls
+            warnings.warn(f"torch.compile failed ({_first_line(err)}); training continues without it")
+            current[0] = step
+            return step(x, beta)
+
+    return run
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextlib.contextmanager
+def cpu_threads(threads: int, model: nn.Module, batch_size: int, device: torch.device) -> Iterator[int]:
+    """Set torch's intra-op CPU threads for a training run and restore them afterwards.
+
+    ``threads > 0`` is taken as given. ``0`` (automatic) uses one thread when a step is small
+    (parameters x batch size < ``SMALL_STEP``): waking other threads costs more than they save,
+    and far more on a busy machine. Larger steps keep torch's default, as do runs where
+    OMP_NUM_THREADS is set (torchrun sets it to 1 per process when it starts several).
+    """
+    before = torch.get_num_threads()
+    wanted = threads
+    if threads == 0 and device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
+        work = sum(p.numel() for p in model.parameters()) * batch_size
+        wanted = 1 if work < SMALL_STEP else 0
+    if wanted > 0 and wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 def fit(
@@ -177,6 +301,13 @@ def fit(
     ``TrainerState`` from a checkpoint: training continues exactly as if never stopped.
     Callbacks run after every epoch with the model and the state (checkpointing).
     Raises ``TrainingError`` naming the epoch and batch when the loss becomes non-finite.
+
+    Data-parallel: with ``world_size > 1`` (one call per process, inside an initialised
+    ``torch.distributed`` process group, e.g. under torchrun) every process passes the same data;
+    each trains on its own 1/world_size share with ``batch_size / world_size`` examples per step,
+    so the effective batch stays ``batch_size``. DistributedDataParallel averages the gradients,
+    the history holds totals over all processes (validation is sharded and summed too), and at the
+    end the processes check that they hold bit-identical weights (``history.replica_digest``).
     """
     config = config or TrainConfig()
     if overrides:
@@ -185,16 +316,27 @@ def fit(
         val = None
     if config.early_stopping and val is None:
         raise ValueError("early stopping needs validation data")
+    if world_size > 1:
+        if config.batch_size % world_size:
+            raise ValueError(f"batch_size {config.batch_size} must be a multiple of the number of processes "
+                             f"({world_size}): each process takes batch_size / {world_size} examples per step")
+        ctx = distributed.current()
+        if (ctx.rank, ctx.world_size) != (rank, world_size):
+            raise ValueError(f"fit(rank={rank}, world_size={world_size}) needs an initialised process group of that "
+                             f"size (found rank {ctx.rank} of {ctx.world_size}); start it with torchrun")
     device = resolve_device(config.device)
+    if world_size > 1:
+        device = distributed.device_for_rank(device, ctx)
     model.to(device)
     if model.data_shape is not None and tuple(train.shape[1:]) != tuple(model.data_shape):
         raise ValueError(f"data have shape {tuple(train.shape[1:])} per example, the model expects {model.data_shape}")
     model.likelihood.validate(train)
-    source = make_source(train, config.batch_size, device, rank=rank, world_size=world_size)
-    x_val = None
+    source = make_source(train, config.batch_size // world_size, device, rank=rank, world_size=world_size)
+    x_val, n_val = None, 0
     if val is not None:
         model.likelihood.validate(val)
-        x_val = as_tensor(val, device)
+        n_val = len(val)
+        x_val = as_tensor(val[rank::world_size] if world_size > 1 else val, device)  # this process's share
 
     optimizer = make_optimizer(model, config)
     generator = torch.Generator()
@@ -207,72 +349,81 @@ def fit(
     else:
         if resume.optimizer is not None:
             optimizer.load_state_dict(resume.optimizer)
-        _set_rng_state(resume.rng, generator, device)
+        _set_rng_state(resume.rng, generator, device, rank, world_size, config.seed, resume.epoch)
         state.history = History(resume.history)
+
+    step: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]] = LossStep(model, config, device.type)
+    if world_size > 1:
+        step = nn.parallel.DistributedDataParallel(
+            step, device_ids=[device.index] if device.type == "cuda" else None, **_NO_BUFFER_SYNC)
+    if config.compile:
+        step = _compiled(step)
 
     steps_per_epoch = len(source)
     warmup_steps = config.warmup * steps_per_epoch
-    show = config.progress if config.progress is not None else (rank == 0 and sys.stderr.isatty())
-    bar = tqdm(range(state.epoch, config.epochs), initial=state.epoch, total=config.epochs,
-               disable=not show, unit="epoch", dynamic_ncols=True)
-    for epoch in bar:
-        started = time.perf_counter()
-        model.train()
-        sums = torch.zeros(4, device=device, dtype=torch.float64)
-        first_bad = torch.tensor(-1, device=device)
-        beta = config.beta
-        for batch, xb in enumerate(source.batches(generator)):
-            if warmup_steps > 0:
-                beta = config.beta * min(1.0, (state.step + 1) / warmup_steps)
-            loss, terms = objectives.loss(model, xb, beta=beta, n_samples=config.n_samples,
-                                          free_bits=config.free_bits, iw_samples=config.iw_samples)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if config.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            with torch.no_grad():
-                sums += torch.stack([terms.objective.sum(), terms.elbo.sum(),
-                                     terms.log_px_z.sum(), terms.kl.sum()]).double()
-                first_bad = torch.where((first_bad < 0) & ~torch.isfinite(loss), batch, first_bad)
-            state.step += 1
-        bad = int(first_bad)  # the one host sync of the epoch
-        if bad >= 0:
-            raise TrainingError(
-                f"the loss became non-finite at epoch {epoch + 1}, batch {bad + 1}; weights from epoch "
-                f"{state.epoch} (the last good checkpoint) are kept. Try a lower --lr, --grad-clip or a "
-                "different likelihood"
-            )
-        objective, elbo, log_px_z, kl = (sums / source.n_examples).tolist()
-        row: dict[str, Any] = {"epoch": epoch + 1, "train_objective": objective, "train_elbo": elbo,
-                               "train_log_px_z": log_px_z, "train_kl": kl, "beta": beta}
-        if x_val is not None:
-            v = evaluate_elbo(model, x_val, config.eval_batch_size)
-            row.update({"val_elbo": v["elbo"], "val_log_px_z": v["log_px_z"], "val_kl": v["kl"]})
-            if not math.isfinite(v["elbo"]):
+    show = rank == 0 and (config.progress if config.progress is not None else sys.stderr.isatty())
+    with cpu_threads(config.threads, model, config.batch_size // world_size, device):
+        bar = tqdm(range(state.epoch, config.epochs), initial=state.epoch, total=config.epochs,
+                   disable=not show, unit="epoch", dynamic_ncols=True)
+        for epoch in bar:
+            started = time.perf_counter()
+            model.train()
+            batch_sums = []
+            beta = config.beta
+            for xb in source.batches(generator):
+                if warmup_steps > 0:
+                    beta = config.beta * min(1.0, (state.step + 1) / warmup_steps)
+                loss, sums = step(xb, beta)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+                optimizer.step()
+                batch_sums.append(sums)  # stays on the device
+                state.step += 1
+            per_batch = distributed.all_reduce_sum(torch.stack(batch_sums))  # (batches, 4), over all processes
+            finite = torch.isfinite(per_batch[:, 0])
+            first_bad = torch.where(finite.all(), -1, (~finite).int().argmax())
+            *totals, bad = torch.cat([per_batch.double().sum(0), first_bad.double().reshape(1)]).tolist()  # the one host sync
+            if bad >= 0:
                 raise TrainingError(
-                    f"the validation ELBO became non-finite at epoch {epoch + 1}; the last good checkpoint "
-                    f"(epoch {state.epoch}) is kept. Try a lower --lr or --grad-clip"
+                    f"the loss became non-finite at epoch {epoch + 1}, batch {int(bad) + 1}; weights from epoch "
+                    f"{state.epoch} (the last good checkpoint) are kept. Try a lower --lr, --grad-clip or a "
+                    "different likelihood"
                 )
-        row["seconds"] = time.perf_counter() - started
-        state.history.append(row)
-        state.epoch = epoch + 1
-        if x_val is not None:
-            _track_best(model, state, row["val_elbo"], config)
-        state.optimizer = optimizer.state_dict()
-        state.rng = _rng_state(generator, device)
-        bar.set_postfix(elbo=f"{elbo:.3f}", **({"val": f"{row['val_elbo']:.3f}"} if x_val is not None else {}))
-        if config.early_stopping and state.bad_epochs >= config.early_stopping:
-            state.stopped_early = True
-        for callback in callbacks:
-            callback(model, state)
-        if state.stopped_early:
-            break
-    bar.close()
+            objective, elbo, log_px_z, kl = (t / (source.n_examples * world_size) for t in totals)
+            row: dict[str, Any] = {"epoch": epoch + 1, "train_objective": objective, "train_elbo": elbo,
+                                   "train_log_px_z": log_px_z, "train_kl": kl, "beta": beta}
+            if x_val is not None:
+                v_sums = distributed.all_reduce_sum(_elbo_sums(model, x_val, config.eval_batch_size))
+                v_elbo, v_log_px_z, v_kl = (v_sums / n_val).tolist()
+                row.update({"val_elbo": v_elbo, "val_log_px_z": v_log_px_z, "val_kl": v_kl})
+                if not math.isfinite(v_elbo):
+                    raise TrainingError(
+                        f"the validation ELBO became non-finite at epoch {epoch + 1}; the last good checkpoint "
+                        f"(epoch {state.epoch}) is kept. Try a lower --lr or --grad-clip"
+                    )
+            row["seconds"] = time.perf_counter() - started
+            state.history.append(row)
+            state.epoch = epoch + 1
+            if x_val is not None:
+                _track_best(model, state, row["val_elbo"], config)
+            state.optimizer = optimizer.state_dict()
+            state.rng = _rng_state(generator, device, world_size)
+            bar.set_postfix(elbo=f"{elbo:.3f}", **({"val": f"{row['val_elbo']:.3f}"} if x_val is not None else {}))
+            if config.early_stopping and state.bad_epochs >= config.early_stopping:
+                state.stopped_early = True
+            for callback in callbacks:
+                callback(model, state)
+            if state.stopped_early:
+                break
+        bar.close()
     if state.stopped_early and config.restore_best and state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     history = History(state.history)
     history.state = state  # type: ignore[attr-defined]
+    if world_size > 1:
+        history.replica_digest = distributed.check_replicas(model)  # type: ignore[attr-defined]
     return history
 
 

@@ -5,7 +5,7 @@ import argparse
 import os
 import sys
 
-from .. import runs
+from .. import distributed, runs
 from ..likelihoods import REGISTRY
 from ..nets import ACTIVATIONS
 from .options import explicit, non_negative_float, positive_float, positive_int, read_config_file
@@ -52,6 +52,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="stop after this many epochs without a better validation ELBO [default: off]")
     g.add_argument("--seed", type=int, help="seed for initial weights, shuffling and sampling [default: 0]")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:1 or mps [default: auto]")
+    g = p.add_argument_group("speed")
+    g.add_argument("--threads", type=int, help="CPU threads; 0: automatic (1 for small models) [default: 0]")
+    g.add_argument("--compile", action="store_true", help="torch.compile the training step (falls back if it fails)")
+    g.add_argument("--amp", choices=["bf16"], help="bfloat16 autocast for the networks; likelihood and KL stay float32")
     g = p.add_argument_group("output")
     g.add_argument("--out", help="run folder to create (default: runs/DATA-TIME)")
     g.add_argument("--checkpoint-every", type=positive_int, help="epochs between checkpoints [default: 1]")
@@ -65,6 +69,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    # under torchrun every process runs this command; launch() joins them into one job
+    with distributed.launch():
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     given = explicit(args)
     draw = given.pop("figures", True)
     if "resume" in given:

@@ -1,0 +1,23 @@
+"""Entry point for tests/test_distributed.py: ``vaekit`` under torchrun, except that every process
+SIGKILLs itself right after the checkpoint of epoch $VAEKIT_TEST_KILL_AT (a crash at a known point)."""
+import os
+import signal
+import sys
+
+import vaekit.runs as runs
+from vaekit.cli import main
+
+KILL_AT = int(os.environ["VAEKIT_TEST_KILL_AT"])
+_fit = runs.fit
+
+
+def _fit_then_die(*args, callbacks=(), **kwargs):
+    def die(model, state):
+        if state.epoch == KILL_AT:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return _fit(*args, callbacks=[*callbacks, die], **kwargs)
+
+
+runs.fit = _fit_then_die
+sys.exit(main(sys.argv[1:]))
