@@ -10,6 +10,7 @@ from .train import History, TrainConfig, fit  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
 from . import data as datasets  # noqa: E402
 from .errors import CheckpointError, DataError, TrainingError, VaekitError  # noqa: E402
+from .estimator import VAE, VAEOutlierDetector  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -21,6 +22,8 @@ __all__ = [
     "StandardNormal",
     "TrainConfig",
     "TrainingError",
+    "VAE",
+    "VAEOutlierDetector",
     "VaekitError",
     "build_model",
     "datasets",

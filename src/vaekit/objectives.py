@@ -71,9 +71,10 @@ def elbo(
     return ELBOTerms(elbo=log_px_z - kl, log_px_z=log_px_z, kl=kl, objective=log_px_z - beta * kl_term)
 
 
-def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int) -> torch.Tensor:
-    """log p(x, z_i) - log q(z_i|x) for k reparameterised draws: (k, B)."""
-    z = qz.rsample((k,))  # (k, B, H)
+def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(x, z_i) - log q(z_i|x) for k reparameterised draws: (k, B). With ``noise``
+    (k, H) standard-normal draws, z_i = mu(x) + sigma(x) * noise_i for every example."""
+    z = qz.rsample((k,)) if noise is None else qz.mean + qz.stddev * noise.unsqueeze(1)  # (k, B, H)
     return model.p_x(z).log_prob(x) + model.p_z().log_prob(z) - qz.log_prob(z)
 
 
@@ -103,6 +104,7 @@ def log_marginal(
     k: int = 1000,
     batch_size: int = 256,
     max_elements: int = 2**24,
+    noise: torch.Tensor | None = None,
 ) -> LogMarginal:
     """log p(x) ~= logsumexp_i [log p(x, z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x).
 
@@ -110,9 +112,15 @@ def log_marginal(
     ``max_elements`` decoder outputs at a time) for any k. The standard error is the
     delta-method one, sqrt((E[w^2]/E[w]^2 - 1) / k), computed from running log-sums.
     It is a stochastic lower bound in expectation (Burda et al. 2016) that tightens as k grows.
+
+    ``noise`` (k, latent_dim) fixes the standard-normal draws behind z_i and shares them by
+    all examples (common random numbers): each example's estimate is then a function of that
+    example alone, whatever batch it is in, and is still an unbiased estimate of p(x).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    if noise is not None and tuple(noise.shape) != (k, model.latent_dim):
+        raise ValueError(f"noise must have shape (k, latent_dim) = {(k, model.latent_dim)}, got {tuple(noise.shape)}")
     was_training = model.training
     model.eval()
     per_example = max(1, math.prod(model.likelihood.param_shape(model.data_shape or tuple(x.shape[1:]))))
@@ -121,12 +129,13 @@ def log_marginal(
         xb = x[start : start + batch_size]
         qz = model.q_z(xb)
         chunk = max(1, min(k, max_elements // (per_example * xb.shape[0])))
-        lse1 = torch.full((xb.shape[0],), -math.inf, device=xb.device)
+        lse1 = torch.full((xb.shape[0],), -math.inf, device=xb.device, dtype=torch.promote_types(xb.dtype, torch.float32))
         lse2 = lse1.clone()
         done = 0
         while done < k:
             n = min(chunk, k - done)
-            log_w = _log_weights(model, xb, qz, n).float()  # (n, B)
+            log_w = _log_weights(model, xb, qz, n, None if noise is None else noise[done : done + n])  # (n, B)
+            log_w = log_w if log_w.dtype == torch.float64 else log_w.float()
             lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
             lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
             done += n

@@ -18,6 +18,7 @@ from ..errors import TrainingError
 COMMANDS = [
     "train",
     "demo",
+    "score",
 ]
 
 
