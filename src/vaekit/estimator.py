@@ -26,7 +26,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from . import __version__, anomaly, checkpoint, runs
+from . import __version__, anomaly, checkpoint, likelihoods, runs
 from .spec import ModelSpec, build_model
 from .train import History, TrainConfig, fit as train_model, resolve_device
 
@@ -183,14 +183,11 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 )
             perm = np.random.default_rng(seed).permutation(x.shape[0])
             x_train, x_val = x[perm[n_val:]], x[perm[:n_val]]
-        name = self.likelihood if isinstance(self.likelihood, str) else None
-        if name is None:  # a config dict
-            from . import likelihoods
-
+        if isinstance(self.likelihood, dict):  # a likelihood config such as {"name": "gaussian", "scale": 0.1}
             lik = likelihoods.create(self.likelihood)
             lik.validate(x_train)
         else:
-            lik = runs.choose_likelihood(name.lower(), None if self.scale is None else float(self.scale), x_train)
+            lik = runs.choose_likelihood(self.likelihood.lower(), None if self.scale is None else float(self.scale), x_train)
         spec = ModelSpec(data_shape=(x.shape[1],), latent_dim=int(self.latent_dim), hidden=hidden,
                          activation=str(self.activation), likelihood=lik.config())
         config = self._train_config(seed)
