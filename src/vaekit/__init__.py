@@ -11,6 +11,7 @@ from .checkpoint import load, save  # noqa: E402
 from . import data as datasets  # noqa: E402
 from .errors import CheckpointError, DataError, TrainingError, VaekitError  # noqa: E402
 from .evaluate import Evaluation, GapConfig, evaluate  # noqa: E402
+from .estimator import VAE, VAEOutlierDetector  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -24,6 +25,8 @@ __all__ = [
     "StandardNormal",
     "TrainConfig",
     "TrainingError",
+    "VAE",
+    "VAEOutlierDetector",
     "VaekitError",
     "build_model",
     "datasets",

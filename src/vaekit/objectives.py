@@ -72,9 +72,10 @@ def elbo(
     return ELBOTerms(elbo=log_px_z - kl, log_px_z=log_px_z, kl=kl, objective=log_px_z - beta * kl_term)
 
 
-def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int) -> torch.Tensor:
-    """log p(x, z_i) - log q(z_i|x) for k reparameterised draws: (k, B)."""
-    z = qz.rsample((k,))  # (k, B, H)
+def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """log p(x, z_i) - log q(z_i|x) for k reparameterised draws: (k, B). With ``noise``
+    (k, H) standard-normal draws, z_i = mu(x) + sigma(x) * noise_i for every example."""
+    z = qz.rsample((k,)) if noise is None else qz.mean + qz.stddev * noise.unsqueeze(1)  # (k, B, H)
     return model.log_px_z(z, x) + model.p_z().log_prob(z) - qz.log_prob(z)
 
 
@@ -127,6 +128,7 @@ def log_marginal(
     batch_size: int | None = None,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     proposal: Proposal | None = None,
+    noise: torch.Tensor | None = None,
 ) -> LogMarginal:
     """log p(x) ~= logsumexp_i [log p(x, z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x).
 
@@ -147,6 +149,11 @@ def log_marginal(
     from running log-sums (for a mixture with stratified draws this errs on the large side).
     The estimate is IWAE_k: a lower bound on log p(x) in expectation (Burda et al. 2016)
     that tightens as k grows.
+
+    ``noise`` (k, latent_dim) fixes the standard-normal draws behind z_i (encoder proposal
+    only) and shares them by all examples (common random numbers): each example's estimate
+    is then a function of that example alone, whatever batch it is in, and is still an
+    unbiased estimate of p(x).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -156,6 +163,11 @@ def log_marginal(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = x.shape[0]
     components = _check_proposal(proposal, n, model.latent_dim, k)
+    if noise is not None:
+        if components is not None:
+            raise ValueError("noise applies to the encoder proposal; give either noise or proposal")
+        if tuple(noise.shape) != (k, model.latent_dim):
+            raise ValueError(f"noise must have shape (k, latent_dim) = {(k, model.latent_dim)}, got {tuple(noise.shape)}")
     was_training = model.training
     model.eval()
     pairs = max(1, max_elements // elements_per_draw(model, x))  # (draw, example) pairs per decoder call
@@ -168,7 +180,8 @@ def log_marginal(
         xb = x[start : start + batch]
         if components is None:
             qz = model.q_z(xb)
-            z_all = qz.sample((k,))  # (k, B, H)
+            # (k, B, H); common random numbers when noise is given
+            z_all = qz.sample((k,)) if noise is None else qz.mean + qz.stddev * noise.unsqueeze(1)
             log_q = qz.log_prob
         else:
             qs = [_diagonal_normal(loc[start : start + batch], scale[start : start + batch]) for loc, scale in components]
@@ -185,7 +198,7 @@ def log_marginal(
         for s in range(0, k, chunk):
             z = z_all[s : s + chunk]  # (n, B, H)
             # float64 for the sums: equal weights then give a standard error of ~0, not float32 noise
-            log_w = (model.p_x(z).log_prob(xb) + prior.log_prob(z) - log_q(z)).double()  # (n, B)
+            log_w = (model.log_px_z(z, xb) + prior.log_prob(z) - log_q(z)).double()  # (n, B)
             lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
             lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
         estimates.append(lse1 - math.log(k))

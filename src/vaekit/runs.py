@@ -104,6 +104,9 @@ def data_config(settings: dict[str, Any]) -> dict[str, Any]:
 
 def load_splits(data_cfg: dict[str, Any]) -> dict[str, Dataset]:
     """The run's data, split exactly as when it was trained."""
+    if data_cfg.get("source") == "array":  # written by vaekit.VAE.save: the rows were never stored
+        raise DataError("this run was trained on in-memory arrays (vaekit.VAE.save), so its data are not stored; "
+                        "give the data to use with --data FILE")
     full = load_data(data_cfg["source"], **data_cfg.get("options", {}))
     idx = split_indices(len(full), tuple(data_cfg["split"]["fractions"]), data_cfg["split"]["seed"])
     parts = dict(zip(("train", "val", "test"), (full.subset(i) for i in idx)))

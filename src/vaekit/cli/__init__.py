@@ -26,6 +26,7 @@ COMMANDS = [
     "traverse",
     "plot",
     "report",
+    "score",
 ]
 
 

@@ -1,0 +1,122 @@
+"""Anomaly scores from a trained VAE, one number per example (seed 001 names all three).
+
+With q(z|x) the encoder, p(x|z) the decoder and p(z) the prior:
+
+- ``logpx``: importance-sampled log p(x) = log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x)
+  (Burda et al. 2016). The model's own answer to "how probable is this example"; higher is
+  more normal.
+- ``recon``: the reconstruction log-probability E_q(z|x)[log p(x|z)], averaged over L draws
+  of z (An & Cho 2015). An & Cho average the density p(x|z) itself; the average of its log
+  (the ELBO's reconstruction term) is used here because it stays finite in high dimension
+  and ranks examples alike. Higher is more normal.
+- ``kl``: KL(q(z|x) || p(z)) in closed form: how far the encoder must move an example away
+  from the prior. Higher is more *anomalous*.
+
+Every value is in nats. ``score`` turns each into a scikit-learn style score (higher means
+more normal: ``logpx`` and ``recon`` as they are, ``kl`` negated), which is what
+``VAEOutlierDetector.score_samples`` returns.
+
+The Monte Carlo scores can use common random numbers: one set of standard-normal draws
+``noise`` (K, latent_dim) shared by every example, z_k = mu(x) + sigma(x) * noise_k. Each
+example's score is then a function of that example alone (the same in any batch, in any
+order), and differences between examples are not blurred by independent sampling noise;
+each score is still an unbiased Monte Carlo estimate for its own example.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .model import Model
+from .objectives import kl_per_unit, log_marginal
+
+# name -> (column name for files, sign that makes "higher = more normal", description)
+SCORES: dict[str, tuple[str, float, str]] = {
+    "logpx": ("log_px", 1.0, "importance-sampled log p(x) (IWAE_K with q(z|x) as proposal)"),
+    "recon": ("recon_log_px_z", 1.0, "reconstruction log-probability E_q[log p(x|z)] (An & Cho 2015, L draws)"),
+    "kl": ("kl", -1.0, "KL(q(z|x) || p(z)), closed form"),
+}
+
+
+def common_noise(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """``n`` standard-normal draws of size ``latent_dim`` from a private generator seeded
+    with ``seed`` (the global torch RNG is not touched): (n, latent_dim)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return torch.randn(n, latent_dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+@torch.no_grad()
+def log_px(model: Model, x: torch.Tensor, k: int = 100, noise: torch.Tensor | None = None,
+           batch_size: int = 256) -> torch.Tensor:
+    """Importance-sampled log p(x) per example, (B,): ``objectives.log_marginal`` with ``k``
+    samples (and the shared ``noise`` (k, H) when given)."""
+    return log_marginal(model, x, k=k, batch_size=batch_size, noise=noise).log_px
+
+
+@torch.no_grad()
+def reconstruction_log_prob(model: Model, x: torch.Tensor, n_samples: int = 100,
+                            noise: torch.Tensor | None = None, batch_size: int = 256,
+                            max_elements: int = 2**24) -> torch.Tensor:
+    """(1/L) sum_l log p(x | z_l), z_l ~ q(z|x), per example, (B,). Chunked over draws so
+    about ``max_elements`` decoder outputs are alive at a time."""
+    if n_samples < 1:
+        raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if noise is not None and tuple(noise.shape) != (n_samples, model.latent_dim):
+        raise ValueError(f"noise must have shape (n_samples, latent_dim) = {(n_samples, model.latent_dim)}, "
+                         f"got {tuple(noise.shape)}")
+    was_training = model.training
+    model.eval()
+    per_example = max(1, math.prod(model.likelihood.param_shape(model.data_shape or tuple(x.shape[1:]))))
+    out = []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start : start + batch_size]
+        qz = model.q_z(xb)
+        chunk = max(1, min(n_samples, max_elements // (per_example * xb.shape[0])))
+        total = torch.zeros(xb.shape[0], device=xb.device, dtype=torch.promote_types(xb.dtype, torch.float32))
+        done = 0
+        while done < n_samples:
+            n = min(chunk, n_samples - done)
+            if noise is None:
+                z = qz.sample((n,))  # (n, B, H)
+            else:
+                z = qz.mean + qz.stddev * noise[done : done + n].unsqueeze(1)
+            total += model.p_x(z).log_prob(xb).sum(0).to(total.dtype)  # sum over the n draws: (B,)
+            done += n
+        out.append(total / n_samples)
+    model.train(was_training)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def kl_to_prior(model: Model, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per example in nats, (B,) (closed form for the Gaussian prior)."""
+    was_training = model.training
+    model.eval()
+    out = [kl_per_unit(model.q_z(xb), model.p_z()).sum(-1) for xb in x.split(batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def raw_score(model: Model, x: torch.Tensor, kind: str, n_samples: int = 100,
+              noise: torch.Tensor | None = None) -> torch.Tensor:
+    """The quantity named by ``kind`` (``logpx``, ``recon`` or ``kl``) in nats, its natural sign."""
+    check_kind(kind)
+    if kind == "logpx":
+        return log_px(model, x, k=n_samples, noise=noise)
+    if kind == "recon":
+        return reconstruction_log_prob(model, x, n_samples=n_samples, noise=noise)
+    return kl_to_prior(model, x)
+
+
+def score(model: Model, x: torch.Tensor, kind: str = "logpx", n_samples: int = 100,
+          noise: torch.Tensor | None = None) -> torch.Tensor:
+    """scikit-learn's convention: higher means more normal (``kl`` is negated)."""
+    return SCORES[check_kind(kind)][1] * raw_score(model, x, kind, n_samples, noise)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in SCORES:
+        raise ValueError(f"unknown anomaly score {kind!r}; choose one of: {', '.join(SCORES)}")
+    return kind

@@ -1,0 +1,426 @@
+"""scikit-learn estimators: ``VAE`` (a transformer) and ``VAEOutlierDetector``.
+
+They follow scikit-learn's conventions: ``__init__`` only stores hyper-parameters, ``fit``
+validates the data, builds ``model_`` (a ``vaekit.Model``) and trains it with ``vaekit.fit``,
+fitted state ends in ``_``, and ``clone``, ``Pipeline``, ``GridSearchCV`` and pickling work.
+
+Numerics: training runs in float32; after ``fit`` the model is kept in float64, so
+``transform`` and the scores of one example do not depend on which other examples share its
+batch (float32 matrix products differ in the last bits with the batch size). The Monte Carlo
+scores use common random numbers fixed at fit time (see ``vaekit.anomaly``), so they are
+deterministic for a fitted estimator.
+"""
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import math
+import os
+from numbers import Integral, Real
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, OutlierMixin, TransformerMixin, clone
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_array, check_is_fitted
+
+from . import __version__, anomaly, checkpoint, likelihoods, runs
+from .spec import ModelSpec, build_model
+from .train import History, TrainConfig, fit as train_model, resolve_device
+
+try:
+    from sklearn.utils.validation import validate_data as _validate_data
+except ImportError:  # scikit-learn < 1.6
+    def _validate_data(estimator, X, **kwargs):
+        return estimator._validate_data(X, **kwargs)
+
+_FLOATS = [np.float64, np.float32]
+_INFERENCE_BATCH = 4096
+
+
+def _seed(random_state) -> int:
+    """An int seed for torch from scikit-learn's ``random_state`` (None, int or RandomState)."""
+    return int(check_random_state(random_state).randint(np.iinfo(np.int32).max))
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, Integral) and not isinstance(value, bool)
+
+
+class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """A variational autoencoder as a scikit-learn transformer.
+
+    ``transform`` gives the posterior means E[z|x] (the learned representation),
+    ``inverse_transform`` the decoded means E[x|z], ``sample`` new examples,
+    ``score_samples`` the importance-sampled log p(x) of each example in nats (like
+    ``PCA.score_samples``) and ``score`` their mean.
+
+    Parameters
+    ----------
+    latent_dim : int, size of z.
+    hidden : tuple of int, hidden layer sizes of the encoder; the decoder mirrors them.
+        ``()`` gives linear maps.
+    activation : str, hidden-layer activation (``vaekit.nets.ACTIVATIONS``).
+    likelihood : str or dict, the observation model p(x|z): ``"auto"`` chooses from the
+        training data (binary -> bernoulli, a few non-negative integer levels ->
+        categorical, values in [0, 1] -> continuous_bernoulli, anything else -> gaussian
+        with a learned scale per feature), or a name from ``vaekit.likelihoods.REGISTRY``,
+        or a config dict such as ``{"name": "gaussian", "scale": 0.1}``.
+    scale : float or None, fixed standard deviation of a Gaussian likelihood.
+    epochs, batch_size, lr, beta, warmup : training settings (``vaekit.TrainConfig``);
+        ``beta`` weights the KL term, ``warmup`` is epochs of linear KL warm-up.
+    n_iw_samples : int, importance samples K for ``score_samples`` / ``score``.
+    validation_fraction : float in [0, 1), share of the rows held out to track the
+        validation ELBO in ``history_`` (needed by ``early_stopping``).
+    early_stopping : int or None, patience in epochs on the validation ELBO.
+    random_state : None, int or RandomState: initial weights, shuffling, sampling noise.
+    device : ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ...
+    verbose : bool, show a progress bar while training.
+
+    Attributes
+    ----------
+    model_ : vaekit.Model (float64, in eval mode). likelihood_ : the chosen likelihood.
+    history_ : list of per-epoch dicts (train_elbo, train_log_px_z, train_kl, ...).
+    n_features_in_, feature_names_in_ (when fitted on a DataFrame with string columns).
+    seed_ : the int seed used for torch (drawn from ``random_state``).
+    """
+
+    def __init__(
+        self,
+        latent_dim=2,
+        *,
+        hidden=(64, 64),
+        activation="relu",
+        likelihood="auto",
+        scale=None,
+        epochs=100,
+        batch_size=128,
+        lr=1e-3,
+        beta=1.0,
+        warmup=0.0,
+        n_iw_samples=100,
+        validation_fraction=0.0,
+        early_stopping=None,
+        random_state=None,
+        device="auto",
+        verbose=False,
+    ):
+        self.latent_dim = latent_dim
+        self.hidden = hidden
+        self.activation = activation
+        self.likelihood = likelihood
+        self.scale = scale
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.lr = lr
+        self.beta = beta
+        self.warmup = warmup
+        self.n_iw_samples = n_iw_samples
+        self.validation_fraction = validation_fraction
+        self.early_stopping = early_stopping
+        self.random_state = random_state
+        self.device = device
+        self.verbose = verbose
+
+    # -- scikit-learn metadata ------------------------------------------------------------
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        return tags
+
+    def _more_tags(self):  # scikit-learn < 1.6
+        return {"preserves_dtype": ["float64", "float32"]}
+
+    # -- fitting ----------------------------------------------------------------------------
+    def _check_params(self) -> tuple[int, ...]:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise ValueError(f"{type(self).__name__}: {message}")
+
+        need(_is_int(self.latent_dim) and self.latent_dim >= 1, f"latent_dim must be an int >= 1, got {self.latent_dim!r}")
+        hidden = (self.hidden,) if _is_int(self.hidden) else self.hidden
+        need(isinstance(hidden, (tuple, list)) and all(_is_int(h) and h >= 1 for h in hidden),
+             f"hidden must be a tuple of positive ints such as (64, 64), got {self.hidden!r}")
+        need(isinstance(self.likelihood, (str, dict)), f"likelihood must be 'auto', a likelihood name or a config dict, got {self.likelihood!r}")
+        need(self.scale is None or (isinstance(self.scale, Real) and self.scale > 0 and math.isfinite(self.scale)),
+             f"scale must be None or a positive number, got {self.scale!r}")
+        need(_is_int(self.epochs) and self.epochs >= 1, f"epochs must be an int >= 1, got {self.epochs!r}")
+        need(_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
+        need(isinstance(self.lr, Real) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
+        need(isinstance(self.beta, Real) and self.beta >= 0, f"beta must be a number >= 0, got {self.beta!r}")
+        need(isinstance(self.warmup, Real) and self.warmup >= 0, f"warmup must be a number of epochs >= 0, got {self.warmup!r}")
+        need(_is_int(self.n_iw_samples) and self.n_iw_samples >= 1, f"n_iw_samples must be an int >= 1, got {self.n_iw_samples!r}")
+        need(isinstance(self.validation_fraction, Real) and 0 <= self.validation_fraction < 1,
+             f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        need(self.early_stopping is None or (_is_int(self.early_stopping) and self.early_stopping >= 1),
+             f"early_stopping must be None or a patience in epochs >= 1, got {self.early_stopping!r}")
+        need(self.early_stopping is None or self.validation_fraction > 0,
+             "early_stopping needs validation data: set validation_fraction > 0 as well")
+        return tuple(int(h) for h in hidden)
+
+    def _train_config(self, seed: int) -> TrainConfig:
+        return TrainConfig(
+            epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr), beta=float(self.beta),
+            warmup=float(self.warmup), early_stopping=self.early_stopping, seed=seed, device=str(self.device),
+            progress=bool(self.verbose),
+        )
+
+    def fit(self, X, y=None):
+        """Train a new model on the rows of ``X`` (y is ignored). Returns self."""
+        hidden = self._check_params()
+        X = _validate_data(self, X, dtype=_FLOATS)
+        seed = _seed(self.random_state)
+        x = np.asarray(X, dtype=np.float32)
+        x_train, x_val = x, None
+        if self.validation_fraction > 0:
+            n_val = int(round(self.validation_fraction * x.shape[0]))
+            if n_val < 1 or n_val >= x.shape[0]:
+                raise ValueError(
+                    f"validation_fraction={self.validation_fraction} of {x.shape[0]} rows leaves no validation or no "
+                    "training rows; use more data or validation_fraction=0"
+                )
+            perm = np.random.default_rng(seed).permutation(x.shape[0])
+            x_train, x_val = x[perm[n_val:]], x[perm[:n_val]]
+        if isinstance(self.likelihood, dict):  # a likelihood config such as {"name": "gaussian", "scale": 0.1}
+            lik = likelihoods.create(self.likelihood)
+            lik.validate(x_train)
+        else:
+            lik = runs.choose_likelihood(self.likelihood.lower(), None if self.scale is None else float(self.scale), x_train)
+        spec = ModelSpec(data_shape=(x.shape[1],), latent_dim=int(self.latent_dim), hidden=hidden,
+                         activation=str(self.activation), likelihood=lik.config())
+        config = self._train_config(seed)
+        device = resolve_device(config.device)
+        with _forked_rng(device):
+            torch.manual_seed(seed)  # the same random_state gives the same initial weights
+            model = build_model(spec)
+            history = train_model(model, x_train, x_val, config)
+        self._set_fitted(model, History(dict(row) for row in history), seed,
+                         {"train": len(x_train), "val": 0 if x_val is None else len(x_val)})
+        return self
+
+    def _set_fitted(self, model, history: History, seed: int, sizes: dict[str, int]) -> None:
+        self.model_ = model.to(torch.float64).eval()
+        self.likelihood_ = self.model_.likelihood
+        self.history_ = history
+        self.seed_ = int(seed)
+        self._n_features_out = int(self.model_.latent_dim)
+        self._sizes = dict(sizes)
+
+    # -- the data <-> tensor edge --------------------------------------------------------
+    def _device(self) -> torch.device:
+        return next(self.model_.parameters()).device
+
+    def _check_X(self, X) -> np.ndarray:
+        check_is_fitted(self)
+        return _validate_data(self, X, dtype=_FLOATS, reset=False)
+
+    def _map(self, fn, a: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
+        """Apply ``fn`` (a float64 tensor batch -> tensor) in batches; float64 numpy out."""
+        out = []
+        with torch.no_grad():
+            for start in range(0, a.shape[0], _INFERENCE_BATCH):
+                t = torch.as_tensor(np.array(a[start : start + _INFERENCE_BATCH], dtype=np.float64), device=self._device())
+                out.append(fn(t.reshape(-1, *in_shape)).reshape(t.shape[0], -1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, 0))
+
+    @property
+    def _data_shape(self) -> tuple[int, ...]:
+        return tuple(self.model_.data_shape)
+
+    def _noise(self, n: int) -> torch.Tensor:
+        return anomaly.common_noise(n, self.model_.latent_dim, self.seed_ + 1, self._device(), torch.float64)
+
+    # -- uses -----------------------------------------------------------------------------
+    def transform(self, X):
+        """Posterior means E[z|x], shape (n_samples, latent_dim), in X's float dtype."""
+        X = self._check_X(X)
+        return self._map(self.model_.encode, X, self._data_shape).astype(X.dtype, copy=False)
+
+    def inverse_transform(self, X):
+        """Decoded means E[x|z] for latent codes ``X`` (n_samples, latent_dim)."""
+        check_is_fitted(self)
+        Z = check_array(X, dtype=_FLOATS)
+        if Z.shape[1] != self.model_.latent_dim:
+            raise ValueError(f"X has {Z.shape[1]} latent features, but {type(self).__name__} has latent_dim={self.model_.latent_dim}")
+        return self._map(self.model_.decode, Z, (self.model_.latent_dim,)).astype(Z.dtype, copy=False)
+
+    def sample(self, n_samples=1, *, draw=False, random_state=None):
+        """``n_samples`` new examples: z ~ p(z), then the decoded mean E[x|z] (or, with
+        ``draw=True``, a draw x ~ p(x|z)). Shape (n_samples, n_features_in_), float64."""
+        check_is_fitted(self)
+        if not _is_int(n_samples) or n_samples < 1:
+            raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        with _forked_rng(self._device()):
+            torch.manual_seed(_seed(random_state))
+            x = self.model_.sample(int(n_samples), draw=draw)
+        return x.reshape(int(n_samples), -1).cpu().numpy()
+
+    def _scores(self, X, kind: str, n_samples: int) -> np.ndarray:
+        X = self._check_X(X)
+        noise = None if kind == "kl" else self._noise(n_samples)
+        fn = lambda t: anomaly.score(self.model_, t, kind, n_samples, noise)  # noqa: E731
+        return self._map(fn, X, self._data_shape).reshape(-1)
+
+    def score_samples(self, X):
+        """Importance-sampled log p(x) per example in nats (K = ``n_iw_samples``), float64.
+        A lower bound in expectation that tightens as K grows (Burda et al. 2016)."""
+        return self._scores(X, "logpx", int(self.n_iw_samples))
+
+    def score(self, X, y=None):
+        """Mean importance-sampled log p(x) over the rows of ``X``, nats per example."""
+        return float(np.mean(self.score_samples(X)))
+
+    # -- files ---------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write a run folder (config.json, model.safetensors, history.jsonl) like the
+        CLI's, so ``vaekit encode/score/... RUN --data FILE`` and ``VAE.load`` open it.
+        The training rows are not stored: commands must be given ``--data``."""
+        check_is_fitted(self)
+        path = Path(path)
+        if path.exists() and (not path.is_dir() or any(path.iterdir())):
+            raise ValueError(f"{path} exists and is not an empty folder; choose another path or delete it")
+        params = self.get_params(deep=False)
+        params["random_state"] = params["random_state"] if _is_int(params["random_state"]) or params["random_state"] is None else None
+        spec = self.model_.spec
+        names = getattr(self, "feature_names_in_", None)
+        config = {
+            "format_version": checkpoint.FORMAT_VERSION,
+            "vaekit_version": __version__,
+            "created": _dt.datetime.now().isoformat(timespec="seconds"),
+            "model": spec.to_dict(),
+            "train": self._train_config(self.seed_).to_dict(),
+            "data": {"source": "array", "name": "array", "options": {},
+                     "sizes": {**getattr(self, "_sizes", {}), "test": 0},
+                     "n_features": int(self.n_features_in_), "image_shape": None,
+                     "feature_names": None if names is None else [str(n) for n in names]},
+            "estimator": {"class": type(self).__name__, "params": params, "seed": self.seed_},
+        }
+        model32 = copy.deepcopy(self.model_).to(device="cpu", dtype=torch.float32)
+        model32.spec = spec
+        path.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(path / checkpoint.CONFIG_FILE, config)
+        checkpoint.save(model32, path / checkpoint.MODEL_FILE)
+        checkpoint.write_history(path / checkpoint.HISTORY_FILE, self.history_)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> "VAE":
+        """A fitted ``VAE`` from a run folder written by ``save`` or by ``vaekit train``
+        (then the hyper-parameters come from the run's settings)."""
+        run = runs.open_run(path)
+        config = run.config
+        saved = config.get("estimator")
+        if saved is not None:
+            params = dict(saved["params"])
+            params["hidden"] = tuple(params.get("hidden", ()))
+            seed = int(saved.get("seed", 0))
+        else:
+            model_cfg, train_cfg = config["model"], config["train"]
+            params = {
+                "latent_dim": int(model_cfg["latent_dim"]), "hidden": tuple(model_cfg["hidden"]),
+                "activation": model_cfg["activation"], "likelihood": dict(model_cfg["likelihood"]),
+                **{k: train_cfg[k] for k in ("epochs", "batch_size", "lr", "beta", "warmup", "early_stopping") if k in train_cfg},
+                "random_state": int(train_cfg.get("seed", 0)), "device": train_cfg.get("device", "auto"),
+            }
+            seed = int(train_cfg.get("seed", 0))
+        if device is not None:
+            params["device"] = device
+        known = cls().get_params(deep=False)
+        est = cls(**{k: v for k, v in params.items() if k in known})
+        model = run.model.to(resolve_device(est.device))
+        sizes = config.get("data", {}).get("sizes", {})
+        est._set_fitted(model, History(run.history), seed, {k: sizes.get(k, 0) for k in ("train", "val")})
+        est.n_features_in_ = int(math.prod(est._data_shape))
+        names = config.get("data", {}).get("feature_names")
+        if names:
+            est.feature_names_in_ = np.asarray(names, dtype=object)
+        return est
+
+    # -- pickling ------------------------------------------------------------------------
+    def __getstate__(self):
+        state = dict(super().__getstate__())
+        model = state.get("model_")
+        if model is not None and next(model.parameters()).device.type != "cpu":
+            # so that a model trained on a GPU unpickles on a machine without one
+            cpu = copy.deepcopy(model).cpu()
+            state["model_"] = cpu
+            state["likelihood_"] = cpu.likelihood
+        return state
+
+
+class VAEOutlierDetector(OutlierMixin, BaseEstimator):
+    """Anomaly detection with a VAE, in the style of scikit-learn's ``IsolationForest``.
+
+    ``fit`` trains a clone of ``vae`` (default ``VAE()``) on the (mostly normal) rows of X.
+    ``score_samples`` is higher for more normal rows: ``score_type="logpx"`` the importance-sampled
+    log p(x), ``"recon"`` the reconstruction log-probability E_q[log p(x|z)] (An & Cho 2015),
+    ``"kl"`` minus KL(q(z|x) || p(z)); all in nats, with ``n_samples`` Monte Carlo draws
+    (K or L; unused by ``"kl"``). ``decision_function = score_samples - offset_`` is negative
+    for outliers and ``predict`` returns -1 for outliers, 1 for inliers.
+
+    ``contamination``: a float in (0, 0.5] sets ``offset_`` to that quantile of the training
+    scores, so that share of the training rows is flagged; ``"auto"`` uses Tukey's lower fence
+    of the training scores, Q1 - 1.5 (Q3 - Q1), which fixes no share in advance.
+
+    Hyper-parameters of the VAE are set on it (``VAEOutlierDetector(VAE(latent_dim=8))``) and
+    searched as ``vae__latent_dim`` in ``GridSearchCV``. The fitted VAE is ``vae_``.
+    ``random_state``, when not None, replaces the VAE's own.
+    """
+
+    def __init__(self, vae=None, *, score_type="logpx", n_samples=100, contamination="auto", random_state=None):
+        self.vae = vae
+        self.score_type = score_type
+        self.n_samples = n_samples
+        self.contamination = contamination
+        self.random_state = random_state
+
+    def _check_params(self) -> None:
+        name = type(self).__name__
+        if self.vae is not None and not isinstance(self.vae, VAE):
+            raise TypeError(f"{name}: vae must be a vaekit.VAE or None, got {type(self.vae).__name__}")
+        if self.score_type not in anomaly.SCORES:
+            raise ValueError(f"{name}: score_type must be one of {', '.join(anomaly.SCORES)}, got {self.score_type!r}")
+        if not _is_int(self.n_samples) or self.n_samples < 1:
+            raise ValueError(f"{name}: n_samples must be an int >= 1, got {self.n_samples!r}")
+        c = self.contamination
+        if not (c == "auto" or (isinstance(c, Real) and not isinstance(c, bool) and 0 < c <= 0.5)):
+            raise ValueError(f"{name}: contamination must be 'auto' or a number in (0, 0.5], got {c!r}")
+
+    def fit(self, X, y=None):
+        """Train the VAE on X and set the threshold ``offset_`` from the training scores."""
+        self._check_params()
+        X = _validate_data(self, X, dtype=_FLOATS)
+        vae = clone(self.vae if self.vae is not None else VAE())
+        if self.random_state is not None:
+            vae.set_params(random_state=self.random_state)
+        self.vae_ = vae.fit(X)
+        scores = self.vae_._scores(X, self.score_type, int(self.n_samples))
+        if self.contamination == "auto":
+            q1, q3 = np.percentile(scores, [25, 75])
+            self.offset_ = float(q1 - 1.5 * (q3 - q1))
+        else:
+            self.offset_ = float(np.percentile(scores, 100.0 * self.contamination))
+        return self
+
+    def score_samples(self, X):
+        """Per-row score in nats, higher = more normal (see the class docstring), float64."""
+        check_is_fitted(self)
+        X = _validate_data(self, X, dtype=_FLOATS, reset=False)
+        return self.vae_._scores(X, self.score_type, int(self.n_samples))
+
+    def decision_function(self, X):
+        """``score_samples(X) - offset_``: negative for outliers."""
+        return self.score_samples(X) - self.offset_
+
+    def predict(self, X):
+        """-1 for outliers, 1 for inliers."""
+        return np.where(self.decision_function(X) >= 0, 1, -1).astype(int)
+
+
+def _forked_rng(device: torch.device):
+    """A context with its own torch RNG state, restoring the caller's afterwards, so fitting
+    and sampling neither depend on nor disturb the global torch generator."""
+    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    return torch.random.fork_rng(devices=devices)
