@@ -10,6 +10,7 @@ from .train import History, TrainConfig, fit  # noqa: E402
 from .checkpoint import load, save  # noqa: E402
 from . import data as datasets  # noqa: E402
 from .errors import CheckpointError, DataError, TrainingError, VaekitError  # noqa: E402
+from .tabular import column_log_likelihoods, impute  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -23,9 +24,11 @@ __all__ = [
     "TrainingError",
     "VaekitError",
     "build_model",
+    "column_log_likelihoods",
     "datasets",
     "elbo",
     "fit",
+    "impute",
     "iwae_bound",
     "likelihoods",
     "load",

@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterable
 import torch
 from tqdm.auto import tqdm
 
-from . import objectives
-from .batches import as_tensor, iterate, make_source
+from . import likelihoods, objectives
+from .batches import as_tensor, is_streamed, iterate, make_source
 from .errors import TrainingError
 from .model import Model
 
@@ -43,6 +43,7 @@ class TrainConfig:
     device: str = "auto"
     progress: bool | None = None  # None: a bar only when stderr is a terminal
     eval_batch_size: int = 4096
+    dynamic_binarize: bool = False  # the training data hold probabilities; each batch is a fresh Bernoulli draw
 
     def __post_init__(self) -> None:
         checks = {
@@ -146,12 +147,14 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
 
 
 @torch.no_grad()
-def evaluate_elbo(model: Model, x: torch.Tensor, batch_size: int = 4096, n_samples: int = 1) -> dict[str, float]:
-    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example)."""
+def evaluate_elbo(model: Model, x, batch_size: int = 4096, n_samples: int = 1) -> dict[str, float]:
+    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example); ``x`` may be
+    a tensor or an array (one on disk is read batch by batch)."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, device=x.device, dtype=torch.float64)
-    for xb in iterate(x, batch_size):
+    device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    for xb in iterate(x, batch_size, device):
         t = objectives.elbo(model, xb, n_samples=n_samples)
         sums += torch.stack([t.elbo.sum(), t.log_px_z.sum(), t.kl.sum()]).double()
     model.train(was_training)
@@ -189,12 +192,16 @@ def fit(
     model.to(device)
     if model.data_shape is not None and tuple(train.shape[1:]) != tuple(model.data_shape):
         raise ValueError(f"data have shape {tuple(train.shape[1:])} per example, the model expects {model.data_shape}")
-    model.likelihood.validate(train)
-    source = make_source(train, config.batch_size, device, rank=rank, world_size=world_size)
+    if config.dynamic_binarize:  # the data are probabilities: only [0, 1] is needed
+        likelihoods.check_unit_interval(train, "dynamic binarisation")
+    else:
+        model.likelihood.validate(train)
+    source = make_source(train, config.batch_size, device, rank=rank, world_size=world_size,
+                         binarize=config.dynamic_binarize)
     x_val = None
     if val is not None:
         model.likelihood.validate(val)
-        x_val = as_tensor(val, device)
+        x_val = val if is_streamed(val) else as_tensor(val, device)
 
     optimizer = make_optimizer(model, config)
     generator = torch.Generator()
