@@ -12,6 +12,7 @@ from . import data as datasets  # noqa: E402
 from .errors import CheckpointError, DataError, TrainingError, VaekitError  # noqa: E402
 from .evaluate import Evaluation, GapConfig, evaluate  # noqa: E402
 from .estimator import VAE, VAEOutlierDetector  # noqa: E402
+from .tabular import column_log_likelihoods, impute  # noqa: E402
 
 __all__ = [
     "CheckpointError",
@@ -29,10 +30,12 @@ __all__ = [
     "VAEOutlierDetector",
     "VaekitError",
     "build_model",
+    "column_log_likelihoods",
     "datasets",
     "elbo",
     "evaluate",
     "fit",
+    "impute",
     "iwae_bound",
     "likelihoods",
     "load",

@@ -32,6 +32,8 @@ __all__ = [
     "Gaussian",
     "Categorical",
     "ContinuousBernoulli",
+    "Categorical256",
+    "Mixed",
     "REGISTRY",
     "create",
     "auto",
@@ -112,18 +114,78 @@ class Likelihood(nn.Module):
         return self._base(params).mean
 
     def validate(self, x: torch.Tensor | np.ndarray) -> None:
-        """Raise ``ValueError`` when ``x`` is outside this model's support."""
-        if not bool(np.isfinite(_as_numpy(x)).all()):
+        """Raise ``ValueError`` when ``x`` is outside this model's support. Arrays too large
+        for memory (on disk) are checked block by block."""
+        for a in row_chunks(x):
+            self._check(a)
+
+    def _check(self, a: np.ndarray) -> None:
+        """Check one block of rows (override in subclasses, calling this first)."""
+        if not bool(np.isfinite(a).all()):
             raise ValueError("data contain NaN or infinite values; remove or impute them first")
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+
+    def describe(self) -> str:
+        """A short human-readable name with the settings, e.g. ``gaussian(scale=learned, min_scale=0.001)``."""
+        extra = ", ".join(f"{k}={v}" for k, v in self.config().items() if k != "name")
+        return f"{self.name}({extra})" if extra else self.name
 
 
 def _as_numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
+
+
+def row_chunks(x, max_elements: int = 2**22):
+    """``x`` as numpy blocks of rows: in-memory data in one block, data on disk (anything
+    with ``chunks()``, or an ``np.memmap``) a few MB at a time so checking never loads the file."""
+    if isinstance(x, torch.Tensor) or (isinstance(x, np.ndarray) and not isinstance(x, np.memmap)):
+        yield _as_numpy(x)
+        return
+    if hasattr(x, "chunks"):
+        yield from x.chunks()
+        return
+    per_row = max(1, math.prod(x.shape[1:]))
+    step = max(1, max_elements // per_row)
+    for start in range(0, len(x), step):
+        yield np.asarray(x[start : start + step])
+
+
+def _row_blocks(a: np.ndarray, max_elements: int = 2**22):
+    """Row slices of an in-memory array, so temporary copies stay a few MB."""
+    step = max(1, max_elements // max(1, math.prod(a.shape[1:])))
+    for start in range(0, len(a), step):
+        yield a[start : start + step]
+
+
+def value_summary(x) -> dict[str, Any]:
+    """What ``auto`` needs to know about the values, gathered block by block: counts of
+    non-finite values, the range of the finite ones, whether they are all integers."""
+    n_nan = n_inf = size = 0
+    lo, hi, integer = math.inf, -math.inf, True
+    for a in (block for chunk in row_chunks(x) for block in _row_blocks(chunk)):
+        a = np.asarray(a, dtype=np.float64)
+        size += a.size
+        finite = np.isfinite(a)
+        n_nan += int(np.isnan(a).sum())
+        n_inf += int((~finite).sum()) - int(np.isnan(a).sum())
+        v = a[finite] if not finite.all() else a
+        if v.size:
+            lo, hi = min(lo, float(v.min())), max(hi, float(v.max()))
+            integer = integer and bool(np.all(v == np.round(v)))
+    return {"size": size, "n_nan": n_nan, "n_inf": n_inf, "min": lo, "max": hi, "integer": integer}
+
+
+def check_unit_interval(x, what: str = "this likelihood") -> None:
+    """Raise ``ValueError`` unless every value of ``x`` is finite and in [0, 1]."""
+    s = value_summary(x)
+    if s["n_nan"] or s["n_inf"]:
+        raise ValueError("data contain NaN or infinite values; remove or impute them first")
+    if s["size"] and (s["min"] < 0 or s["max"] > 1):
+        raise ValueError(f"{what} needs data in [0, 1], got values in [{s['min']:.4g}, {s['max']:.4g}]")
 
 
 class Bernoulli(Likelihood):
@@ -141,13 +203,19 @@ class Bernoulli(Likelihood):
         logits, x = torch.broadcast_tensors(params, x)
         return _sum_event(-F.binary_cross_entropy_with_logits(logits, x, reduction="none"), self._n_event_dims())
 
-    def validate(self, x) -> None:
-        super().validate(x)
-        a = _as_numpy(x)
+    def _check(self, a) -> None:
+        super()._check(a)
         if a.size and (a.min() < 0 or a.max() > 1):
             raise ValueError(
                 f"Bernoulli likelihood needs data in [0, 1], got values in [{a.min():.4g}, {a.max():.4g}]; "
                 "rescale the data or choose --likelihood gaussian"
+            )
+        grey = int(((a != 0) & (a != 1)).sum())
+        if grey:
+            raise ValueError(
+                f"Bernoulli likelihood needs binary data (0 or 1), but {grey} values lie strictly between 0 and 1 "
+                "(its log_prob would not be a log-likelihood); use --likelihood continuous_bernoulli for grey "
+                "levels, or --binarize static|dynamic"
             )
 
 
@@ -160,9 +228,8 @@ class ContinuousBernoulli(Likelihood):
         # torch's default lims keep the normaliser's Taylor branch numerically safe near 0.5.
         return _ContinuousBernoulli(logits=params, validate_args=False)
 
-    def validate(self, x) -> None:
-        super().validate(x)
-        a = _as_numpy(x)
+    def _check(self, a) -> None:
+        super()._check(a)
         if a.size and (a.min() < 0 or a.max() > 1):
             raise ValueError(
                 f"ContinuousBernoulli likelihood needs data in [0, 1], got [{a.min():.4g}, {a.max():.4g}]; "
@@ -271,9 +338,8 @@ class Categorical(Likelihood):
         levels = torch.arange(self.num_classes, dtype=probs.dtype, device=probs.device)
         return probs @ levels
 
-    def validate(self, x) -> None:
-        super().validate(x)
-        a = _as_numpy(x)
+    def _check(self, a) -> None:
+        super()._check(a)
         if a.size and (a.min() < 0 or a.max() > self.num_classes - 1 or not np.all(a == np.round(a))):
             raise ValueError(
                 f"Categorical likelihood with {self.num_classes} classes needs integer data in "
@@ -297,10 +363,251 @@ class _IndexCategorical(_Categorical):
         return super().sample(sample_shape).to(self.probs.dtype)
 
 
+class Categorical256(Likelihood):
+    """Categorical over the ``levels`` (256) grey levels of 8-bit pixels, for data stored in
+    [0, 1] as level / (levels - 1), the way image readers return them. ``log_prob`` is the
+    exact log-mass of the level; ``mean`` the expected level, back on the [0, 1] scale."""
+
+    name = "categorical256"
+
+    def __init__(self, levels: int = 256) -> None:
+        super().__init__()
+        levels = int(levels)
+        if levels < 2:
+            raise ValueError(f"categorical256 needs levels >= 2, got {levels}")
+        self.levels = levels
+        self.n_params = levels
+
+    def config(self):
+        return {"name": self.name, "levels": self.levels}
+
+    def _logits(self, params):
+        return _blocks(params, self.levels, self.event_shape).movedim(0, -1)  # (..., *event, levels)
+
+    def _base(self, params):
+        return _LevelCategorical(logits=self._logits(params), validate_args=False)
+
+    def mean(self, params):
+        return self._base(params).mean
+
+    def _check(self, a) -> None:
+        super()._check(a)
+        k = self.levels - 1
+        if a.size and (a.min() < 0 or a.max() > 1 or np.abs(a * k - np.round(a * k)).max() > 1e-3):
+            raise ValueError(
+                f"categorical256 needs pixel values in [0, 1] on the {self.levels} levels i/{k} (8-bit images "
+                f"divided by {k}), got values in [{a.min():.4g}, {a.max():.4g}] off those levels; "
+                "use --likelihood continuous_bernoulli or gaussian"
+            )
+
+
+class _LevelCategorical(_Categorical):
+    """Categorical whose values are levels i / (K - 1) in [0, 1]."""
+
+    def _index(self, value):
+        k = self.probs.shape[-1] - 1
+        return torch.round(value * k).long().clamp(0, k)
+
+    def log_prob(self, value):
+        return super().log_prob(self._index(value))
+
+    @property
+    def mean(self):
+        k = self.probs.shape[-1] - 1
+        levels = torch.arange(k + 1, dtype=self.probs.dtype, device=self.probs.device) / k
+        return self.probs @ levels
+
+    def sample(self, sample_shape=torch.Size()):
+        return super().sample(sample_shape).to(self.probs.dtype) / (self.probs.shape[-1] - 1)
+
+
+class Mixed(Likelihood):
+    """A likelihood over the columns of a table, one model per column:
+
+    - ``numeric``: Gaussian with a learned scale on the standardised value (x - m) / s; the
+      log-density includes -log s, so it is the density of the value in its own units;
+    - ``binary``: Bernoulli on a logit, the value coded 0 / 1;
+    - ``categorical``: Categorical over ``size`` categories, the value one-hot coded over
+      ``size`` consecutive data columns.
+
+    ``columns`` lists them in order as dicts: ``{"name", "kind", "unit_scale" (numeric: s),
+    "size" (categorical)}``. A NaN in the data means missing: that column drops out of the
+    log-likelihood for that example (an all-NaN one-hot block for a categorical). The decoder
+    emits one number per data column (mean, logit, logits).
+    """
+
+    name = "mixed"
+    KINDS = ("numeric", "binary", "categorical")
+    handles_missing = True  # NaN in the data means "missing", not an error
+
+    def __init__(self, columns: list[dict[str, Any]], min_scale: float = 1e-3) -> None:
+        super().__init__()
+        if not columns:
+            raise ValueError("a mixed likelihood needs at least one column")
+        self.columns: list[dict[str, Any]] = []
+        pos, num, unit, binary, groups = 0, [], [], [], []
+        kinds = []
+        for i, col in enumerate(columns):
+            kind = col.get("kind")
+            if kind not in self.KINDS:
+                raise ValueError(f"column {col.get('name', i)!r} has kind {kind!r}; choose one of {', '.join(self.KINDS)}")
+            entry = {"name": str(col.get("name", f"x{i}")), "kind": kind}
+            if kind == "numeric":
+                s = float(col.get("unit_scale", 1.0))
+                if not (s > 0 and math.isfinite(s)):
+                    raise ValueError(f"column {entry['name']!r}: unit_scale must be positive, got {s}")
+                entry["unit_scale"] = s
+                num.append(pos), unit.append(math.log(s))
+                width = 1
+            elif kind == "binary":
+                binary.append(pos)
+                width = 1
+            else:
+                size = int(col.get("size", 0))
+                if size < 2:
+                    raise ValueError(f"categorical column {entry['name']!r} needs size >= 2, got {size}")
+                entry["size"] = size
+                groups.append((pos, size))
+                width = size
+            kinds.append(kind)
+            self.columns.append(entry)
+            pos += width
+        self.width = pos
+        self.min_scale = float(min_scale)
+        self.groups = groups
+        # columns of the per-column output, in the order numeric, binary, categorical groups
+        order = [i for k in self.KINDS for i, kd in enumerate(kinds) if kd == k]
+        self.register_buffer("num_pos", torch.tensor(num, dtype=torch.long), persistent=False)
+        self.register_buffer("bin_pos", torch.tensor(binary, dtype=torch.long), persistent=False)
+        self.register_buffer("log_unit", torch.tensor(unit, dtype=torch.float32), persistent=False)
+        self.register_buffer("unorder", torch.tensor(np.argsort(order), dtype=torch.long), persistent=False)
+        self.raw_scale: nn.Parameter | None = None
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c["name"] for c in self.columns]
+
+    def bind(self, event_shape):
+        event_shape = tuple(int(s) for s in event_shape)
+        if event_shape != (self.width,):
+            raise ValueError(f"this mixed likelihood models {self.width} data columns, not data of shape {event_shape}")
+        super().bind(event_shape)
+        if self.raw_scale is None:
+            init = math.log(math.expm1(max(1.0 - self.min_scale, 1e-6)))  # scale 1 = the column's own spread
+            self.raw_scale = nn.Parameter(torch.full((len(self.num_pos),), init))
+        return self
+
+    def config(self):
+        return {"name": self.name, "columns": [dict(c) for c in self.columns], "min_scale": self.min_scale}
+
+    def extra_repr(self) -> str:
+        counts = {k: sum(c["kind"] == k for c in self.columns) for k in self.KINDS}
+        return ", ".join(f"{k}={v}" for k, v in counts.items())
+
+    def describe(self) -> str:
+        return f"{self.name}({self.extra_repr()})"
+
+    def scales(self) -> torch.Tensor:
+        """The learned standard deviations of the numeric columns, in standardised units."""
+        return self.min_scale + F.softplus(self.raw_scale)
+
+    def distribution(self, params: torch.Tensor) -> Distribution:
+        if self.event_shape is None:
+            raise RuntimeError("likelihood is not bound to a data shape; call bind(event_shape)")
+        return MixedDistribution(self, params)
+
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
+        """Numeric: the mean; binary: P(1); categorical: the category probabilities."""
+        out = params.clone()
+        out[..., self.bin_pos] = torch.sigmoid(params[..., self.bin_pos])
+        for start, size in self.groups:
+            out[..., start : start + size] = params[..., start : start + size].softmax(-1)
+        return out
+
+    def _check(self, a) -> None:
+        a = np.asarray(a, dtype=np.float64)
+        if a.ndim != 2 or a.shape[1] != self.width:
+            raise ValueError(f"a mixed likelihood over {self.width} data columns got data of shape {a.shape[1:]}")
+        if np.isinf(a).any():
+            raise ValueError("data contain infinite values; remove them or mark them missing (NaN)")
+        for col, pos in zip(self._kind_columns("binary"), self.bin_pos.tolist()):
+            v = a[:, pos]
+            bad = ~np.isnan(v) & (v != 0) & (v != 1)
+            if bad.any():
+                raise ValueError(f"binary column {col!r} holds {v[bad][0]:.4g}; it must be coded 0 / 1 (or NaN if missing)")
+        for col, (start, size) in zip(self._kind_columns("categorical"), self.groups):
+            block = a[:, start : start + size]
+            missing = np.isnan(block)
+            partial = missing.any(1) & ~missing.all(1)
+            obs = block[~missing.any(1)]
+            if partial.any() or (obs.size and (not np.isin(obs, (0, 1)).all() or not (obs.sum(1) == 1).all())):
+                raise ValueError(f"categorical column {col!r} must be one-hot coded over {size} data columns "
+                                 "(all NaN if missing)")
+
+    def _kind_columns(self, kind: str) -> list[str]:
+        return [c["name"] for c in self.columns if c["kind"] == kind]
+
+
+class MixedDistribution(Distribution):
+    """p(x | z) of a ``Mixed`` likelihood: batch shape params.shape[:-1], event shape (width,).
+    ``log_prob_columns`` gives each table column's log-likelihood (0 where missing);
+    ``log_prob`` their sum."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, likelihood: Mixed, params: torch.Tensor) -> None:
+        self.likelihood, self.params = likelihood, params
+        super().__init__(batch_shape=params.shape[:-1], event_shape=params.shape[-1:], validate_args=False)
+
+    def log_prob_columns(self, x: torch.Tensor) -> torch.Tensor:
+        lik, params = self.likelihood, self.params
+        x = x.to(params.dtype).expand_as(params) if x.shape != params.shape else x.to(params.dtype)
+        observed = ~torch.isnan(x)
+        x0 = torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device))  # finite everywhere
+        parts = []
+        if len(lik.num_pos):
+            loc = params[..., lik.num_pos]
+            lp = Normal(loc, lik.scales(), validate_args=False).log_prob(x0[..., lik.num_pos]) - lik.log_unit
+            parts.append(torch.where(observed[..., lik.num_pos], lp, torch.zeros_like(lp)))
+        if len(lik.bin_pos):
+            logits = params[..., lik.bin_pos]
+            lp = -F.binary_cross_entropy_with_logits(logits, x0[..., lik.bin_pos], reduction="none")
+            parts.append(torch.where(observed[..., lik.bin_pos], lp, torch.zeros_like(lp)))
+        for start, size in lik.groups:
+            log_p = params[..., start : start + size].log_softmax(-1)
+            lp = (x0[..., start : start + size] * log_p).sum(-1, keepdim=True)
+            parts.append(torch.where(observed[..., start : start + 1], lp, torch.zeros_like(lp)))
+        return torch.cat(parts, -1)[..., lik.unorder]  # (..., n_columns) in the table's order
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        return self.log_prob_columns(x).sum(-1)
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.likelihood.mean(self.params)
+
+    def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
+        lik = self.likelihood
+        with torch.no_grad():
+            params = self.params.expand(*sample_shape, *self.params.shape)
+            out = torch.empty_like(params)
+            if len(lik.num_pos):
+                loc = params[..., lik.num_pos]
+                out[..., lik.num_pos] = loc + lik.scales() * torch.randn_like(loc)
+            if len(lik.bin_pos):
+                out[..., lik.bin_pos] = torch.bernoulli(torch.sigmoid(params[..., lik.bin_pos]))
+            for start, size in lik.groups:
+                logits = params[..., start : start + size]
+                idx = _Categorical(logits=logits, validate_args=False).sample()
+                out[..., start : start + size] = F.one_hot(idx, size).to(out.dtype)
+        return out
+
+
 REGISTRY: dict[str, type[Likelihood]] = {
-    cls.name: cls for cls in (Bernoulli, Gaussian, Categorical, ContinuousBernoulli)
+    cls.name: cls for cls in (Bernoulli, Gaussian, Categorical, ContinuousBernoulli, Categorical256, Mixed)
 }
-_ALIASES = {"cb": "continuous_bernoulli", "continuous-bernoulli": "continuous_bernoulli", "normal": "gaussian"}
+_ALIASES = {"cb": "continuous_bernoulli", "continuous-bernoulli": "continuous_bernoulli", "normal": "gaussian",
+            "categorical-256": "categorical256", "categorical_256": "categorical256"}
 
 
 def register(cls: type[Likelihood]) -> type[Likelihood]:
@@ -332,13 +639,12 @@ def auto(x: np.ndarray, max_levels: int = 32) -> Likelihood:
     Categorical; other values in [0, 1] -> ContinuousBernoulli; anything else ->
     Gaussian with a learned per-dimension scale. Never a Bernoulli on grey levels.
     """
-    a = np.asarray(x)
-    if a.size == 0:
+    s = value_summary(x)
+    if s["size"] == 0:
         raise ValueError("cannot choose a likelihood for empty data")
-    if not np.isfinite(a).all():
+    if s["n_nan"] or s["n_inf"]:
         raise ValueError("data contain NaN or infinite values; remove or impute them first")
-    lo, hi = float(a.min()), float(a.max())
-    integer = bool(np.all(a == np.round(a)))
+    lo, hi, integer = s["min"], s["max"], s["integer"]
     if integer and lo >= 0 and hi <= 1:
         return Bernoulli()
     if integer and lo >= 0 and hi < max_levels:

@@ -17,12 +17,16 @@ import torch
 
 from . import __version__, checkpoint, distributed, likelihoods
 from .data import Dataset, load as load_data, split as split_indices
+from .data.builtin import BUILTIN
+from .data.tables import Schema, unknown_summary
 from .errors import CheckpointError, DataError
 from .model import Model
-from .spec import ModelSpec, build_model
+from .spec import ModelSpec, build_model, default_network
+from .tabular import column_log_likelihoods
 from .train import History, TrainConfig, evaluate_elbo, fit
 
 METRICS_FILE = "metrics.json"
+PREPROCESSING_FILE = "preprocessing.json"  # a table's fitted column types, scales and categories
 
 # settings a user may give (CLI flags, --config files, Python); None means "decide from the data"
 DEFAULTS: dict[str, Any] = {
@@ -33,7 +37,13 @@ DEFAULTS: dict[str, Any] = {
     "latent_dim": 8,
     "hidden": (128, 128),
     "activation": "relu",
-    "network": "mlp",
+    "network": "auto",
+    "channels": (32, 64),
+    "label_column": None,
+    "numeric": None,
+    "binary": None,
+    "categorical": None,
+    "stream": "auto",
     "epochs": 100,
     "batch_size": 128,
     "lr": 1e-3,
@@ -74,36 +84,82 @@ def normalise_settings(settings: dict[str, Any]) -> dict[str, Any]:
     if isinstance(hidden, str):
         hidden = parse_hidden(hidden)
     merged["hidden"] = tuple(int(h) for h in hidden)
+    channels = merged["channels"]
+    if isinstance(channels, str):
+        channels = parse_hidden(channels, flag="--channels")
+    merged["channels"] = tuple(int(c) for c in channels)
+    merged["binarize"] = binarize_mode(merged["binarize"])
     return merged
 
 
-def parse_hidden(text: str) -> tuple[int, ...]:
+def binarize_mode(value: Any) -> str | None:
+    """None (off), "static" (threshold once) or "dynamic" (a fresh Bernoulli draw every batch)."""
+    if value in (None, False, "", "none", "off", "no", "false"):
+        return None
+    if value is True or value in ("static", "on", "yes", "true"):
+        return "static"
+    if value == "dynamic":
+        return "dynamic"
+    raise ValueError(f"--binarize takes static or dynamic, got {value!r}")
+
+
+def parse_hidden(text: str, flag: str = "--hidden") -> tuple[int, ...]:
     text = text.strip()
     if text in ("", "none", "linear"):
         return ()
     try:
         sizes = tuple(int(v) for v in text.split(","))
     except ValueError:
-        raise ValueError(f"--hidden takes comma-separated layer sizes like 64,64 (or 'linear'), got {text!r}") from None
+        raise ValueError(f"{flag} takes comma-separated layer sizes like 64,64 (or 'linear'), got {text!r}") from None
     if any(s < 1 for s in sizes):
-        raise ValueError(f"--hidden sizes must be positive, got {text!r}")
+        raise ValueError(f"{flag} sizes must be positive, got {text!r}")
     return sizes
 
 
 # -- data --------------------------------------------------------------------------------
+_TABLE_SETTINGS = ("label_column", "numeric", "binary", "categorical")
+
+
 def data_config(settings: dict[str, Any]) -> dict[str, Any]:
     source = str(settings["data"])
-    options = {"binarize": bool(settings["binarize"])} if source == "digits" else {}
-    if source not in ("sine", "pinwheel", "digits"):
+    binarize = binarize_mode(settings["binarize"])
+    given = [k for k in _TABLE_SETTINGS if settings.get(k)]
+    if source in BUILTIN:
+        if given:
+            raise ValueError(f"--{given[0].replace('_', '-')} applies to tables (.csv, .parquet), not {source}")
+        if settings.get("stream") not in (None, "auto", False, "off"):
+            raise ValueError(f"--stream applies to .npy files, not {source}")
+        if source == "digits":
+            options: dict[str, Any] = {"unit": True} if binarize == "dynamic" else {"binarize": binarize == "static"}
+        elif binarize:
+            raise ValueError(f"--binarize applies to images and pixel arrays in [0, 1], not {source}")
+        else:
+            options = {}
+    else:
         source = str(Path(source).resolve()) if Path(source).exists() else source
+        options = {k: settings[k] for k in _TABLE_SETTINGS if settings.get(k)}
+        for k in ("numeric", "binary", "categorical"):
+            if k in options and isinstance(options[k], str):
+                options[k] = [n.strip() for n in options[k].split(",") if n.strip()]
+        if binarize == "static":
+            options["binarize"] = True
+        stream = settings.get("stream", "auto")
+        if stream not in (None, "auto"):
+            options["stream"] = stream
     val, test = float(settings["val_fraction"]), float(settings["test_fraction"])
     if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
         raise ValueError(f"--val-fraction and --test-fraction must be in [0, 1) and sum below 1, got {val} and {test}")
-    return {"source": source, "options": options, "split": {"fractions": [1 - val - test, val, test], "seed": int(settings["split_seed"])}}
+    cfg = {"source": source, "options": options, "split": {"fractions": [1 - val - test, val, test], "seed": int(settings["split_seed"])}}
+    if binarize == "dynamic":
+        cfg["dynamic_binarize"] = True
+    return cfg
 
 
-def load_splits(data_cfg: dict[str, Any]) -> dict[str, Dataset]:
-    """The run's data, split exactly as when it was trained."""
+def load_splits(data_cfg: dict[str, Any], schema: Schema | None = None) -> dict[str, Dataset]:
+    """The run's data, split exactly as when it was trained. A table's preprocessing (column
+    types, scales, categories) is fitted on the training rows only, or ``schema`` is applied.
+    With dynamic binarisation the validation and test rows are binarised once (seeded), the
+    training rows stay probabilities."""
     if data_cfg.get("source") == "array":  # written by vaekit.VAE.save: the rows were never stored
         raise DataError("this run was trained on in-memory arrays (vaekit.VAE.save), so its data are not stored; "
                         "give the data to use with --data FILE")
@@ -112,19 +168,50 @@ def load_splits(data_cfg: dict[str, Any]) -> dict[str, Dataset]:
     parts = dict(zip(("train", "val", "test"), (full.subset(i) for i in idx)))
     if len(parts["train"]) == 0:
         raise DataError(f"{data_cfg['source']} leaves no training examples after the split")
+    if full.schema is not None:
+        if schema is None:
+            opts = data_cfg.get("options", {})
+            schema = Schema.fit(parts["train"].frame, numeric=opts.get("numeric", ()), binary=opts.get("binary", ()),
+                                categorical=opts.get("categorical", ()), label_column=opts.get("label_column"))
+        for name, part in parts.items():
+            part.x, part.info["transform_report"] = schema.transform(part.frame, f"the {name} rows")
+            part.schema = schema
+    if data_cfg.get("dynamic_binarize"):
+        x = parts["train"].x
+        if hasattr(x, "chunks"):
+            raise DataError("--binarize dynamic needs the data in memory; use --stream off, or binarise the file first")
+        likelihoods.check_unit_interval(x, "--binarize dynamic")
+        for k, name in enumerate(("val", "test"), start=1):
+            parts[name].x = bernoulli_draw(parts[name].x, data_cfg["split"]["seed"] + k)
     return parts
 
 
-def choose_likelihood(name: str, scale: float | None, x: np.ndarray) -> likelihoods.Likelihood:
-    """``auto`` looks at the data; ``--scale`` fixes a Gaussian's standard deviation."""
+def bernoulli_draw(p: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed (seeded) binarisation x ~ Bernoulli(p) of data holding probabilities."""
+    p = np.asarray(p, dtype=np.float32)
+    return (np.random.default_rng(seed).random(p.shape, dtype=np.float32) < p).astype(np.float32)
+
+
+def choose_likelihood(name: str, scale: float | None, x: np.ndarray, schema: Schema | None = None) -> likelihoods.Likelihood:
+    """``auto`` looks at the data; ``--scale`` fixes a Gaussian's standard deviation. A table
+    (``schema``) gets the mixed likelihood its columns call for."""
     if scale is not None and name not in ("auto", "gaussian", "normal"):
         raise ValueError(f"--scale applies to the Gaussian likelihood, not {name!r}")
-    if name == "auto":
+    mixed = likelihoods.Mixed.name
+    if schema is not None:
+        if name not in ("auto", mixed):
+            raise ValueError(f"a table is modelled column by column (likelihood '{mixed}': Gaussian, Bernoulli, "
+                             f"categorical); --likelihood {name} applies to arrays and images")
+        lik = schema.likelihood()
+    elif name == mixed:
+        raise ValueError("the mixed likelihood models tables (.csv, .tsv, .parquet files)")
+    elif name == "auto":
         lik = likelihoods.Gaussian(scale) if scale is not None else likelihoods.auto(x)
     elif name in ("gaussian", "normal"):
         lik = likelihoods.Gaussian(scale if scale is not None else "learned")
     elif name == "categorical":
-        levels = int(np.max(x)) + 1 if np.all(x == np.round(x)) and np.min(x) >= 0 else 0
+        s = likelihoods.value_summary(x)
+        levels = int(s["max"]) + 1 if s["integer"] and s["min"] >= 0 and s["size"] else 0
         if levels < 2:
             raise ValueError("a categorical likelihood needs non-negative integer data with at least 2 levels")
         lik = likelihoods.Categorical(levels)
@@ -143,9 +230,10 @@ class Run:
     config: dict[str, Any]
     model: Model
     history: History = field(default_factory=History)
+    schema: Schema | None = None  # a table's fitted preprocessing (preprocessing.json)
 
     def data(self, which: str = "test") -> Dataset:
-        return load_splits(self.config["data"])[which]
+        return load_splits(self.config["data"], self.schema)[which]
 
 
 def new_run_dir(settings: dict[str, Any], data_name: str) -> Path:
@@ -171,14 +259,53 @@ def open_run(path: str | os.PathLike, device: str | torch.device = "cpu") -> Run
     if not (path / checkpoint.MODEL_FILE).is_file():
         raise CheckpointError(f"{path} holds no trained model yet ({checkpoint.MODEL_FILE} is missing)")
     model = checkpoint.load(path, device=device)
-    return Run(path=path, config=config, model=model, history=checkpoint.read_history(path / checkpoint.HISTORY_FILE))
+    return Run(path=path, config=config, model=model, history=checkpoint.read_history(path / checkpoint.HISTORY_FILE),
+               schema=read_schema(path))
 
 
-def read_input(run: Run, source: str | None = None, which: str = "test") -> Dataset:
+def read_schema(run_dir: str | os.PathLike) -> Schema | None:
+    """The fitted table preprocessing saved with a run, or None for other data."""
+    p = Path(run_dir) / PREPROCESSING_FILE
+    return Schema.from_dict(checkpoint.read_json(p)) if p.is_file() else None
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+def read_input(run: Run, source: str | None = None, which: str = "test",
+               log: Callable[[str], None] | None = _stderr) -> Dataset:
     """Data to feed a trained run's model (evaluate, encode, reconstruct, score): a built-in
     name or a file, or the run's own split ``which`` when ``source`` is None. The data pass
-    through the run's fitted preprocessing (if any) and are checked against the model."""
-    data = run.data(which) if source is None else load_data(source, **(run.config["data"].get("options", {}) if source == run.config["data"]["source"] else {}))
+    through the run's fitted preprocessing (a table's column scales and categories, static
+    or dynamic binarisation) and are checked against the model. Values of a table never seen
+    in training are treated as missing and reported through ``log`` (not an error)."""
+    data_cfg = run.config["data"]
+    if source is None:
+        data = run.data(which)
+    elif source in BUILTIN:
+        data = load_data(source, **(data_cfg.get("options", {}) if source == data_cfg["source"] else {}))
+    else:
+        options = {k: v for k, v in data_cfg.get("options", {}).items() if k != "stream"}
+        if run.schema is not None:
+            options["schema"] = run.schema
+            options["label_column"] = run.schema.label_column
+        if not Path(source).exists():
+            raise DataError(f"no data set or file named {source!r}")
+        data = load_data(source, strict=False, **options)
+        if run.schema is not None and data.schema is None:
+            raise DataError(f"this run was trained on a table; {Path(source).name} is not one (use .csv, .tsv or .parquet)")
+        if run.schema is None and data.schema is not None:
+            raise DataError(f"this run was not trained on a table; {Path(source).name} is one")
+        if data_cfg.get("dynamic_binarize") and not hasattr(data.x, "chunks"):
+            likelihoods.check_unit_interval(data.x, "this run's dynamic binarisation")
+            data.x = bernoulli_draw(data.x, data_cfg["split"]["seed"])
+    report = data.info.get("transform_report") or {}
+    note = unknown_summary(report)
+    if note and log is not None:
+        log(f"vaekit: note: {note}")
     shape = tuple(run.model.data_shape or ())
     if tuple(data.x.shape[1:]) != shape:
         raise DataError(f"the data have shape {tuple(data.x.shape[1:])} per example, but this run's model takes {shape}")
@@ -186,9 +313,14 @@ def read_input(run: Run, source: str | None = None, which: str = "test") -> Data
     return data
 
 
-def format_output(run: Run, x: np.ndarray) -> np.ndarray:
-    """Model-space arrays (samples, reconstructions) back in the data's own form. With no fitted
-    preprocessing this is the identity."""
+def format_output(run: Run, x):
+    """Model-space arrays (samples, reconstructions, imputations) back in the data's own form:
+    for a table, a pandas DataFrame with the original column names, values and categories;
+    otherwise the array itself."""
+    if run.schema is not None:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        return run.schema.inverse(np.asarray(x))
     return x
 
 
@@ -217,18 +349,30 @@ def train(
     data_cfg = data_config(settings)
     parts = data or load_splits(data_cfg)
     x_train = parts["train"].x
-    lik = choose_likelihood(str(settings["likelihood"]).lower(), settings["scale"], x_train)
+    schema = parts["train"].schema
+    name = str(settings["likelihood"]).lower()
+    if data_cfg.get("dynamic_binarize"):  # the training rows are probabilities, every batch a fresh draw
+        if name not in ("auto", likelihoods.Bernoulli.name):
+            raise ValueError(f"--binarize dynamic trains a Bernoulli likelihood, not {name!r}")
+        lik = likelihoods.Bernoulli()
+    else:
+        lik = choose_likelihood(name, settings["scale"], x_train, schema)
     if len(parts["val"]):
         lik.validate(parts["val"].x)
+    data_shape = tuple(x_train.shape[1:])
+    network = settings["network"] if settings["network"] != "auto" else default_network(data_shape, lik)
+    image_shape = parts["train"].image_shape
     spec = ModelSpec(
-        data_shape=x_train.shape[1:],
+        data_shape=data_shape,
         latent_dim=settings["latent_dim"],
         hidden=settings["hidden"],
         activation=settings["activation"],
         likelihood=lik.config(),
-        network=settings["network"],
+        network=network,
+        channels=settings["channels"],
+        image_shape=None if image_shape is None or len(data_shape) > 1 else (image_shape if len(image_shape) == 3 else (1, *image_shape)),
     )
-    train_cfg = TrainConfig(**{k: settings[k] for k in _TRAIN_KEYS})
+    train_cfg = TrainConfig(**{k: settings[k] for k in _TRAIN_KEYS}, dynamic_binarize=bool(data_cfg.get("dynamic_binarize")))
     torch.manual_seed(train_cfg.seed)
     model = build_model(spec)  # after seeding: the same seed gives the same initial weights
     run_dir = _on_main(ctx, lambda: new_run_dir(settings, parts["train"].name))
@@ -245,9 +389,20 @@ def train(
     if ctx.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(run_dir / checkpoint.CONFIG_FILE, config)
+        if schema is not None:
+            checkpoint.write_json(run_dir / PREPROCESSING_FILE, schema.to_dict())
     log(f"run folder: {run_dir}")
     log(f"data: {parts['train'].name}, {len(parts['train'])} train / {len(parts['val'])} validation / "
-        f"{len(parts['test'])} test examples of shape {tuple(x_train.shape[1:])}; likelihood: {describe(lik)}")
+        f"{len(parts['test'])} test examples of shape {tuple(x_train.shape[1:])}; likelihood: {describe(lik)}; "
+        f"network: {network}" + (" (streamed from disk)" if hasattr(x_train, "chunks") else ""))
+    if schema is not None:
+        log(f"columns: {schema.describe()}")
+        for note in schema.notes:
+            log(f"note: {note}")
+        for part in ("val", "test"):
+            note = unknown_summary(parts[part].info.get("transform_report") or {})
+            if note:
+                log(f"note ({part} rows): {note}")
     return _fit_and_finish(run_dir, config, model, parts, train_cfg, None, log)
 
 
@@ -282,7 +437,7 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, device: str
     config["train"] = train_cfg.to_dict()
     if ctx.is_main:
         checkpoint.write_json(run_dir / checkpoint.CONFIG_FILE, config)
-    parts = load_splits(config["data"])
+    parts = load_splits(config["data"], read_schema(run_dir))
     return _fit_and_finish(run_dir, config, model, parts, train_cfg, state, log)
 
 
@@ -309,6 +464,10 @@ def _fit_and_finish(run_dir, config, model, parts, train_cfg, state, log) -> Tra
     if "val" in metrics:
         summary += f", validation {metrics['val']['elbo']:.4f} nats"
     log(summary + f" per example ({metrics['estimator']})")
+    if "columns" in metrics:
+        cols = metrics["columns"]
+        log(f"per column, {cols['split']} rows ({cols['estimator']}): " + ", ".join(
+            f"{k} {v['log_lik']:.3f}" for k, v in cols["columns"].items()))
     return TrainResult(run_dir=run_dir, model=model, history=history, metrics=metrics)
 
 
@@ -342,14 +501,19 @@ def final_metrics(model: Model, parts: dict[str, Dataset], train_cfg: TrainConfi
     out: dict[str, Any] = {"estimator": f"ELBO, {FINAL_SAMPLES}-sample Monte Carlo average, closed-form KL", "units": "nats per example"}
     for name in ("train", "val"):
         if len(parts[name]):
-            x = torch.as_tensor(parts[name].x, device=device)
+            x = parts[name].x
+            if name == "train" and train_cfg.dynamic_binarize:  # score a fixed draw, not the probabilities
+                x = bernoulli_draw(x, train_cfg.seed)
+            x = x if hasattr(x, "chunks") else torch.as_tensor(x, device=device)
             out[name] = evaluate_elbo(model, x, train_cfg.eval_batch_size, n_samples=FINAL_SAMPLES)
             out[name]["n"] = len(parts[name])
+    if hasattr(model.likelihood, "column_names"):  # a table: each column's share of log p(x|z)
+        split = "val" if len(parts["val"]) else "train"
+        out["columns"] = {"split": split, **column_log_likelihoods(model, parts[split].x, FINAL_SAMPLES,
+                                                                   seed=train_cfg.seed)}
     torch.set_rng_state(gen_state)
     return out
 
 
 def describe(lik: likelihoods.Likelihood) -> str:
-    cfg = lik.config()
-    extra = ", ".join(f"{k}={v}" for k, v in cfg.items() if k != "name")
-    return f"{cfg['name']}({extra})" if extra else cfg["name"]
+    return lik.describe()

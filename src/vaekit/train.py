@@ -26,8 +26,8 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import distributed, objectives
-from .batches import as_tensor, iterate, make_source
+from . import distributed, likelihoods, objectives
+from .batches import as_tensor, is_streamed, iterate, make_source
 from .errors import TrainingError
 from .model import Model
 
@@ -62,6 +62,7 @@ class TrainConfig:
     threads: int = 0  # CPU intra-op threads; 0: automatic (1 for small models, else torch's default)
     compile: bool = False  # torch.compile the loss step; falls back to eager (with a warning) if it fails
     amp: str | None = None  # "bf16": bfloat16 autocast for the networks; likelihood and KL stay float32
+    dynamic_binarize: bool = False  # the training data hold probabilities; each batch is a fresh Bernoulli draw
 
     def __post_init__(self) -> None:
         checks = {
@@ -186,12 +187,14 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
 
 
 @torch.no_grad()
-def _elbo_sums(model: Model, x: torch.Tensor, batch_size: int, n_samples: int = 1) -> torch.Tensor:
-    """Sums over ``x`` of the ELBO, log p(x|z) and KL, (3,) float64 on x's device (no host sync)."""
+def _elbo_sums(model: Model, x, batch_size: int, n_samples: int = 1) -> torch.Tensor:
+    """Sums over ``x`` of the ELBO, log p(x|z) and KL, (3,) float64 on the model's device (no host
+    sync). ``x`` may be a tensor or an array (one on disk is read batch by batch)."""
     was_training = model.training
     model.eval()
-    sums = torch.zeros(3, device=x.device, dtype=torch.float64)
-    for xb in iterate(x, batch_size):
+    device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
+    sums = torch.zeros(3, device=device, dtype=torch.float64)
+    for xb in iterate(x, batch_size, device):
         t = objectives.elbo(model, xb, n_samples=n_samples)
         sums += torch.stack([t.elbo.sum(), t.log_px_z.sum(), t.kl.sum()]).double()
     model.train(was_training)
@@ -330,13 +333,18 @@ def fit(
     model.to(device)
     if model.data_shape is not None and tuple(train.shape[1:]) != tuple(model.data_shape):
         raise ValueError(f"data have shape {tuple(train.shape[1:])} per example, the model expects {model.data_shape}")
-    model.likelihood.validate(train)
-    source = make_source(train, config.batch_size // world_size, device, rank=rank, world_size=world_size)
+    if config.dynamic_binarize:  # the data are probabilities: only [0, 1] is needed
+        likelihoods.check_unit_interval(train, "dynamic binarisation")
+    else:
+        model.likelihood.validate(train)
+    source = make_source(train, config.batch_size // world_size, device, rank=rank, world_size=world_size,
+                         binarize=config.dynamic_binarize)
     x_val, n_val = None, 0
     if val is not None:
         model.likelihood.validate(val)
         n_val = len(val)
-        x_val = as_tensor(val[rank::world_size] if world_size > 1 else val, device)  # this process's share
+        shard = val[rank::world_size] if world_size > 1 else val  # this process's share
+        x_val = shard if is_streamed(val) else as_tensor(shard, device)
 
     optimizer = make_optimizer(model, config)
     generator = torch.Generator()

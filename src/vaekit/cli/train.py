@@ -8,6 +8,7 @@ import sys
 from .. import distributed, runs
 from ..likelihoods import REGISTRY
 from ..nets import ACTIVATIONS
+from ..spec import NETWORKS
 from .options import explicit, non_negative_float, positive_float, positive_int, read_config_file
 
 S = argparse.SUPPRESS
@@ -24,8 +25,19 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     d = runs.DEFAULTS
     g = p.add_argument_group("data")
-    g.add_argument("--data", help=f"a built-in data set (sine, pinwheel, digits) or a .npy/.npz/.csv file [default: {d['data']}]")
-    g.add_argument("--binarize", action="store_true", help="digits: pixels > 8 become 1, others 0")
+    g.add_argument("--data", help="a built-in data set (sine, pinwheel, digits), a .npy/.npz array, a .csv/.tsv/.parquet "
+                   "table, an IDX file (MNIST's ...-idx3-ubyte[.gz]) or a folder of images (class sub-folders give "
+                   f"labels) [default: {d['data']}]")
+    g.add_argument("--binarize", nargs="?", const="static", choices=["static", "dynamic"],
+                   help="pixels to 0/1: static thresholds once (> 0.5; digits: > 8); dynamic draws a fresh "
+                   "Bernoulli(pixel) every batch (validation/test drawn once, seeded) [default: off; alone: static]")
+    g.add_argument("--label-column", help="tables: the column holding labels, kept out of training (for plots and scores)")
+    g.add_argument("--numeric", metavar="COLS", help="tables: comma-separated columns to treat as numeric")
+    g.add_argument("--binary", metavar="COLS", help="tables: columns to treat as binary (two values)")
+    g.add_argument("--categorical", metavar="COLS", help="tables: columns to treat as categorical")
+    g.add_argument("--stream", choices=["auto", "on", "off"],
+                   help="read a .npy file from disk batch by batch (memory stays flat); auto: when larger than 1 GiB "
+                   "[default: auto]")
     g.add_argument("--val-fraction", type=non_negative_float, help=f"share of the data held out for validation [default: {d['val_fraction']}]")
     g.add_argument("--test-fraction", type=non_negative_float, help=f"share held out for testing [default: {d['test_fraction']}]")
     g.add_argument("--split-seed", type=int, help="seed of the train/validation/test split [default: 0]")
@@ -38,6 +50,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--hidden", help="hidden layer sizes of the encoder (the decoder mirrors them), e.g. 32,32; "
                    f"'linear' for none [default: {','.join(map(str, d['hidden']))}]")
     g.add_argument("--activation", choices=sorted(ACTIVATIONS), help=f"hidden-layer activation [default: {d['activation']}]")
+    g.add_argument("--network", choices=["auto", *sorted(NETWORKS)],
+                   help="encoder/decoder: auto picks conv for images (C,H,W), table for tables, mlp otherwise [default: auto]")
+    g.add_argument("--channels", help="conv network: channels of its stride-2 convolutions, e.g. 32,64 "
+                   f"[default: {','.join(map(str, d['channels']))}]")
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, help=f"passes over the training data [default: {d['epochs']}]")
     g.add_argument("--batch-size", type=positive_int, help=f"examples per step [default: {d['batch_size']}]")

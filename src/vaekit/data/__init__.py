@@ -1,6 +1,10 @@
 """Data sets and readers. Everything returns plain numpy arrays in a ``Dataset``."""
 from .builtin import BUILTIN, digits, pinwheel, sine
 from .core import Dataset, load, split
-from .readers import read_array
+from .idx import read_idx, write_idx
+from .disk import DiskArray
+from .readers import read_array, read_path
+from .tables import Schema, read_table
 
-__all__ = ["BUILTIN", "Dataset", "digits", "load", "pinwheel", "read_array", "sine", "split"]
+__all__ = ["BUILTIN", "Dataset", "DiskArray", "Schema", "digits", "load", "pinwheel", "read_array", "read_idx",
+           "read_path", "read_table", "sine", "split", "write_idx"]

@@ -49,21 +49,24 @@ def pinwheel(
     )
 
 
-def digits(binarize: bool = False, threshold: float = 8.0) -> Dataset:
+def digits(binarize: bool = False, threshold: float = 8.0, unit: bool = False) -> Dataset:
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, labels 0-9). Pixels are
-    grey levels 0..16 (17 values), or {0, 1} with ``binarize`` (pixel > ``threshold``)."""
+    grey levels 0..16 (17 values), or {0, 1} with ``binarize`` (pixel > ``threshold``), or
+    level / 16 in [0, 1] with ``unit`` (what dynamic binarisation draws from)."""
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x = bunch.data.astype(np.float32)
     if binarize:
         x = (x > threshold).astype(np.float32)
+    elif unit:
+        x = x / 16.0
     return Dataset(
         x=x,
         name="digits",
         labels=bunch.target.astype(np.int64),
         image_shape=(8, 8),
-        info={"binarize": binarize, "levels": 2 if binarize else 17},
+        info={"binarize": binarize, "levels": 2 if binarize else 17, **({"unit": True} if unit else {})},
     )
 
 
