@@ -153,7 +153,7 @@ def test_plot_writes_the_figures_and_report_writes_the_page(digits2, capsys):
         (["sample", "RUN", "-o", "nowhere/x.npy"], "does not exist; create it first"),
         (["sample", "nothing-here"], "not a vaekit run folder"),
         (["reconstruct", "RUN", "--data", "pinwheel"], "shape (2,) per example, but this run's model takes (64,)"),
-        (["reconstruct", "RUN", "--data", "grey.npy"], "Bernoulli likelihood needs data in [0, 1]"),
+        (["reconstruct", "RUN", "--data", "grey.npy"], "needs values in [0, 1]"),
         (["interpolate", "RUN", "--pair", "0", "9999"], "example index 9999 is out of range"),
         (["traverse", "RUN", "--units", "0,7"], "unit(s) [7] out of range"),
         (["traverse", "RUN", "--split", "train"], "give --example I as well"),

@@ -36,6 +36,7 @@ def two_process_run(tmp_path_factory):
     return proc, folders
 
 
+@pytest.mark.slow  # three Python processes start torch: about 10 s idle, 30 s on a busy 2-core machine
 def test_torchrun_two_processes_one_run_identical_replicas_and_it_learns(two_process_run):
     proc, folders = two_process_run
     out = proc.stdout

@@ -34,7 +34,9 @@ from .model import Model
 
 AMP_DTYPES = {"bf16": torch.bfloat16}
 
-# parameters x batch size below which one CPU thread beats several (bench/bench_train.py --threads)
+# parameters x batch size below which training uses one CPU thread. A judgment, not a measured
+# crossover: on the 2-core machine of bench/bench_step.py one thread won at every size (7x for small
+# models); above this size torch's default is kept because idle multi-core machines gain from threads.
 SMALL_STEP = 2**23
 
 
