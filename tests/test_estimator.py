@@ -30,7 +30,7 @@ def blobs():
 
 @pytest.fixture(scope="module")
 def fitted(blobs):
-    return VAE(latent_dim=2, random_state=0, **{**SMALL, "epochs": 30, "lr": 1e-2}).fit(blobs)
+    return VAE(latent_dim=2, random_state=0, **{**SMALL, "epochs": 30, "lr": 1e-2, "batch_size": 64}).fit(blobs)
 
 
 def test_fit_sets_the_fitted_state(fitted, blobs):
@@ -223,7 +223,7 @@ def outlier_case():
 
 def test_detector_finds_obvious_outliers_with_each_score(outlier_case):
     train, X_test, y_anomaly = outlier_case
-    vae = VAE(latent_dim=2, hidden=(32,), epochs=150, batch_size=64, random_state=0, device="cpu")
+    vae = VAE(latent_dim=2, hidden=(32,), epochs=40, lr=1e-2, batch_size=64, random_state=0, device="cpu")
     det = VAEOutlierDetector(vae, n_samples=32).fit(train)
     assert roc_auc_score(y_anomaly, -det.score_samples(X_test)) > 0.98
     np.testing.assert_allclose(det.decision_function(X_test), det.score_samples(X_test) - det.offset_)
