@@ -435,9 +435,9 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, device: str
     else:
         log(f"resuming {run_dir} from epoch {state.epoch} of {train_cfg.epochs}")
     config["train"] = train_cfg.to_dict()
+    parts = load_splits(config["data"], read_schema(run_dir))  # before any write: a refusal changes nothing
     if ctx.is_main:
         checkpoint.write_json(run_dir / checkpoint.CONFIG_FILE, config)
-    parts = load_splits(config["data"], read_schema(run_dir))
     return _fit_and_finish(run_dir, config, model, parts, train_cfg, state, log)
 
 
