@@ -44,7 +44,8 @@ def test_torchrun_two_processes_one_run_identical_replicas_and_it_learns(two_pro
     assert len(folders) == 1, folders
     run = folders[0]
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["config.json", "model.safetensors", "trainer.safetensors", "history.jsonl", "metrics.json"])
+        ["config.json", "model.safetensors", "trainer.safetensors", "history.jsonl", "metrics.json",
+         "figures", "report.html"])  # figures and report drawn once, by rank 0
     assert out.count("run folder:") == 1 and out.count("final ELBO") == 1
     history = checkpoint.read_history(run / "history.jsonl")
     assert [r["epoch"] for r in history] == list(range(1, 9))

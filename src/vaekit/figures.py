@@ -51,9 +51,12 @@ class RunView:
 
 
 def _subset(data: Dataset, n: int, seed: int = SEED) -> Dataset:
-    if len(data) <= n:
-        return data
-    return data.subset(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
+    """At most ``n`` examples, in memory (a streamed array on disk is read for those rows only)."""
+    if len(data) > n:
+        data = data.subset(np.sort(np.random.default_rng(seed).choice(len(data), n, replace=False)))
+    if not isinstance(data.x, np.ndarray):
+        data.x = np.asarray(data.x)
+    return data
 
 
 def image_shape_of(run: runs.Run, data: Dataset | None = None) -> tuple[int, ...] | None:
@@ -78,7 +81,7 @@ def view(run: runs.Run) -> RunView:
         if len(part):
             held_out = part
             break
-    fit = _subset(fit, MAX_POINTS)
+    fit, held_out = _subset(fit, MAX_POINTS), _subset(held_out, MAX_POINTS)
     colour, colour_name = None, None
     for key, values in fit.extra.items():  # a known continuous value per example, e.g. the sine's phase
         if np.ndim(values) == 1 and len(values) == len(fit):

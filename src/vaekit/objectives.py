@@ -211,7 +211,8 @@ def log_marginal(
         what = "the given diagonal Gaussian"
     else:
         what = f"a {len(components)}-component Gaussian mixture"
-    return LogMarginal(log_px=torch.cat(estimates).float(), stderr=torch.cat(errors).float(), k=k,
+    out = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for a float64 model and data
+    return LogMarginal(log_px=torch.cat(estimates).to(out), stderr=torch.cat(errors).to(out), k=k,
                        estimator=f"importance sampling with {what} as proposal (IWAE_k), k={k}")
 
 

@@ -202,6 +202,11 @@ def data_summary(run: runs.Run) -> dict[str, Any]:
         out["note"] = f"the data could not be read again: {err}"
         return out
     x = train.x
+    if not isinstance(x, np.ndarray):  # streamed from disk: summarise a bounded prefix, and say so
+        limit = 100_000
+        x = np.asarray(x[:limit])
+        if len(train) > limit:
+            out["summary rows"] = f"the first {limit} of {len(train)} (the data are streamed from disk)"
     out["value range (train)"] = f"{fmt(float(x.min()))} to {fmt(float(x.max()))}"
     out["mean / std (train)"] = f"{fmt(float(x.mean()))} / {fmt(float(x.std()))}"
     out["distinct values (train)"] = int(len(np.unique(x))) if x.size <= 5_000_000 else "-"

@@ -285,6 +285,9 @@ def read_input(run: Run, source: str | None = None, which: str = "test",
     data_cfg = run.config["data"]
     if source is None:
         data = run.data(which)
+        if which == "train" and data_cfg.get("dynamic_binarize") and not hasattr(data.x, "chunks"):
+            # training saw fresh Bernoulli draws of these probabilities; outside training use one fixed draw
+            data.x = bernoulli_draw(data.x, data_cfg["split"]["seed"])
     elif source in BUILTIN:
         data = load_data(source, **(data_cfg.get("options", {}) if source == data_cfg["source"] else {}))
     else:

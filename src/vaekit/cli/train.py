@@ -103,7 +103,8 @@ def _run(args: argparse.Namespace) -> int:
         settings = read_config_file(given.pop("config")) if "config" in given else {}
         settings.update(given)
         result = runs.train(settings)
-    return _figures_and_report(result.run_dir) if draw else 0
+    # under torchrun the other processes are done once training is; only the main one draws
+    return _figures_and_report(result.run_dir) if draw and distributed.current().is_main else 0
 
 
 def _figures_and_report(run_dir) -> int:
