@@ -98,3 +98,27 @@ def test_fit_with_dynamic_binarisation_learns_grey_digits():
                                                             dynamic_binarize=True))
     v = history.column("val_elbo")
     assert v[-1] > v[0] + 3 and all(np.isfinite(v))
+
+
+@pytest.mark.slow
+def test_conv_vae_learns_digits_as_well_as_the_mlp():
+    """Binarised 8x8 digits, the same split, seed, optimiser and budget (40 epochs, batch 64, Adam 1e-3,
+    latent 8): a one-layer conv encoder/decoder (32 channels, dense 128) against an MLP (128 hidden).
+    Measured: validation ELBO -19.66 (conv) vs -19.74 (MLP) nats. With 100 epochs and wider nets
+    (channels 32,64, dense 256) the conv VAE is ahead by about half a nat (README, "Your own data")."""
+    d = vaekit.datasets.digits(binarize=True)
+    x = d.x.reshape(-1, 1, 8, 8)
+    idx = vaekit.datasets.split(len(x), (0.8, 0.1, 0.1), 0)
+    train, val = x[idx[0]], x[idx[1]]
+    results = {}
+    for network, extra in (("mlp", {}), ("conv", {"channels": (32,)})):
+        torch.manual_seed(0)
+        spec = vaekit.ModelSpec(data_shape=(1, 8, 8), latent_dim=8, hidden=(128,), activation="relu",
+                                likelihood="bernoulli", network=network, **extra)
+        model = vaekit.build_model(spec)
+        history = vaekit.fit(model, train, val, vaekit.TrainConfig(epochs=40, batch_size=64, lr=1e-3, device="cpu",
+                                                                    progress=False))
+        results[network] = history.last["val_elbo"]
+    print(f"digits, validation ELBO after 40 epochs: conv {results['conv']:.3f}, mlp {results['mlp']:.3f} nats")
+    assert results["conv"] > -21 and results["mlp"] > -21  # both learned (untrained: about -44)
+    assert results["conv"] >= results["mlp"] - 0.3
