@@ -8,7 +8,7 @@ import sys
 from .. import checkpoint, runs
 from ..evaluate import Evaluation, GapConfig, Metric, evaluate
 from ..train import resolve_device
-from .options import positive_float, positive_int
+from .options import non_negative_int, positive_float, positive_int
 
 EVALUATE_KEY = "evaluate"  # the section of the run's metrics.json this command owns
 
@@ -26,16 +26,6 @@ def _ks(text: str) -> tuple[int, ...]:
     return ks
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
-
-
 def add_parser(sub) -> argparse.ArgumentParser:
     defaults = GapConfig()
     p = sub.add_parser(
@@ -50,7 +40,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
     p.add_argument("--data", default=argparse.SUPPRESS,
                    help="a built-in data set name or a .npy/.npz/.csv file (default: the run's test split)")
-    p.add_argument("--iw-samples", type=_non_negative_int, default=1000, metavar="K",
+    p.add_argument("--iw-samples", type=non_negative_int, default=1000, metavar="K",
                    help="importance samples per example for log p(x) (0 skips it)")
     p.add_argument("--iwae", type=_ks, default="5,50", metavar="K1,K2", help="further IWAE_k bounds to report ('none' for none)")
     p.add_argument("--elbo-samples", type=positive_int, default=10, metavar="L", help="Monte Carlo draws for the ELBO")
