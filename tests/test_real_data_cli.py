@@ -126,6 +126,12 @@ def test_tables_train_and_come_back_as_tables(tmp_path, capsys, suffix):
     samples = runs.format_output(run, run.model.sample(7, draw=True))
     assert samples.shape == (7, 4) and set(samples["rain"]) <= {"yes", "no"}
     assert set(samples["sky"]) <= {"clear", "cloudy", "storm"} and set(samples["count"]) <= set(frame["count"])
+    # vaekit reconstruct fills a table's missing values and keeps the observed ones
+    assert main(["reconstruct", str(out), "--data", str(tmp_path / "new.csv"), "-o", str(tmp_path / "rec.npz")]) == 0
+    imputed = pd.read_csv(tmp_path / "rec_imputed.csv")
+    assert list(imputed.columns) == ["temp", "rain", "sky", "count"] and not imputed.isna().any().any()
+    np.testing.assert_allclose(imputed.loc[observed, "temp"], new.loc[observed, "temp"], rtol=1e-4)
+    assert (imputed["rain"] == new["rain"]).all()
     # a table without a column the model needs
     new.drop(columns="rain").to_csv(tmp_path / "short.csv", index=False)
     with pytest.raises(DataError, match="lacks column\\(s\\) 'rain'"):

@@ -44,6 +44,8 @@ def run(args: argparse.Namespace) -> int:
         outputs.write_npz(out, original=runs.format_output(run_, x), reconstruction=runs.format_output(run_, rec))
     else:
         outputs.write_npy(out, runs.format_output(run_, rec))
+    if run_.schema is not None:  # a table: also fill its missing values by reconstruction
+        _write_imputed(run_, x, out)
     diff = rec.reshape(len(x), -1) - x.reshape(len(x), -1)
     z_how = "the posterior mean" if args.mean_z else "z ~ q(z|x)"
     print(f"reconstructed {len(x)} examples ({outputs.DESCRIBE_HOW[how]} of {z_how}) to {out}; "
@@ -60,3 +62,15 @@ def run(args: argparse.Namespace) -> int:
         plots.save(fig, png)
         print(f"picture: {png}")
     return 0
+
+
+def _write_imputed(run_, x, out) -> None:
+    """The table with every missing value replaced by its reconstruction (observed values kept),
+    in the original columns and categories, as OUT_imputed.csv."""
+    from ..checkpoint import atomic_write_text
+    from ..tabular import impute
+
+    filled = impute(run_.model, torch.as_tensor(x, dtype=torch.float32)).cpu().numpy()
+    path = out.with_name(out.stem + "_imputed.csv")
+    atomic_write_text(path, runs.format_output(run_, filled).to_csv(index=False))
+    print(f"{int(np.isnan(np.asarray(x, dtype=np.float64)).sum())} missing values filled by reconstruction: {path}")
