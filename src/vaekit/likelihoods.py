@@ -87,7 +87,8 @@ class Likelihood(nn.Module):
 
     # -- the distribution ---------------------------------------------------------
     def _base(self, params: torch.Tensor) -> Distribution:
-        raise NotImplementedError
+        # abstract: every registered likelihood returns its torch distribution here
+        raise NotImplementedError(f"{type(self).__name__} must implement _base(params) -> Distribution")
 
     def distribution(self, params: torch.Tensor) -> Distribution:
         if self.event_shape is None:
