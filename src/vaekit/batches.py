@@ -2,6 +2,7 @@
 over a file on disk read batch by batch (``DiskSource``) when the data are larger than memory."""
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Iterator
 
@@ -10,7 +11,20 @@ import torch
 
 from .data.disk import as_streamed, is_streamed
 
-__all__ = ["DiskSource", "TensorSource", "as_tensor", "gather", "is_streamed", "iterate", "make_source"]
+__all__ = ["DiskSource", "TensorSource", "as_tensor", "gather", "inference", "is_streamed", "iterate", "make_source"]
+
+
+@contextlib.contextmanager
+def inference(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """The one inference context: ``model`` in eval mode under ``torch.no_grad()``, its
+    training flag restored afterwards (also when the body raises)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield model
+    finally:
+        model.train(was_training)
 
 
 def as_tensor(x, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
