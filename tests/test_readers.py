@@ -380,6 +380,9 @@ def test_broken_npz_archives(tmp_path):
     with zipfile.ZipFile(tmp_path / "none.npz", "w") as z:
         z.writestr("readme.txt", "no arrays here")
     _one_line_error(tmp_path / "none.npz", "none.npz holds no arrays")
+    central = raw.index(b"PK\x01\x02")  # "version needed to extract" 18.6: zipfile raises NotImplementedError
+    (tmp_path / "version.npz").write_bytes(raw[: central + 6] + bytes([186, 0]) + raw[central + 8 :])
+    _one_line_error(tmp_path / "version.npz", "version.npz is not a readable .npz file \\(zip file version 18.6\\)")
     x, y = datasets.load(str(tmp_path / "ok.npz")).x, datasets.load(str(tmp_path / "ok.npz")).labels
     assert x.shape == (50, 8) and list(y[:3]) == [0, 1, 2]
 

@@ -173,6 +173,11 @@ def _checked_header(f, name: str, available: int) -> tuple[tuple[int, ...], np.d
     return shape, dtype
 
 
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__
+
+
 def _read_npy(path: Path):
     with open(path, "rb") as f:
         _checked_header(f, path.name, path.stat().st_size)
@@ -183,9 +188,11 @@ def _read_npy(path: Path):
 def _read_npz(path: Path):
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise DataError(f"{path.name} is not a readable .npz file (not a zip archive, or truncated); "
-                        "save it again with numpy.savez") from None
+    except OSError:
+        raise
+    except Exception as err:  # BadZipFile, and NotImplementedError / ValueError for damaged directory entries
+        reason = "not a zip archive, or truncated" if isinstance(err, zipfile.BadZipFile) else _one_line(err)
+        raise DataError(f"{path.name} is not a readable .npz file ({reason}); save it again with numpy.savez") from None
     with archive:
         members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
         if not members:
@@ -207,7 +214,6 @@ def _read_npz(path: Path):
             except DataError:
                 raise
             except Exception as err:  # zip and zlib raise BadZipFile, zlib.error, EOFError, ValueError, ...
-                text = str(err).strip().splitlines()
-                raise DataError(f"{name} cannot be read: the archive is corrupted or truncated "
-                                f"({text[0][:160] if text else type(err).__name__}); save it again with numpy.savez") from None
+                raise DataError(f"{name} cannot be read: the archive is corrupted or truncated ({_one_line(err)}); "
+                                "save it again with numpy.savez") from None
         return out[0], out[1]
