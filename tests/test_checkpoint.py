@@ -371,3 +371,37 @@ def test_a_full_disk_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(OSError, match=f"no space left on the device to write {tmp_path / 'model.safetensors'}"):
         vaekit.save(_model(), tmp_path)
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def _to_format_1(run):
+    """Rewrite a run folder as vaekit wrote it before the format bump (no JSON checksums, format-1 tensor files)."""
+    config = checkpoint.read_json(run / "config.json")
+    (run / "config.json").write_text(json.dumps({**config, "format_version": 1}, indent=2))
+    for name in ("model.safetensors", "trainer.safetensors"):
+        tensors, meta = checkpoint.read_tensors(run / name)
+        meta = {k: v for k, v in meta.items() if k not in ("format_version", "vaekit_version", "sha256")}
+        if name == "trainer.safetensors":
+            meta.pop("spec")  # format 1 trainer files carried no spec
+        _write_v1(run / name, tensors, meta)
+
+
+def test_run_folders_corrupted_config_is_refused_and_format_1_runs_resume(tmp_path, monkeypatch, capsys):
+    from vaekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "--data", "sine", "--latent-dim", "1", "--hidden", "8", "--epochs", "1", "--no-progress",
+            "--no-figures"]
+    assert main([*args, "--out", "r"]) == 0
+    config_text = (tmp_path / "r" / "config.json").read_text()
+    assert '"sha256"' in config_text and '"latent_dim": 1' in config_text
+    (tmp_path / "r" / "config.json").write_text(config_text.replace('"latent_dim": 1', '"latent_dim": 2'))
+    capsys.readouterr()
+    assert main(["train", "--resume", "r", "--epochs", "2", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "config.json is corrupted or was edited" in err and "\n" not in err
+    (tmp_path / "r" / "config.json").write_text(config_text)
+    _to_format_1(tmp_path / "r")
+    assert checkpoint.read_tensors(tmp_path / "r" / "model.safetensors")[1]["format_version"] == 1
+    assert main(["train", "--resume", "r", "--epochs", "2", "--no-progress"]) == 0
+    assert len((tmp_path / "r" / "history.jsonl").read_text().splitlines()) == 2
+    assert checkpoint.read_tensors(tmp_path / "r" / "trainer.safetensors")[1]["format_version"] == checkpoint.FORMAT_VERSION

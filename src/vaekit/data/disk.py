@@ -41,7 +41,7 @@ def npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
     except (OSError, zlib.error, zipfile.BadZipFile):
         raise  # reading failed (a damaged archive member, a disk error), not the header's content
     except Exception as err:  # numpy raises ValueError, tokenize.TokenError, SyntaxError, EOFError, ...
-        text = str(err).strip().splitlines()
+        text = (err.args[0] if err.args and isinstance(err.args[0], str) else str(err)).strip().splitlines()
         raise DataError(f"{name} is not a readable .npy file: its header is broken "
                         f"({text[0][:160] if text else type(err).__name__}); save it again with numpy.save") from None
     if not all(isinstance(s, int) and s >= 0 for s in shape):
