@@ -405,3 +405,10 @@ def test_run_folders_corrupted_config_is_refused_and_format_1_runs_resume(tmp_pa
     assert main(["train", "--resume", "r", "--epochs", "2", "--no-progress"]) == 0
     assert len((tmp_path / "r" / "history.jsonl").read_text().splitlines()) == 2
     assert checkpoint.read_tensors(tmp_path / "r" / "trainer.safetensors")[1]["format_version"] == checkpoint.FORMAT_VERSION
+
+
+def test_a_trainer_file_is_not_a_model(tmp_path):
+    model, state = _trained(tmp_path)
+    checkpoint.save_trainer(tmp_path / "t.safetensors", model, state)
+    with pytest.raises(CheckpointError, match="t.safetensors is a trainer state, not a model: load model.safetensors"):
+        vaekit.load(tmp_path / "t.safetensors")

@@ -353,7 +353,9 @@ def test_arrays_too_large_for_memory_are_refused_before_allocating(tmp_path, mon
 
     np.save(tmp_path / "x.npy", np.ones((100, 10), np.float32))
     np.savez(tmp_path / "x.npz", x=np.ones((100, 10), np.float32))
+    write_idx(tmp_path / "x-idx3-ubyte", np.ones((100, 5, 5), np.uint8))
     monkeypatch.setattr(limits, "physical_memory", lambda: 2000)
+    _one_line_error(tmp_path / "x-idx3-ubyte", "reading x-idx3-ubyte \\(shape \\(100, 5, 5\\)\\) needs about 12.2 KiB")
     allocated = []
     monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: allocated.append(1))
     _one_line_error(tmp_path / "x.npy", "reading x.npy \\(shape \\(100, 10\\), float32\\) needs about 8.8 KiB, more than")

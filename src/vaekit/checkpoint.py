@@ -320,6 +320,10 @@ def load(path: str | os.PathLike, device: str | torch.device = "cpu") -> Model:
     if path.is_dir():
         path = path / MODEL_FILE
     tensors, meta = read_tensors(path)
+    if "skeleton" in meta:
+        raise CheckpointError(f"{path} is a trainer state, not a model: load {MODEL_FILE} or the run folder")
+    if "spec" not in meta:
+        raise CheckpointError(f"{path} holds no model spec; it was not written by vaekit.save")
     _exact_keys(meta, {"spec", "format_version", "sha256"}, {"vaekit_version"}, "the header", path)
     spec = _spec_from_record(meta["spec"], path)
     try:
