@@ -337,9 +337,9 @@ def test_npy_headers_that_lie_or_do_not_parse(tmp_path, stream):
     raw = (tmp_path / "ok.npy").read_bytes()
     assert b"(3, 4)" in raw
     (tmp_path / "bracket.npy").write_bytes(raw.replace(b"(3, 4)", b"(3, 4 ", 1))  # unbalanced: TokenError in numpy
-    _one_line_error(tmp_path / "bracket.npy", "bracket.npy is not a readable .npy file: its header is broken", stream=stream)
+    _one_line_error(tmp_path / "bracket.npy", "cannot read bracket.npy: its .npy header is broken", stream=stream)
     (tmp_path / "magic.npy").write_bytes(b"\x93NUMPX" + raw[6:])
-    _one_line_error(tmp_path / "magic.npy", "magic.npy is not a readable .npy file", stream=stream)
+    _one_line_error(tmp_path / "magic.npy", "cannot read magic.npy: its .npy header is broken", stream=stream)
     (tmp_path / "shape.npy").write_bytes(raw.replace(b"(3, 4)", b"('a',)", 1))
     _one_line_error(tmp_path / "shape.npy", "shape.npy .*header", stream=stream)
     np.save(tmp_path / "complex.npy", np.ones((5, 2)) * (1 + 2j))
