@@ -341,7 +341,7 @@ def test_npy_headers_that_lie_or_do_not_parse(tmp_path, stream):
     (tmp_path / "magic.npy").write_bytes(b"\x93NUMPX" + raw[6:])
     _one_line_error(tmp_path / "magic.npy", "cannot read magic.npy: its .npy header is broken", stream=stream)
     (tmp_path / "shape.npy").write_bytes(raw.replace(b"(3, 4)", b"('a',)", 1))
-    _one_line_error(tmp_path / "shape.npy", "shape.npy .*header", stream=stream)
+    _one_line_error(tmp_path / "shape.npy", "cannot read shape.npy: its .npy header is broken", stream=stream)
     np.save(tmp_path / "complex.npy", np.ones((5, 2)) * (1 + 2j))
     _one_line_error(tmp_path / "complex.npy", "complex.npy holds complex numbers", stream=stream)
     np.save(tmp_path / "text.npy", np.array([["a", "b"]]))
