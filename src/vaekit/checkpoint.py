@@ -239,7 +239,7 @@ def check_spec_dict(d: Any, path: Path) -> dict:
     lik = d.get("likelihood")
     if isinstance(lik, dict):
         name = lik.get("name")
-        key = likelihoods._ALIASES.get(str(name).lower(), str(name).lower())
+        key = getattr(likelihoods, "_ALIASES", {}).get(str(name).lower(), str(name).lower())
         if not isinstance(name, str) or key not in likelihoods.REGISTRY:
             raise CheckpointError(f"{path}: the likelihood config names an unknown likelihood {name!r}; "
                                   f"known: {', '.join(sorted(likelihoods.REGISTRY))}")
