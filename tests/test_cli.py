@@ -11,6 +11,14 @@ import vaekit
 from vaekit.cli import main
 
 
+def exit_code(argv):
+    """main's return value, or the code of the SystemExit that argparse-style usage errors raise."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 def _train(tmp_path, *extra):
     return main(["train", "--data", "digits", "--binarize", "--epochs", "3", "--hidden", "32",
                  "--latent-dim", "2", "--no-progress", "--no-figures", *extra])
@@ -107,7 +115,7 @@ def test_kill_and_resume_a_real_process(tmp_path):
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, match):
     monkeypatch.chdir(tmp_path)
-    assert main(argv + ["--no-progress"]) == 2
+    assert exit_code(argv + ["--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # nothing written on refusal
@@ -122,7 +130,7 @@ def test_bad_file_is_refused_before_anything_is_written(tmp_path, monkeypatch, c
 
 
 def test_argparse_errors_exit_2_and_version(capsys):
-    assert main(["train", "--epochs", "many"]) == 2
+    assert exit_code(["train", "--epochs", "many"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "epochs='many' is not allowed: expected an integer >= 1" in err
     with pytest.raises(SystemExit) as e:

@@ -124,9 +124,9 @@ def _main(argv: list[str], debug: bool) -> int:
     try:
         parser = build_parser(command if command in COMMANDS else None)
         args = parser.parse_args(argv)
-    except UsageError as err:
+    except UsageError as err:  # argparse's convention, SystemExit(2), with one line instead of a usage dump
         print(f"{err.prog}: error: {err} (see '{err.prog} --help')", file=sys.stderr)
-        return 2
+        raise SystemExit(2) from None
     if getattr(args, "_run", None) is None:
         parser.print_help()
         return 2
