@@ -131,6 +131,6 @@ def read_settings_file(path: str) -> dict[str, Any]:
     settings = read_config_file(path)
     try:
         RunConfig.from_settings(settings, where=f"config file {path}")
-    except SettingError as err:
+    except ValueError as err:  # a SettingError, or a size that cannot fit (vaekit.limits)
         raise SettingError(f"config file {path}: {err}") from None
     return settings
