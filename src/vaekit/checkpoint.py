@@ -35,7 +35,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as _st_save
 
-from . import __version__
+from ._version import __version__
 from .errors import CheckpointError
 from .model import Model
 from .spec import ModelSpec, build_model
