@@ -74,7 +74,7 @@ class Model(nn.Module):
 
     def p_x(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         """p(x|z) (or p(x|z, c)) for z of shape (..., latent_dim); batch shape is z's leading shape."""
-        return self.likelihood.distribution(self.decode_params(z, c))
+        return self.likelihood.distribution(self._params(z, c))
 
     def p_z(self, c: torch.Tensor | None = None) -> Distribution:
         """The prior: batch shape () (or (B,) for a conditional prior given c (B, condition_dim))."""
@@ -85,7 +85,7 @@ class Model(nn.Module):
     def log_px_z(self, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         """log p(x|z) per example, shape z.shape[:-1]: the value of ``p_x(z).log_prob(x)``,
         computed by the likelihood directly (no distribution object per training step)."""
-        return self.likelihood.log_prob(self.decode_params(z, c), x)
+        return self.likelihood.log_prob(self._params(z, c), x)
 
     def decode_params(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         lead = z.shape[:-1]
@@ -94,6 +94,10 @@ class Model(nn.Module):
             z = torch.cat([z, c.to(z.dtype).expand(*lead, c.shape[-1])], -1)
         params = self.decoder(z.reshape(-1, z.shape[-1]))  # (prod(lead), *param_shape)
         return _full_precision(params.reshape(*lead, *params.shape[1:]))
+
+    def _params(self, z: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+        # an unconditional model calls decode_params(z) alone, as code that wraps it expects
+        return self.decode_params(z) if c is None else self.decode_params(z, c)
 
     def condition(self, c: torch.Tensor | None, n: int | None = None) -> torch.Tensor | None:
         """The condition as floats (..., condition_dim): integer labels become one-hot. Checks that a
@@ -132,7 +136,7 @@ class Model(nn.Module):
     @torch.no_grad()
     def decode(self, z: torch.Tensor, draw: bool = False, c: torch.Tensor | None = None) -> torch.Tensor:
         """Decoded mean E[x|z], or a draw x ~ p(x|z) with ``draw=True``."""
-        params = self.decode_params(z, c)
+        params = self._params(z, c)
         if draw:
             return self.likelihood.distribution(params).sample()
         return self.likelihood.mean(params)
