@@ -290,7 +290,7 @@ def test_variant_trains_evaluates_and_round_trips(kw, tmp_path):
     assert all(math.isfinite(r["train_elbo"]) for r in history)
     path = checkpoint.save(model, tmp_path / "m.safetensors")
     loaded = checkpoint.load(path)
-    assert loaded.spec == spec
+    assert loaded.spec == model.spec and loaded.spec.posterior == spec.posterior and loaded.spec.prior == spec.prior
     for key, value in model.state_dict().items():
         assert torch.equal(value, loaded.state_dict()[key]), key
     cond = dict(c=c) if spec.condition_dim else {}
@@ -331,20 +331,20 @@ def test_resume_of_a_variant_continues_exactly(tmp_path):
 
 # -- the spec: fields, checks, conflicts ---------------------------------------------------------
 @pytest.mark.parametrize("kw, message", [
-    (dict(prior="laplace"), "unknown prior 'laplace'"),
-    (dict(posterior="flow"), "unknown posterior 'flow'"),
-    (dict(layers=3), "layers must be 1 or 2"),
-    (dict(n_components=5), "n_components applies only to prior mog or vamp"),
-    (dict(prior="mog", n_components=0), "n_components must be >= 1"),
-    (dict(iaf_steps=2), "iaf_steps applies only to posterior iaf"),
-    (dict(top_dim=2), "top_dim applies only to layers 2"),
-    (dict(layers=2, prior="vamp"), "layers 2 conflicts with prior 'vamp'"),
-    (dict(layers=2, posterior="iaf"), "layers 2 conflicts with posterior 'iaf'"),
-    (dict(layers=2, condition_dim=3), "layers 2 conflicts with condition_dim 3"),
-    (dict(prior="vamp", posterior="full"), "prior vamp conflicts with posterior 'full'"),
-    (dict(conditional_prior=True), "conditional_prior needs a conditional model"),
-    (dict(condition_dim=3, prior="mog"), "condition_dim conflicts with prior 'mog'"),
-    (dict(condition_dim=-1), "condition_dim must be >= 0"),
+    (dict(prior="laplace"), "setting prior='laplace' is not allowed: expected one of normal, mog, vamp"),
+    (dict(posterior="flow"), "setting posterior='flow' is not allowed: expected one of diagonal, full, iaf"),
+    (dict(layers=3), "setting layers=3 is not allowed"),
+    (dict(n_components=5), "n_components=5 applies only to prior mog or vamp"),
+    (dict(prior="mog", n_components=0), "setting n_components=0 is not allowed"),
+    (dict(iaf_steps=2), "iaf_steps=2 applies only to posterior iaf"),
+    (dict(top_dim=2), "top_dim=2 applies only to layers 2"),
+    (dict(layers=2, prior="vamp"), "layers=2 conflicts with prior='vamp'"),
+    (dict(layers=2, posterior="iaf"), "layers=2 conflicts with posterior='iaf'"),
+    (dict(layers=2, condition_dim=3), "layers=2 conflicts with condition_dim=3"),
+    (dict(prior="vamp", posterior="full"), "prior='vamp' conflicts with posterior='full'"),
+    (dict(conditional_prior=True), "conditional_prior=True needs a conditional model"),
+    (dict(condition_dim=3, prior="mog"), "condition_dim=3 conflicts with prior='mog'"),
+    (dict(condition_dim=-1), "setting condition_dim=-1 is not allowed"),
 ])
 def test_spec_refuses_invalid_and_conflicting_variants(kw, message):
     with pytest.raises(ValueError, match=message):
@@ -352,8 +352,10 @@ def test_spec_refuses_invalid_and_conflicting_variants(kw, message):
 
 
 def test_spec_conv_refuses_condition_and_defaults_resolve():
-    with pytest.raises(ValueError, match="condition_dim conflicts with network 'conv'"):
+    with pytest.raises(ValueError, match="condition_dim=2 conflicts with network='conv'"):
         ModelSpec(data_shape=(1, 8, 8), network="conv", condition_dim=2)
+    with pytest.raises(ValueError, match="condition_dim=2 conflicts with network='conv'"):  # auto picked conv
+        build_model(ModelSpec(data_shape=(1, 8, 8), condition_dim=2))
     assert _spec(prior="vamp").n_components == 10 and _spec(posterior="iaf").iaf_steps == 2
     assert _spec(layers=2).top_dim == 1
     spec = _spec(posterior="iaf", prior="mog")
