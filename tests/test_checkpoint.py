@@ -11,7 +11,7 @@ from vaekit.errors import CheckpointError
 
 def _model():
     torch.manual_seed(0)
-    return vaekit.build_model(vaekit.ModelSpec(data_shape=(5,), latent_dim=2, hidden=(8,),
+    return vaekit.build_model(vaekit.ModelSpec(data_shape=(5,), latent_dim=2, hidden=(8,), activation="tanh",
                                                likelihood={"name": "gaussian", "scale": "learned"}))
 
 

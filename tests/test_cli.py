@@ -141,3 +141,40 @@ def test_argparse_errors_exit_2_and_version(capsys):
 def test_console_script_help_runs():
     r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--latent-dim" in r.stdout and "--warmup" in r.stdout
+
+
+def test_closed_stdout_is_quiet_and_the_run_finishes(tmp_path):
+    """``vaekit train ... | head -1``: the reader goes away after one line; the run still completes, exit 0."""
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--data", "sine", "--latent-dim", "1", "--hidden",
+                             "8", "--epochs", "3", "--no-progress", "--no-figures", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head -1 does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert first.startswith(b"run folder:")
+    assert "Broken pipe" not in err and "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert (out / "metrics.json").is_file() and len((out / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_last_resort_handler_is_one_line_with_a_debug_hint(tmp_path, monkeypatch, capsys):
+    import vaekit.runs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unexpected\nsecond line")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VAEKIT_DEBUG", raising=False)
+    monkeypatch.setattr(vaekit.runs, "train", broken)
+    assert main(["train", "--data", "sine", "--no-figures"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("vaekit train: internal error: RuntimeError: something unexpected (rerun with --debug for the "
+                   "traceback)")
+    with pytest.raises(RuntimeError, match="something unexpected"):
+        main(["--debug", "train", "--data", "sine", "--no-figures"])
+    with pytest.raises(RuntimeError, match="something unexpected"):
+        main(["train", "--data", "sine", "--no-figures", "--debug"])
+    monkeypatch.setenv("VAEKIT_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something unexpected"):
+        main(["train", "--data", "sine", "--no-figures"])

@@ -141,7 +141,9 @@ def test_metrics_sections_merge_and_config_reads_back_checked(tmp_path):
     # a config.json with an unknown key is refused by name
     raw = folder.read_config()
     raw["train"]["epoch"] = 3
-    folder.config_path.write_text(json.dumps(raw))
+    from vaekit import checkpoint
+
+    checkpoint.write_json(folder.config_path, raw)  # re-checksummed, so only the key is wrong
     with pytest.raises(vaekit.CheckpointError, match="unknown setting 'epoch'"):
         folder.run_config()
     with pytest.raises(RunFolderBusy):

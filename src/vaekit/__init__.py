@@ -8,7 +8,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._version import __version__
+from ._version import __version__ as __version__
 
 # public name -> (module, attribute); attribute None: the module itself
 _EXPORTS: dict[str, tuple[str, str | None]] = {

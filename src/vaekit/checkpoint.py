@@ -235,6 +235,7 @@ def check_spec_dict(d: Any, path: Path) -> dict:
 
     fields = {f.name: f for f in dataclasses.fields(ModelSpec)}
     needed = {n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    needed.add("data_shape")  # optional in settings (decided from the data), always present in a saved spec
     _exact_keys(d, needed, set(fields) - needed, "the model spec", path)
     lik = d.get("likelihood")
     if isinstance(lik, dict):

@@ -18,7 +18,6 @@ import math
 import os
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
