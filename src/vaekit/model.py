@@ -65,7 +65,7 @@ class Model(nn.Module):
         """q(z|x) (or q(z|x, c)), batch shape (B,), event shape (latent_dim,)."""
         if self.likelihood.event_shape is None:
             self.likelihood.bind(tuple(x.shape[1:]))
-        c = self.condition(c, x.shape[0])
+        c = self.condition(c, x.shape[0]) if (c is not None or self.condition_dim) else None
         h = self.encoder(x if c is None else torch.cat([x.reshape(x.shape[0], -1), c.to(x.dtype)], -1))
         if h.shape[-1] != self.posterior.n_params():
             raise ValueError(f"encoder returned {h.shape[-1]} outputs; a {type(self.posterior).__name__} posterior "
@@ -89,8 +89,8 @@ class Model(nn.Module):
 
     def decode_params(self, z: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
         lead = z.shape[:-1]
-        c = self.condition(c, z.shape[-2] if z.dim() > 1 else None)
-        if c is not None:
+        if c is not None or self.condition_dim:
+            c = self.condition(c, z.shape[-2] if z.dim() > 1 else None)
             z = torch.cat([z, c.to(z.dtype).expand(*lead, c.shape[-1])], -1)
         params = self.decoder(z.reshape(-1, z.shape[-1]))  # (prod(lead), *param_shape)
         return _full_precision(params.reshape(*lead, *params.shape[1:]))
