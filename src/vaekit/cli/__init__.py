@@ -27,6 +27,7 @@ COMMANDS = [
     "plot",
     "report",
     "score",
+    "impute", "synthesize",
 ]
 
 
