@@ -308,15 +308,15 @@ def _judge(name, label, epochs, seconds, synth, train, test, target, metadata, Q
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--quick", action="store_true", help="2 masks per rate, 1000 steps, 100 synthesis epochs")
+    p.add_argument("--quick", action="store_true", help="2 masks per rate, 1500 steps, 100 synthesis epochs")
     p.add_argument("--masks", type=int, help="mask seeds per table and rate [default: 5; quick: 2]")
-    p.add_argument("--steps", type=int, help="vaekit gradient steps per imputation [default: 3000; quick: 1000]")
+    p.add_argument("--steps", type=int, help="vaekit gradient steps per imputation [default: 3000; quick: 1500]")
     p.add_argument("--synth-epochs", type=int, help="epochs for vaekit and TVAE [default: 300; quick: 100]")
     p.add_argument("--skip-synthesis", action="store_true")
     p.add_argument("--skip-imputation", action="store_true")
     args = p.parse_args()
     args.masks = args.masks or (2 if args.quick else 5)
-    args.steps = args.steps or (1000 if args.quick else 3000)
+    args.steps = args.steps or (1500 if args.quick else 3000)
     args.synth_epochs = args.synth_epochs or (100 if args.quick else 300)
     torch.set_num_threads(1)
     print(f"load average at start: {os.getloadavg()[0]:.2f}; torch {torch.__version__}, pandas {pd.__version__}")

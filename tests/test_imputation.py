@@ -218,3 +218,12 @@ def test_imputer_on_arrays_and_frames_keeps_observed_values():
         MIWAEImputer().transform(X)
     with pytest.raises(ValueError, match="method"):
         MIWAEImputer(method="magic").fit(X)
+
+
+def test_imputer_is_a_scikit_learn_estimator():
+    from sklearn.base import clone
+
+    imp = MIWAEImputer(latent_dim=3, epochs=7, k=9)
+    copy = clone(imp)
+    assert copy.get_params() == imp.get_params() and copy.get_params()["k"] == 9
+    assert imp.set_params(k=11).k == 11

@@ -33,11 +33,12 @@ from typing import Any
 
 import numpy as np
 import torch
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from .batches import inference, iterate
 from .model import Model
 
-DEFAULT_K = 50  # importance samples per row for imputation (the paper uses 10 000 at test time; 50 is within ~1% here)
+DEFAULT_K = 50  # importance samples per row (self-normalised weights: consistent as K grows; the paper tests with 10 000)
 
 
 def _check_k(k: int, what: str = "k") -> int:
@@ -167,7 +168,7 @@ def impute_run(run, frame, *, multiple: int | None = None, k: int = DEFAULT_K, s
     return [fill_frame(run.schema, frame, c) for c in copies]
 
 
-class MIWAEImputer:
+class MIWAEImputer(TransformerMixin, BaseEstimator):
     """A scikit-learn style imputer (``fit`` / ``transform``, like ``IterativeImputer``) that
     trains a VAE on the observed cells of a table and fills the missing ones.
 
@@ -198,18 +199,6 @@ class MIWAEImputer:
         self.categorical = categorical
         self.random_state = random_state
         self.device = device
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in ("latent_dim", "hidden", "activation", "epochs", "batch_size",
-                                                       "lr", "iw_samples", "method", "k", "numeric", "binary",
-                                                       "categorical", "random_state", "device")}
-
-    def set_params(self, **params):
-        for name, value in params.items():
-            if name not in self.get_params():
-                raise ValueError(f"MIWAEImputer has no parameter {name!r}")
-            setattr(self, name, value)
-        return self
 
     # -- the array/frame edge -----------------------------------------------------------------
     def _frame(self, X, fitting: bool):
@@ -274,9 +263,6 @@ class MIWAEImputer:
         else:
             filled = conditional_mean(self.model_, x, k=int(self.k), seed=int(self.random_state or 0))
         return self._out(frame, filled.cpu().numpy())
-
-    def fit_transform(self, X, y=None):
-        return self.fit(X).transform(X)
 
     def multiple_imputations(self, X, m: int = 5) -> list:
         """``m`` completed copies of ``X`` (sampling importance resampling)."""
