@@ -38,7 +38,8 @@ def column_log_likelihoods(model: Model, x, n_samples: int = 10, batch_size: int
     averaged over the examples where column j is observed (``n_samples``-draw Monte Carlo).
     Summing ``log_lik * observed / n`` over the columns gives the mean log p(x|z)."""
     lik = model.likelihood
-    if not hasattr(lik, "column_names"):
+    names = lik.column_names()
+    if names is None:
         raise TypeError(f"per-column log-likelihoods need a likelihood over table columns, not {lik.name!r}")
     device = next(model.parameters()).device
     state = torch.get_rng_state()
@@ -46,7 +47,6 @@ def column_log_likelihoods(model: Model, x, n_samples: int = 10, batch_size: int
         torch.manual_seed(seed)
     was_training = model.training
     model.eval()
-    names = lik.column_names
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     counts = torch.zeros(len(names), dtype=torch.float64, device=device)
     n = 0
