@@ -226,7 +226,6 @@ def synthesis(args) -> list[dict] | None:
         return None
     from sklearn.ensemble import RandomForestClassifier
 
-    from vaekit import runs
     from vaekit.data.tables import Schema
     from vaekit.spec import ModelSpec, build_model
     from vaekit.synthesis import synthesize
@@ -245,7 +244,7 @@ def synthesis(args) -> list[dict] | None:
             started = time.perf_counter()
             schema = Schema.fit(train, categorical=cats)
             x, _ = schema.transform(train)
-            lik = runs.choose_likelihood("auto", None, x, schema)
+            lik = schema.likelihood()
             torch.manual_seed(0)
             model = build_model(ModelSpec(data_shape=(x.shape[1],), latent_dim=8, hidden=(128, 128),
                                           activation="relu", likelihood=lik.config(), network="table"))
