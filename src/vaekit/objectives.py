@@ -49,15 +49,29 @@ def elbo(
     beta: float = 1.0,
     n_samples: int = 1,
     free_bits: float = 0.0,
+    grad: bool | None = None,
 ) -> ELBOTerms:
     """Reparameterised ELBO with ``n_samples`` draws from q(z|x) and the KL in closed form.
 
     ``beta`` weights the KL in the objective (beta-VAE, Higgins et al. 2017).
     ``free_bits`` (nats per latent unit, Kingma et al. 2016) stops the objective from
     pushing a unit's batch-average KL below that floor. Neither changes ``terms.elbo``.
+
+    ``grad``: whether the terms carry an autograd graph. By default (None) they do when the
+    model is in training mode (``model.train()``) and gradients are enabled; a model in eval
+    mode, or a call under ``vaekit.batches.inference(model)`` / ``torch.no_grad()``, gives plain
+    tensors, so evaluating keeps no graph alive. ``grad=True`` keeps the graph in eval mode
+    (e.g. to optimise inputs or latents through a frozen model).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if grad is None:
+        grad = model.training
+    with torch.set_grad_enabled(bool(grad) and torch.is_grad_enabled()):
+        return _elbo(model, x, beta, n_samples, free_bits)
+
+
+def _elbo(model: Model, x: torch.Tensor, beta: float, n_samples: int, free_bits: float) -> ELBOTerms:
     qz = model.q_z(x)
     z = qz.rsample((n_samples,))  # (L, B, H)
     log_px_z = model.log_px_z(z, x).mean(0)  # (B,); = model.p_x(z).log_prob(x), averaged over L

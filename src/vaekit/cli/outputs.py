@@ -134,7 +134,7 @@ def write_data(run: runs.Run, path: Path, x, lead: dict[str, np.ndarray] | None 
     if is_table_file(path):
         flat = x.reshape(-1, x.shape[-1])
         write_table(path, as_table(run, flat, lead))
-        return f"table of {len(flat)} rows with the columns {', '.join(map(str, run.schema.names))}"
+        return f"a table of {len(flat)} rows in the {len(run.schema.names)} original columns"
     write_npy(path, x.astype(np.float32))
     return "model-space numbers (standardised numeric columns, one-hot categories)"
 
