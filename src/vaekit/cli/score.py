@@ -50,6 +50,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     opened = runs.open_run(args.run, device=device)
+    model = opened.model
+    _, dtype = placement(model)
+    # the shared draws (K, latent_dim), made in float64 then cast to the model's dtype
+    noise_bytes = args.iw_samples * model.latent_dim * (8 + torch.finfo(dtype).bits // 8)
+    limits.require_memory(noise_bytes, f"--iw-samples {args.iw_samples}", "use a smaller --iw-samples")
     data = runs.read_input(opened, args.data, which=args.split)
     n = len(data)
     if n == 0:
@@ -57,11 +62,6 @@ def run(args: argparse.Namespace) -> int:
     labels, is_anomaly = _labels(args, data.labels, n)
     kinds = list(anomaly.SCORES) if args.score == "all" else [args.score]
 
-    model = opened.model
-    _, dtype = placement(model)
-    # the shared draws (K, latent_dim), made in float64 then cast to the model's dtype
-    noise_bytes = args.iw_samples * model.latent_dim * (8 + torch.finfo(dtype).bits // 8)
-    limits.require_memory(noise_bytes, f"--iw-samples {args.iw_samples}", "use a smaller --iw-samples")
     noise = anomaly.common_noise(args.iw_samples, model.latent_dim, args.seed, device, dtype=dtype)
     columns: dict[str, np.ndarray] = {}
     with inference(model):
