@@ -35,6 +35,7 @@ __all__ = [
     "Categorical256",
     "Mixed",
     "REGISTRY",
+    "resolve",
     "create",
     "auto",
 ]
@@ -84,6 +85,15 @@ class Likelihood(nn.Module):
     def config(self) -> dict[str, Any]:
         """JSON-able description; ``create(config)`` rebuilds the likelihood."""
         return {"name": self.name}
+
+    # -- capabilities (methods, not attribute probes) ------------------------------
+    def handles_missing(self) -> bool:
+        """True when NaN in the data means "missing" (left out of log p(x|z)) rather than an error."""
+        return False
+
+    def column_names(self) -> list[str] | None:
+        """The names of the table columns this likelihood models, or None for arrays and images."""
+        return None
 
     # -- the distribution ---------------------------------------------------------
     def _base(self, params: torch.Tensor) -> Distribution:
@@ -679,3 +689,49 @@ def auto(x: np.ndarray, max_levels: int = 32) -> Likelihood:
     if lo >= 0 and hi <= 1:
         return ContinuousBernoulli()
     return Gaussian("learned")
+
+
+def resolve(name: str | dict[str, Any] | Likelihood = "auto", x=None, *, scale: float | None = None,
+            schema: Any = None) -> Likelihood:
+    """The likelihood a run asks for, decided with the data where needed.
+
+    ``name``: ``auto``, a registered name, a config dict or a ``Likelihood``. ``auto`` looks at the
+    data ``x`` (see ``auto``); without data it is a Gaussian with a learned scale, auto's choice for
+    real values. ``scale`` fixes a Gaussian's standard deviation. A table (``schema``, a fitted
+    ``vaekit.data.Schema``) gets the mixed likelihood its columns call for. The result is checked
+    against ``x`` when given."""
+    if isinstance(name, (dict, Likelihood)):
+        if scale is not None:
+            raise ValueError("setting scale applies when the likelihood is given by name, not as a config")
+        lik = create(name)
+    else:
+        key = _ALIASES.get(str(name).lower(), str(name).lower())
+        if scale is not None and key not in ("auto", Gaussian.name):
+            raise ValueError(f"setting scale applies to the Gaussian likelihood, not {name!r}")
+        if schema is not None:
+            if key not in ("auto", Mixed.name):
+                raise ValueError(f"a table is modelled column by column (likelihood '{Mixed.name}': Gaussian, "
+                                 f"Bernoulli, categorical); likelihood {name!r} applies to arrays and images")
+            lik = schema.likelihood()
+        elif key == Mixed.name:
+            raise ValueError("the mixed likelihood models tables (.csv, .tsv, .parquet files)")
+        elif key == "auto":
+            lik = Gaussian(scale) if scale is not None else (auto(x) if x is not None else Gaussian("learned"))
+        elif key == Gaussian.name:
+            lik = Gaussian(scale if scale is not None else "learned")
+        elif key not in REGISTRY:
+            raise ValueError(f"unknown likelihood {name!r}; choose one of: {', '.join(sorted(REGISTRY))}, auto")
+        elif key == Categorical.name:
+            if x is None:
+                raise ValueError("a categorical likelihood by name needs the data to count its levels; "
+                                 "give a config such as {'name': 'categorical', 'num_classes': 10}")
+            s = value_summary(x)
+            levels = int(s["max"]) + 1 if s["integer"] and s["min"] >= 0 and s["size"] else 0
+            if levels < 2:
+                raise ValueError("a categorical likelihood needs non-negative integer data with at least 2 levels")
+            lik = Categorical(levels)
+        else:
+            lik = create(key)
+    if x is not None:
+        lik.validate(x)
+    return lik

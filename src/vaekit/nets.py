@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .config import ModelSpec, field_default
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -36,8 +38,8 @@ class MLP(nn.Module):
         self,
         in_shape: int | Sequence[int],
         out_shape: int | Sequence[int],
-        hidden: Sequence[int] = (64, 64),
-        activation: str = "tanh",
+        hidden: Sequence[int] = field_default(ModelSpec, "hidden"),
+        activation: str = field_default(ModelSpec, "activation"),
     ) -> None:
         super().__init__()
         self.in_shape = _shape(in_shape)

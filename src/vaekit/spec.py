@@ -2,57 +2,12 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import likelihoods
+from .config import ModelSpec  # the dataclass lives with the other settings (torch-free); imported from here too
 from .model import Model
 from .nets import MLP, ConvDecoder, ConvEncoder, MissingAware
-
-
-@dataclass
-class ModelSpec:
-    """Everything needed to rebuild a model's architecture (weights live elsewhere)."""
-
-    data_shape: tuple[int, ...]
-    latent_dim: int = 2
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    likelihood: dict[str, Any] = field(default_factory=lambda: {"name": "gaussian", "scale": "learned"})
-    network: str = "mlp"
-    channels: tuple[int, ...] = (32, 64)  # conv network: channels of the stride-2 convolutions
-    image_shape: tuple[int, ...] | None = None  # conv network on flat data: the (C, H, W) of one example
-
-    def __post_init__(self) -> None:
-        self.data_shape = tuple(int(s) for s in self.data_shape)
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.channels = tuple(int(c) for c in self.channels)
-        if any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive integers, got {self.channels}")
-        if self.image_shape is not None:
-            self.image_shape = tuple(int(s) for s in self.image_shape)
-        self.latent_dim = int(self.latent_dim)
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden}")
-        if isinstance(self.likelihood, likelihoods.Likelihood):
-            self.likelihood = self.likelihood.config()
-        elif isinstance(self.likelihood, str):
-            self.likelihood = likelihoods.create(self.likelihood).config()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["data_shape"] = list(self.data_shape)
-        d["hidden"] = list(self.hidden)
-        d["channels"] = list(self.channels)
-        d["image_shape"] = None if self.image_shape is None else list(self.image_shape)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
 
 
 NETWORKS: dict[str, Any] = {}
@@ -100,17 +55,32 @@ def _table(spec: ModelSpec, likelihood: likelihoods.Likelihood):
 
 def default_network(data_shape: tuple[int, ...], likelihood: likelihoods.Likelihood) -> str:
     """``auto``: images (C, H, W) -> conv; a table's mixed likelihood -> table; else mlp."""
-    if getattr(likelihood, "handles_missing", False):
+    if likelihood.handles_missing():
         return "table"
     if len(data_shape) == 3 or len(data_shape) == 2:
         return "conv"
     return "mlp"
 
 
+def resolved(spec: ModelSpec, likelihood: likelihoods.Likelihood | None = None) -> ModelSpec:
+    """The spec with ``auto`` decided: the likelihood (``likelihood``, or ``likelihoods.resolve``
+    without data: a Gaussian with a learned scale) and the network (``default_network``)."""
+    import dataclasses
+
+    lik = likelihood if likelihood is not None else likelihoods.resolve(
+        spec.likelihood, scale=spec.scale if isinstance(spec.likelihood, str) else None)
+    network = spec.network if spec.network != "auto" else default_network(spec.data_shape, lik)
+    return dataclasses.replace(spec, likelihood=lik.config(), network=network)
+
+
 def build_model(spec: ModelSpec | dict[str, Any]) -> Model:
     """Build a fresh (randomly initialised) ``Model`` from a spec."""
     if isinstance(spec, dict):
         spec = ModelSpec.from_dict(spec)
+    if spec.data_shape is None:
+        raise ValueError("setting data_shape is needed to build a model, e.g. ModelSpec(data_shape=(784,))")
+    if spec.likelihood == "auto" or isinstance(spec.likelihood, str) or spec.network == "auto":
+        spec = resolved(spec)
     if spec.network not in NETWORKS:
         raise ValueError(f"unknown network {spec.network!r}; choose one of: {', '.join(NETWORKS)}")
     likelihood = likelihoods.create(spec.likelihood).bind(spec.data_shape)

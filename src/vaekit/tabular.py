@@ -38,7 +38,7 @@ def column_log_likelihoods(model: Model, x, n_samples: int = 10, batch_size: int
     averaged over the examples where column j is observed (``n_samples``-draw Monte Carlo).
     Summing ``log_lik * observed / n`` over the columns gives the mean log p(x|z)."""
     lik = model.likelihood
-    names = _column_names(lik)
+    names = lik.column_names()
     if names is None:
         raise TypeError(f"per-column log-likelihoods need a likelihood over table columns, not {lik.name!r}")
     device, _ = placement(model)
@@ -64,12 +64,6 @@ def column_log_likelihoods(model: Model, x, n_samples: int = 10, batch_size: int
         out[name] = {"log_lik": s / c if c else math.nan, "observed": int(c)}
     return {"estimator": f"E_q[log p(x_j|z)] per observed value, {n_samples}-sample Monte Carlo, z ~ q(z|x)",
             "units": "nats", "n": n, "columns": out}
-
-
-def _column_names(lik) -> list[str] | None:
-    """The table columns a likelihood models, or None for one that is not over table columns."""
-    method = getattr(lik, "column_names", None)
-    return method() if callable(method) else None
 
 
 def _observed_columns(lik, x: torch.Tensor) -> torch.Tensor:

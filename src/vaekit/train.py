@@ -18,7 +18,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -27,6 +27,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import distributed, likelihoods, objectives
+from .config import TrainConfig  # the settings dataclass (torch-free, shared with the CLI); re-exported here
 from .batches import as_tensor, is_streamed, iterate, make_source
 from .errors import TrainingError
 from .model import Model
@@ -38,70 +39,6 @@ AMP_DTYPES = {"bf16": torch.bfloat16}
 # crossover: on the 2-core machine of bench/bench_step.py one thread won at every size (7x for small
 # models); above this size torch's default is kept because idle multi-core machines gain from threads.
 SMALL_STEP = 2**23
-
-
-@dataclass
-class TrainConfig:
-    """Training settings. Defaults follow common practice (Adam 1e-3, batch 128)."""
-
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    beta: float = 1.0
-    warmup: float = 0.0  # epochs over which the KL weight rises linearly from 0 to beta
-    free_bits: float = 0.0  # nats per latent unit (Kingma et al. 2016)
-    n_samples: int = 1  # z draws per example for the ELBO
-    iw_samples: int = 0  # >= 2: train on the IWAE_k bound instead
-    grad_clip: float | None = None  # max global gradient norm
-    early_stopping: int | None = None  # patience in epochs on the validation ELBO
-    min_delta: float = 0.0
-    restore_best: bool = True  # after early stopping, go back to the best validation weights
-    seed: int = 0
-    device: str = "auto"
-    progress: bool | None = None  # None: a bar only when stderr is a terminal
-    eval_batch_size: int = 4096
-    threads: int = 0  # CPU intra-op threads; 0: automatic (1 for small models, else torch's default)
-    compile: bool = False  # torch.compile the loss step; falls back to eager (with a warning) if it fails
-    amp: str | None = None  # "bf16": bfloat16 autocast for the networks; likelihood and KL stay float32
-    dynamic_binarize: bool = False  # the training data hold probabilities; each batch is a fresh Bernoulli draw
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 0,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "beta": self.beta >= 0,
-            "warmup": self.warmup >= 0,
-            "free_bits": self.free_bits >= 0,
-            "n_samples": self.n_samples >= 1,
-            "iw_samples": self.iw_samples >= 0,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "threads": self.threads >= 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid training setting {name}={getattr(self, name)!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive, got {self.grad_clip}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ValueError(f"early_stopping patience must be >= 1, got {self.early_stopping}")
-        if self.amp is not None and self.amp not in AMP_DTYPES:
-            raise ValueError(
-                f"amp must be one of {', '.join(AMP_DTYPES)} (or off), got {self.amp!r}; float16 would need "
-                "loss scaling, which vaekit does not do"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
 
 
 class History(list):

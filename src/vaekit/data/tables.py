@@ -51,6 +51,7 @@ def read_table(path: str | Path, label_column: str | None = None):
         else:
             sep = "\t" if suffix == ".tsv" else ","
             frame = pd.read_csv(path, sep=sep, skipinitialspace=True)
+            _refuse_ragged_rows(path, sep)
             if all(_is_number(c) for c in frame.columns):  # no header row: the first row is data
                 frame = pd.read_csv(path, sep=sep, skipinitialspace=True, header=None)
                 frame.columns = [f"x{i}" for i in range(frame.shape[1])]
@@ -84,6 +85,25 @@ def read_table(path: str | Path, label_column: str | None = None):
     if frame.shape[1] == 0:
         raise DataError(f"{path.name} has no columns left to model")
     return frame.reset_index(drop=True), labels, info
+
+
+def _refuse_ragged_rows(path: Path, sep: str) -> None:
+    """pandas reads a row with too few fields as missing values (and one with a field too many
+    in every row as an index column); both are refused here, naming the line."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=sep, skipinitialspace=True)
+        expected = None
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank lines are skipped, as pandas does
+            if expected is None:
+                expected = len(row)
+            elif len(row) != expected:
+                raise DataError(f"{path.name} has ragged rows: line {reader.line_num} has {len(row)} fields, the first "
+                                f"row has {expected}; every row needs the same number of fields (leave a missing "
+                                "value empty, e.g. 1,,3)")
 
 
 def _is_number(text) -> bool:
