@@ -53,9 +53,9 @@ DESCRIBE_HOW = {"mean": "decoded means", "draw": "draws from p(x|z)", "mode": "m
 
 
 def open_run(args: argparse.Namespace) -> runs.Run:
-    run = runs.open_run(args.run, device=resolve_device(args.device))
-    run.model.eval()
-    return run
+    """The run named on the command line, its model on --device (the generate functions put it in
+    inference mode, ``batches.inference``, while they use it)."""
+    return runs.open_run(args.run, device=resolve_device(args.device))
 
 
 def input_data(run: runs.Run, args: argparse.Namespace) -> Dataset:
