@@ -79,6 +79,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     random_state : None, int or RandomState: initial weights, shuffling, sampling noise.
     device : ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ...
     verbose : bool, show a progress bar while training.
+    threads : int, CPU threads for training; 0 chooses automatically (``vaekit.TrainConfig.threads``).
 
     Attributes
     ----------
@@ -96,6 +97,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "scale": (ModelSpec, "scale"), "epochs": (TrainConfig, "epochs"), "batch_size": (TrainConfig, "batch_size"),
         "lr": (TrainConfig, "lr"), "beta": (TrainConfig, "beta"), "warmup": (TrainConfig, "warmup"),
         "early_stopping": (TrainConfig, "early_stopping"), "device": (TrainConfig, "device"),
+        "threads": (TrainConfig, "threads"),
     }
 
     def __init__(
@@ -117,6 +119,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         random_state=None,
         device="auto",
         verbose=False,
+        threads=0,
     ):
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -134,6 +137,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.threads = threads
 
     # -- scikit-learn metadata ------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -153,7 +157,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                              likelihood=self.likelihood, scale=self.scale)
             config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                                  warmup=self.warmup, early_stopping=self.early_stopping, seed=seed,
-                                 device=self.device, progress=bool(self.verbose))
+                                 device=self.device, progress=bool(self.verbose), threads=self.threads)
         except SettingError as err:
             raise SettingError(f"{name}: {err}") from None
         if not (_is_int(self.n_iw_samples) and self.n_iw_samples >= 1):
