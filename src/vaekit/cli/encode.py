@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from .. import generate
 from . import outputs
 
 
@@ -23,6 +22,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import generate
+
     run_ = outputs.open_run(args)
     out = outputs.array_path(run_, args.out, "z.npy", allowed=(".npy", ".npz"))
     data = outputs.input_data(run_, args)

@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
-from .. import checkpoint, runs
-from ..evaluation import Evaluation, GapConfig, Metric, evaluate
-from ..train import resolve_device
+from .names import GAP_LR, GAP_STEPS
 from .options import non_negative_int, positive_float, positive_int
+
+if TYPE_CHECKING:
+    from ..evaluation import Evaluation, Metric
 
 EVALUATE_KEY = "evaluate"  # the section of the run's metrics.json this command owns
 
@@ -27,7 +29,6 @@ def _ks(text: str) -> tuple[int, ...]:
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    defaults = GapConfig()
     p = sub.add_parser(
         "evaluate",
         help="importance-sampled log p(x), ELBO, active units, posterior collapse, inference gaps",
@@ -45,8 +46,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--iwae", type=_ks, default="5,50", metavar="K1,K2", help="further IWAE_k bounds to report ('none' for none)")
     p.add_argument("--elbo-samples", type=positive_int, default=10, metavar="L", help="Monte Carlo draws for the ELBO")
     p.add_argument("--gaps", action="store_true", help="also compute the amortisation and approximation gaps (slower)")
-    p.add_argument("--gap-steps", type=positive_int, default=defaults.steps, help="most refinement steps per example for --gaps")
-    p.add_argument("--gap-lr", type=positive_float, default=defaults.lr, help="Adam step size of the refinement")
+    p.add_argument("--gap-steps", type=positive_int, default=GAP_STEPS, help="most refinement steps per example for --gaps")
+    p.add_argument("--gap-lr", type=positive_float, default=GAP_LR, help="Adam step size of the refinement")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw: the same seed gives the same numbers")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
@@ -55,6 +56,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import checkpoint, runs
+    from ..evaluation import GapConfig, evaluate
+    from ..train import resolve_device
+
     device = resolve_device(args.device)
     opened = runs.open_run(args.run, device=device)
     source_arg = getattr(args, "data", None)

@@ -5,13 +5,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .. import runs
-from ..checkpoint import atomic_write_text
-from ..data.tables import read_table
-from ..imputation import DEFAULT_K, conditional_mean, fill_frame, multiple_imputations
 from . import outputs
+from .names import IMPUTE_K
 from .options import positive_int
 
 TABLE_OUTPUTS = (".csv", ".tsv")
@@ -32,13 +28,20 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--multiple", type=positive_int, metavar="M", help="M imputations by sampling importance resampling")
     p.add_argument("--separate", action="store_true", help="with --multiple: write OUT_1.csv ... OUT_M.csv instead of "
                    "one file with an 'imputation' column")
-    p.add_argument("-k", "--k", type=positive_int, default=DEFAULT_K, help="importance samples per row")
+    p.add_argument("-k", "--k", type=positive_int, default=IMPUTE_K, help="importance samples per row")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and draws")
     p.add_argument("-o", "--out", help="output table (.csv or .tsv) [default: RUN/imputed.csv]")
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import runs
+    from ..checkpoint import atomic_write_text
+    from ..data.tables import read_table
+    from ..imputation import conditional_mean, fill_frame, multiple_imputations
+
     run_ = outputs.open_run(args)
     if run_.schema is None:
         raise ValueError(f"{args.run} was not trained on a table; 'vaekit impute' fills the missing cells of tables")

@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
-from .. import generate, plots, runs
 from . import outputs
 
 
@@ -32,6 +30,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import generate, plots, runs
+
     run_ = outputs.open_run(args)
     shape = outputs.image_shape(run_)
     out = outputs.output_path(run_, args.out, "interpolation")

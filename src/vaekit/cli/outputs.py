@@ -13,15 +13,15 @@ from __future__ import annotations
 import argparse
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .. import figures, runs
-from ..checkpoint import atomic_write_bytes
-from ..data import Dataset
-from ..train import resolve_device
 from .options import positive_int
+
+if TYPE_CHECKING:  # the command parsers import this module: torch and the run layer load when a command runs
+    from .. import runs
+    from ..data import Dataset
 
 
 def add_run_argument(p: argparse.ArgumentParser) -> None:
@@ -55,10 +55,15 @@ DESCRIBE_HOW = {"mean": "decoded means", "draw": "draws from p(x|z)", "mode": "m
 def open_run(args: argparse.Namespace) -> runs.Run:
     """The run named on the command line, its model on --device (the generate functions put it in
     inference mode, ``batches.inference``, while they use it)."""
+    from .. import runs
+    from ..train import resolve_device
+
     return runs.open_run(args.run, device=resolve_device(args.device))
 
 
 def input_data(run: runs.Run, args: argparse.Namespace) -> Dataset:
+    from .. import runs
+
     if getattr(args, "data", None):
         data = runs.read_input(run, args.data)
     else:
@@ -106,6 +111,8 @@ def is_table_file(path: Path) -> bool:
 def as_table(run: runs.Run, x, lead: dict[str, np.ndarray] | None = None):
     """Model-space rows ``x`` (N, width) as the run's table, with the columns of ``lead`` (e.g. which
     pair and step a row belongs to) in front."""
+    from .. import runs
+
     frame = runs.format_output(run, np.asarray(x))
     for i, (name, values) in enumerate((lead or {}).items()):
         while name in frame.columns:  # never hide one of the table's own columns
@@ -115,6 +122,8 @@ def as_table(run: runs.Run, x, lead: dict[str, np.ndarray] | None = None):
 
 
 def write_table(path: Path, frame) -> None:
+    from ..checkpoint import atomic_write_bytes
+
     if path.suffix.lower() == ".parquet":
         buf = io.BytesIO()
         frame.to_parquet(buf, index=False)
@@ -127,6 +136,8 @@ def write_data(run: runs.Run, path: Path, x, lead: dict[str, np.ndarray] | None 
     """Write data-space output ``x`` (model-space rows, any leading shape) to ``path`` in the run's form;
     returns how it was written, for the message. A table file gets one row per example, the leading
     indices as the columns named in ``lead``."""
+    from .. import runs
+
     x = np.asarray(x)
     if run.schema is None:
         write_npy(path, runs.format_output(run, x))
@@ -171,12 +182,16 @@ def _plain(name: str, array) -> np.ndarray:
 
 
 def write_npy(path: Path, array) -> None:
+    from ..checkpoint import atomic_write_bytes
+
     buf = io.BytesIO()
     np.save(buf, _plain(path.name, array), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def write_npz(path: Path, **arrays) -> None:
+    from ..checkpoint import atomic_write_bytes
+
     buf = io.BytesIO()
     np.savez(buf, **{k: _plain(f"{path.name}[{k!r}]", v) for k, v in arrays.items()})
     atomic_write_bytes(path, buf.getvalue())
@@ -190,6 +205,8 @@ def positive_steps(text: str) -> int:
 
 
 def image_shape(run: runs.Run):
+    from .. import figures
+
     return figures.image_shape_of(run)
 
 
@@ -198,4 +215,6 @@ def is_2d(run: runs.Run) -> bool:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     torch.manual_seed(seed)

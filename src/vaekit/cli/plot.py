@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from .. import figures
-from .options import positive_int
 from . import outputs
+from .names import FIGURES
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
-    kinds = "\n".join(f"  {name:16s}{kind.description}" for name, kind in figures.KINDS.items())
+    kinds = "\n".join(f"  {name:16s}{description}" for name, description in FIGURES.items())
     p = sub.add_parser(
         "plot",
         help="draw a run's figures into RUN/figures/",
@@ -25,6 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import figures
+
     run_ = outputs.open_run(args)
     if args.list:
         v = figures.view(run_)

@@ -5,9 +5,8 @@ import argparse
 
 import numpy as np
 
-from .. import generate, plots, runs
-from .options import positive_int
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -34,6 +33,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import generate, plots
+
     run_ = outputs.open_run(args)
     shape = outputs.image_shape(run_)
     out = outputs.output_path(run_, args.out, "reconstructions", numeric=(".npz", ".npy"))
@@ -73,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
 def _write_imputed(run_, x, out) -> None:
     """The table with every missing value replaced by its reconstruction (observed values kept),
     in the original columns and categories, as OUT_imputed.csv."""
+    from .. import runs
     from ..checkpoint import atomic_write_text
     from ..tabular import impute
 

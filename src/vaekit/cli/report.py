@@ -4,9 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import figures, report
-from .options import positive_int
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -24,6 +23,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import figures, report
+
     run_ = outputs.open_run(args)
     if args.out:
         out = Path(args.out)

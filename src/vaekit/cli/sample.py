@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import argparse
-
 import math
 
-from .. import generate, limits, plots, runs
-from .options import positive_int
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -29,6 +27,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import generate, limits, plots, runs
+
     run_ = outputs.open_run(args)
     shape = outputs.image_shape(run_)
     out = outputs.output_path(run_, args.out, "samples")

@@ -8,13 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from .. import anomaly, checkpoint, limits, runs
-from ..batches import inference
-from ..data import read_array
-from ..generate import model_batches, placement
-from ..train import resolve_device
+from .names import ANOMALY_SCORES, SPLITS
 from .options import positive_int
 
 
@@ -30,9 +25,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("run", metavar="RUN", help="run folder written by 'vaekit train' or VAE.save")
     p.add_argument("--data", help="built-in data set or .npy/.npz/.csv file to score (default: the run's own split)")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test",
+    p.add_argument("--split", choices=SPLITS, default="test",
                    help="the run's split to score when --data is not given")
-    p.add_argument("--score", choices=[*anomaly.SCORES, "all"], default="logpx", help="which score(s) to compute")
+    p.add_argument("--score", choices=[*ANOMALY_SCORES, "all"], default="logpx", help="which score(s) to compute")
     p.add_argument("--iw-samples", type=positive_int, default=1000, metavar="K",
                    help="importance samples for logpx, and z draws for recon")
     p.add_argument("--labels", metavar="FILE",
@@ -48,6 +43,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import anomaly, checkpoint, limits, runs
+    from ..batches import inference
+    from ..generate import model_batches, placement
+    from ..train import resolve_device
+
     device = resolve_device(args.device)
     opened = runs.open_run(args.run, device=device)
     model = opened.model
@@ -123,6 +125,8 @@ def _labels(args, own: np.ndarray | None, n: int) -> tuple[np.ndarray | None, np
 
 
 def _read_labels(path: str) -> np.ndarray:
+    from ..data import read_array
+
     p = Path(path)
     if not p.is_file():
         raise ValueError(f"labels file {path} does not exist")
@@ -153,6 +157,8 @@ def _as_label(text: str, raw: np.ndarray):
 
 def _summaries(kinds, columns, y: np.ndarray) -> list[str]:
     from sklearn.metrics import average_precision_score, roc_auc_score
+
+    from .. import anomaly
 
     out = [f"labels: {int(y.sum())} anomalies among {len(y)} examples"]
     for kind in kinds:

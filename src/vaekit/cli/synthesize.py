@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..checkpoint import atomic_write_text
 from ..errors import DataError
-from ..synthesis import missing_patterns, synthesize
 from . import outputs
 from .options import positive_int
 
@@ -31,6 +29,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..checkpoint import atomic_write_text
+    from ..synthesis import missing_patterns, synthesize
+
     run_ = outputs.open_run(args)
     if run_.schema is None:
         raise ValueError(f"{args.run} was not trained on a table; use 'vaekit sample' for other data")

@@ -4,9 +4,7 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
-from .. import generate, plots, runs
 from . import outputs
 
 
@@ -55,6 +53,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .. import generate, plots, runs
+
     run_ = outputs.open_run(args)
     model = run_.model
     shape = outputs.image_shape(run_)

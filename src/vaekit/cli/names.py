@@ -1,0 +1,30 @@
+"""What the command parsers show that is defined in modules which import torch: names for
+``choices`` and defaults for ``--help``, copied here so that ``vaekit COMMAND --help`` and argument
+errors load nothing heavy. tests/test_startup.py checks every copy against its source, so a change
+there fails the tests until it is made here too."""
+from __future__ import annotations
+
+SPLITS = ("train", "val", "test")
+
+# vaekit.anomaly.SCORES: the anomaly scores, in that order
+ANOMALY_SCORES = ("logpx", "recon", "kl")
+
+# vaekit.evaluation.GapConfig(): the refinement that --gaps runs
+GAP_STEPS = 1000
+GAP_LR = 0.02
+
+# vaekit.imputation.DEFAULT_K: importance samples per row
+IMPUTE_K = 50
+
+# vaekit.figures.KINDS: figure name -> what it draws
+FIGURES = {
+    "curves": "ELBO, reconstruction and KL per epoch, train and validation",
+    "overview": "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves",
+    "samples": "decoded prior samples (image grid, or over the 2-D data)",
+    "reconstructions": "held-out images beside their reconstructions",
+    "manifold": "decoded grid of latent points through the prior's quantiles (1-D or 2-D latents)",
+    "latent": "map of encoder means (t-SNE above two dimensions), coloured by label or known value",
+    "kl_units": "KL per latent unit (nats)",
+    "traversal": "one latent unit at a time through the prior's quantiles, others at 0",
+    "interpolation": "decoded straight lines between the codes of held-out examples",
+}
