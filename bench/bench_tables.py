@@ -34,11 +34,13 @@ column-pair trends, overall) against the training rows, and train-on-synthetic /
 accuracy of a random forest predicting the categorical target (cultivar, diagnosis, progression)
 on the real 30 %, beside the same forest trained on the real 70 %.
 
-    python bench/bench_tables.py --quick          # 2 masks, fewer steps: a few minutes on 2 cores
-    python bench/bench_tables.py                  # 5 masks per rate (the README's tables)
+    python bench/bench_tables.py --quick          # 2 masks per rate, 1500 steps, 100 synthesis epochs (the README's tables)
+    python bench/bench_tables.py                  # 5 masks per rate, 3000 steps, 300 synthesis epochs
     python bench/bench_tables.py --skip-synthesis
 
-Timings are wall-clock on whatever machine runs it; under shared load compare ratios only.
+Runtime: --quick took 27 minutes on 2 CPU cores shared with other jobs (load average 10 to 18); on an
+idle machine it should take a fraction of that (not measured). Timings are wall-clock on whatever
+machine runs it; under shared load compare ratios only.
 """
 from __future__ import annotations
 
