@@ -56,7 +56,7 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from vaekit.imputation import MIWAEImputer  # noqa: E402
+from vaekit.imputation import MIWAEImputer
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -241,7 +241,7 @@ def synthesis(args) -> list[dict] | None:
         cats = categorical_columns(frame)
         metadata = {"columns": {c: {"sdtype": "categorical" if c in cats else "numerical"} for c in frame.columns}}
 
-        def vaekit_fit(epochs: int, seconds: float | None = None):
+        def vaekit_fit(epochs: int, seconds: float | None = None, train=train, cats=cats):
             """Train for ``epochs``, or (``seconds``) epoch after epoch until that much time has passed."""
             started = time.perf_counter()
             schema = Schema.fit(train, categorical=cats)
@@ -257,11 +257,11 @@ def synthesis(args) -> list[dict] | None:
 
             history = fit(model, x, None, TrainConfig(epochs=epochs if seconds is None else 10**6, batch_size=64,
                                                       progress=False, seed=0), callbacks=[out_of_time])
-            sampler = lambda n: synthesize(model, schema, n, seed=0)  # noqa: E731
+            sampler = lambda n: synthesize(model, schema, n, seed=0)
             sampler.epochs = len(history)
             return sampler
 
-        def tvae_fit(epochs: int):
+        def tvae_fit(epochs: int, train=train, cats=cats):
             torch.manual_seed(0)
             m = TVAE(epochs=epochs, batch_size=64, cuda=False)
             m.fit(train, discrete_columns=cats)
