@@ -17,8 +17,6 @@ def _units(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated unit numbers like 1,2,3, got {text!r}") from None
     if not units:
         raise argparse.ArgumentTypeError("give at least one unit")
-    if min(units) < 1:
-        raise argparse.ArgumentTypeError(f"latent units are counted from 1 (z1 is the first), got {text!r}")
     return units
 
 
@@ -63,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     out = outputs.array_path(run_, args.out, "traversal.npy")
     png = outputs.png_path(run_, args, "traversal.png", shape is not None or outputs.is_2d(run_))
     numbers = args.units if args.units is not None else list(range(1, min(model.latent_dim, 10) + 1))
-    bad = [u for u in numbers if u > model.latent_dim]
+    bad = [u for u in numbers if not 1 <= u <= model.latent_dim]
     if bad:
         raise ValueError(f"latent unit(s) {bad} out of range: this model has units 1..{model.latent_dim} (counted from 1)")
     units = [u - 1 for u in numbers]  # array indices
