@@ -203,3 +203,19 @@ def test_chromium_renders_the_report(written, tmp_path, width):
     ink = (np.abs(img - 255).sum(-1) > 60).mean()
     assert ink > 0.03, ink  # text and figures (the metrics tables come first), not an empty or error page
     shutil.copy(shot, out.parent / f"screenshot-{width}.png")  # to look at after a run
+
+
+def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "sine", "--epochs", "2", "--latent-dim", "1", "--hidden", "8", "--out", "r",
+                 "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.fullmatch(r"time: train ([\d.]+) s, data \+ setup \+ final metrics ([\d.]+) s, figures ([\d.]+) s "
+                         r"\((.*)\), report ([\d.]+) s", last)
+    assert match, last
+    per_figure = dict(part.split(" ") for part in match.group(4).split(", "))
+    assert set(per_figure) <= set(figures.KINDS) and len(per_figure) == 4  # the four slowest of the figures drawn
+    assert sum(map(float, per_figure.values())) <= float(match.group(3)) + 0.1
+    history = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    assert float(match.group(1)) == pytest.approx(sum(r["seconds"] for r in history), abs=0.06)
+    assert (tmp_path / "r" / "report.html").is_file()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from .. import distributed, runs
 from ..likelihoods import REGISTRY
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     given = explicit(args)
     draw = given.pop("figures", True)
+    start = time.perf_counter()
     if "resume" in given:
         allowed = {"resume", "epochs", "device", "progress"}
         extra = sorted(set(given) - allowed)
@@ -103,17 +105,18 @@ def _run(args: argparse.Namespace) -> int:
         settings = read_config_file(given.pop("config")) if "config" in given else {}
         settings.update(given)
         result = runs.train(settings)
+    # where the time went: the epochs' own seconds, the rest of runs.train (data, setup, final metrics), drawing
+    run_s = time.perf_counter() - start  # a resumed history also holds earlier epochs: never more than this
+    spent = {"train": min(run_s, sum(float(r.get("seconds") or 0) for r in result.history)), "run": run_s}
     # under torchrun the other processes are done once training is; only the main one draws
-    return _figures_and_report(result.run_dir) if draw and distributed.current().is_main else 0
+    return _figures_and_report(result.run_dir, spent) if draw and distributed.current().is_main else 0
 
 
-def _figures_and_report(run_dir) -> int:
-    from .. import figures, report
+def _figures_and_report(run_dir, spent) -> int:
+    from .. import report
 
     try:
-        pngs = figures.render(run_dir)
-        figures.write(run_dir, pngs)
-        path = report.write(run_dir, pngs)
+        path, seconds = report.write_all(run_dir)
     except Exception as err:  # the run is trained and saved; a drawing failure must not hide that
         if os.environ.get("VAEKIT_DEBUG"):
             raise
@@ -121,4 +124,6 @@ def _figures_and_report(run_dir) -> int:
               f"({type(err).__name__}: {err}); retry with 'vaekit report {run_dir}'", file=sys.stderr)
         return 1
     print(f"figures and report: {path}")
+    print(f"time: train {spent['train']:.1f} s, data + setup + final metrics {spent['run'] - spent['train']:.1f} s, "
+          f"{report.describe_seconds(seconds)}")
     return 0
