@@ -31,6 +31,7 @@ FIGURES_DIR = "figures"
 MAX_POINTS = 2000
 SEED = 0
 MANIFOLD_STEPS = 15
+TSNE_POINTS = 1000  # examples in the t-SNE map with openTSNE; half as many with scikit-learn's slower t-SNE
 
 
 @dataclass
@@ -254,7 +255,7 @@ def _make_manifold(v: RunView):
 def _make_latent(v: RunView):
     z, _ = generate.encode(v.model, _tensor(v.fit.x))
     return plots.latent_map(z.numpy(), labels=v.labels, colour=v.colour, colour_name=v.colour_name or "value",
-                            method="tsne", max_points=1000, seed=SEED)
+                            method="tsne", max_points=TSNE_POINTS if plots.has_opentsne() else TSNE_POINTS // 2, seed=SEED)
 
 
 def _kl(v: RunView) -> np.ndarray:

@@ -455,15 +455,22 @@ def manifold_figure(decoded, values, *, dims: tuple[int, int] | None = (0, 1), l
     return fig
 
 
+def has_opentsne() -> bool:
+    """Whether openTSNE (the ``tsne`` extra) can be imported."""
+    try:
+        import openTSNE  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, str]:
     """A 2-D t-SNE embedding (PCA initialisation, seeded) and the name of the code that made it:
     openTSNE when installed (the ``tsne`` extra; several times faster), else scikit-learn's, with 500
     iterations instead of its default 1000 to bound the time."""
-    try:
+    if has_opentsne():
         import openTSNE
-    except ImportError:
-        openTSNE = None
-    if openTSNE is not None:
+
         embedding = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
                                   n_jobs=1, verbose=False).fit(z)
         return np.asarray(embedding, dtype=np.float64), "openTSNE"
@@ -572,7 +579,10 @@ def kl_units(kl, *, threshold: float = INFORMATIVE_KL):
             for u, value in zip(units[low], kl[low]):
                 ax.annotate(f"{value:.2f}", (u, max(value, 0)), xytext=(0, 2), textcoords="offset points",
                             ha="center", va="bottom", fontsize=7, color="#666666")
-        ax.legend(fontsize=8)
+        top = float(np.max(kl, initial=0.0))
+        if top > 0:
+            ax.set_ylim(0, 1.4 * top)  # headroom: the legend sits above the bars, not on them
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_xlim(0.3, len(kl) + 0.7)
     ax.set_xticks(units if len(units) <= 32 else units[:: math.ceil(len(units) / 32)])
     _pretty(ax, "latent unit", "KL (nats per example)",
