@@ -309,7 +309,9 @@ def test_plots_only_draws():
 
     import vaekit.plots
 
-    tree = ast.parse(open(vaekit.plots.__file__).read())
+    from pathlib import Path
+
+    tree = ast.parse(Path(vaekit.plots.__file__).read_text())
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -370,7 +372,7 @@ def test_traverse_counts_units_from_1(digits4, tmp_path, capsys):
 def test_tsne_without_opentsne_falls_back_to_scikit_learn(digits4, monkeypatch):
     z = digits4.model.encode(torch.as_tensor(digits4.data("test").x[:100])).numpy()
     monkeypatch.setitem(sys.modules, "openTSNE", None)  # as if the 'tsne' extra were not installed
-    points, index, how = plots.embed_2d(z, "tsne")
+    points, _, how = plots.embed_2d(z, "tsne")
     assert points.shape == (100, 2) and np.isfinite(points).all() and "scikit-learn" in how
     again, _, _ = plots.embed_2d(z, "tsne")
     np.testing.assert_array_equal(points, again)  # seeded: the same run gives the same map
