@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import norm
+from trained_runs import trained_run
 
 from vaekit import figures, generate, plots, runs
-from trained_runs import trained_run
 
 
 @pytest.fixture(scope="module")
@@ -306,10 +306,9 @@ def test_run_figures_choose_by_the_data(sine, pinwheel, digits2, digits4):
 def test_plots_only_draws():
     """plots.py takes arrays and returns figures: it imports no torch and nothing that runs a model."""
     import ast
+    from pathlib import Path
 
     import vaekit.plots
-
-    from pathlib import Path
 
     tree = ast.parse(Path(vaekit.plots.__file__).read_text())
     imported = set()

@@ -11,11 +11,11 @@ import subprocess
 import numpy as np
 import pytest
 from PIL import Image
+from trained_runs import trained_run
 
 from vaekit import figures, report, runs
 from vaekit.checkpoint import read_json
 from vaekit.cli import main
-from trained_runs import trained_run
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,8 @@ import argparse
 from pathlib import Path
 
 from .. import report
-from .options import positive_int
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
