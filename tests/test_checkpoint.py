@@ -412,3 +412,13 @@ def test_a_trainer_file_is_not_a_model(tmp_path):
     checkpoint.save_trainer(tmp_path / "t.safetensors", model, state)
     with pytest.raises(CheckpointError, match="t.safetensors is a trainer state, not a model: load model.safetensors"):
         vaekit.load(tmp_path / "t.safetensors")
+
+
+def test_damaged_history_file_is_one_line(tmp_path):
+    checkpoint.write_history(tmp_path / "history.jsonl", [{"epoch": 1, "train_elbo": -3.0}, {"epoch": 2}])
+    assert [r["epoch"] for r in checkpoint.read_history(tmp_path / "history.jsonl")] == [1, 2]
+    for text, match in [('{"epoch": 1}\n3\n', "line 2 is not a record"), ('{"epoch": 1\n', "corrupted"),
+                        (b"\xff\xfe{}", "not UTF-8")]:
+        (tmp_path / "history.jsonl").write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(CheckpointError, match=match):
+            checkpoint.read_history(tmp_path / "history.jsonl")

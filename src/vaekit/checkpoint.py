@@ -127,9 +127,15 @@ def read_history(path: str | os.PathLike) -> History:
     if not path.is_file():
         return History()
     try:
-        return History(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is corrupted ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is corrupted (not UTF-8 text)") from None
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupted: line {bad + 1} is not a record of one epoch")
+    return History(rows)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -240,7 +246,7 @@ def check_spec_dict(d: Any, path: Path) -> dict:
     lik = d.get("likelihood")
     if isinstance(lik, dict):
         name = lik.get("name")
-        key = likelihoods._ALIASES.get(str(name).lower(), str(name).lower())
+        key = getattr(likelihoods, "_ALIASES", {}).get(str(name).lower(), str(name).lower())
         if not isinstance(name, str) or key not in likelihoods.REGISTRY:
             raise CheckpointError(f"{path}: the likelihood config names an unknown likelihood {name!r}; "
                                   f"known: {', '.join(sorted(likelihoods.REGISTRY))}")

@@ -35,6 +35,8 @@ NETWORK_NAMES = ("conv", "mlp", "table")
 ACTIVATION_NAMES = ("elu", "gelu", "leaky_relu", "relu", "sigmoid", "silu", "softplus", "tanh")
 BUILTIN_DATA = ("digits", "pinwheel", "sine")
 AMP_NAMES = ("bf16",)
+PRIORS = ("normal", "mog", "vamp")
+POSTERIORS = ("diagonal", "full", "iaf")
 _DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -414,6 +416,21 @@ class ModelSpec(_Checked):
                                         kind="ints")
     image_shape: tuple[int, ...] | None = setting(None, "conv network on flat data: the (C, H, W) of one example",
                                                   kind="any", optional=True, check=_shape, cli=False)
+    # the variants (vaekit.priors, vaekit.posteriors): checked together in _check_variant
+    prior: str = setting("normal", "p(z): normal N(0, I); mog a learned Gaussian mixture; vamp the VampPrior (a "
+                         "mixture of the encoder's posteriors at learned pseudo-inputs)", kind="str", choices=PRIORS)
+    n_components: int | None = setting(None, "mixture components of prior mog / vamp (none: 10)", kind="int", low=1,
+                                       optional=True)
+    posterior: str = setting("diagonal", "q(z|x): diagonal Gaussian, full covariance, or iaf (inverse autoregressive "
+                             "flow on the diagonal Gaussian)", kind="str", choices=POSTERIORS)
+    iaf_steps: int | None = setting(None, "MADE steps of posterior iaf (none: 2)", kind="int", low=1, optional=True)
+    layers: int = setting(1, "stochastic layers: 1, or 2 (x <-> z1 <-> z2; latent_dim is z1's size)", kind="int",
+                          choices=(1, 2))
+    top_dim: int | None = setting(None, "layers 2: size of z2 (none: latent_dim // 2)", kind="int", low=1,
+                                  optional=True)
+    condition_dim: int = setting(0, "conditional VAE: values per condition (the number of classes for labels); "
+                                 "0: not conditional", kind="int", low=0)
+    conditional_prior: bool = setting(False, "conditional VAE: learn p(z|c) instead of N(0, I)", kind="bool")
 
     def __post_init__(self) -> None:
         if not isinstance(self.likelihood, (str, dict)) and callable(getattr(type(self.likelihood), "config", None)):
@@ -429,9 +446,42 @@ class ModelSpec(_Checked):
     def _check_together(self) -> None:
         from .limits import require_memory
 
+        self._check_variant()
         n = self.parameter_estimate()
         require_memory(PARAMETER_BYTES * n, f"a model with latent_dim={self.latent_dim} and hidden={list(self.hidden)} "
                        f"(about {n:.3g} parameters)", hint="use smaller latent_dim or hidden sizes")
+
+    def _check_variant(self) -> None:
+        """Prior, posterior, layers and condition: options set only where they apply, no two in conflict,
+        defaults filled in (so the saved spec says what was built)."""
+        for name, value, needs, ok in (("n_components", self.n_components, "prior mog or vamp", self.prior != "normal"),
+                                       ("iaf_steps", self.iaf_steps, "posterior iaf", self.posterior == "iaf"),
+                                       ("top_dim", self.top_dim, "layers 2", self.layers == 2)):
+            if value is not None and not ok:
+                raise SettingError(f"setting {name}={value!r} applies only to {needs}; drop it or choose {needs}")
+        if self.prior != "normal" and self.n_components is None:
+            self.n_components = 10
+        if self.posterior == "iaf" and self.iaf_steps is None:
+            self.iaf_steps = 2
+        if self.layers == 2:
+            if self.top_dim is None:
+                self.top_dim = max(1, self.latent_dim // 2)
+            for what, bad in (("prior", self.prior != "normal"), ("posterior", self.posterior != "diagonal"),
+                              ("condition_dim", self.condition_dim > 0)):
+                if bad:
+                    raise SettingError(f"layers=2 conflicts with {what}={getattr(self, what)!r}: the two-layer model "
+                                       "has its own prior p(z2) p(z1|z2) and posterior q(z1|x) q(z2|z1); use layers=1")
+        if self.prior == "vamp" and self.posterior != "diagonal":
+            raise SettingError(f"prior='vamp' conflicts with posterior={self.posterior!r}: the VampPrior is a mixture "
+                               "of diagonal Gaussian posteriors; use posterior='diagonal' or prior='mog'")
+        if self.conditional_prior and not self.condition_dim:
+            raise SettingError("setting conditional_prior=True needs a conditional model: set condition_dim")
+        if self.condition_dim and self.prior != "normal":
+            raise SettingError(f"condition_dim={self.condition_dim} conflicts with prior={self.prior!r}: a conditional "
+                               "VAE takes the normal prior or a learned conditional one (conditional_prior=True)")
+        if self.condition_dim and self.network == "conv":
+            raise SettingError(f"condition_dim={self.condition_dim} conflicts with network='conv': the condition is "
+                               "concatenated to flat inputs; use network='mlp'")
 
     def parameter_estimate(self) -> float:
         """Weights of the MLP encoder and decoder (a lower bound for the other networks)."""

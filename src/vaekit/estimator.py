@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from . import anomaly, likelihoods
+from . import anomaly, likelihoods, tracking
 from .config import DataConfig, ModelSpec, RunConfig, SettingError, TrainConfig
 from .runs import RunFolder, open_run
 from .spec import build_model, resolved
@@ -79,6 +79,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     random_state : None, int or RandomState: initial weights, shuffling, sampling noise.
     device : ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ...
     verbose : bool, show a progress bar while training.
+    log : None, ``"tensorboard"``, ``"mlflow"``, a ``vaekit.tracking`` logger (``TensorBoard(dir)``,
+        ``MLflow(uri)``) or any ``fit`` callback, or a list of them: experiment tracking while training.
 
     Attributes
     ----------
@@ -117,6 +119,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         random_state=None,
         device="auto",
         verbose=False,
+        log=None,
     ):
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -134,6 +137,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.log = log
 
     # -- scikit-learn metadata ------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -190,7 +194,10 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         with _forked_rng(device):
             torch.manual_seed(seed)  # the same random_state gives the same initial weights
             model = build_model(spec)
-            history = train_model(model, x_train, x_val, config)
+            trackers = tracking.callbacks(self.log)
+            history = train_model(model, x_train, x_val, config, callbacks=trackers)
+            tracking.finish(trackers, params=self.get_params(deep=False),
+                            metrics=tracking.scalars(history[-1]) if history else None)
         self._set_fitted(model, History(dict(row) for row in history), seed,
                          {"train": len(x_train), "val": 0 if x_val is None else len(x_val)})
         return self

@@ -28,6 +28,7 @@ from torch.distributions import Independent, kl_divergence
 from .batches import inference, iterate
 from .generate import placement
 from .model import Model
+from .posteriors import draw
 from .objectives import (
     DEFAULT_MAX_ELEMENTS,
     _diagonal_normal,
@@ -405,8 +406,11 @@ def inference_gaps(
             sl = slice(s, s + final_batch)
             # common random numbers: the same draws for both q's make their difference precise
             eps = torch.randn(config.final_samples, *enc_loc[sl].shape, device=x.device, dtype=enc_loc.dtype)
-            for store, (lo, sc) in ((enc_draws, (enc_loc[sl], enc_scale[sl])), (ref_draws, (loc[sl], scale[sl]))):
-                store.append(_elbo_draws(model, x[sl], _diagonal_normal(lo, sc), lo + sc * eps)[1])
+            # L[q_enc] is the ELBO of the model's own q (full covariance, a flow, two layers: not
+            # the diagonal Gaussian of its moments that starts the refinement)
+            q_enc = model.q_z(x[sl])
+            enc_draws.append(_elbo_draws(model, x[sl], q_enc, draw(q_enc, noise=eps)[0])[1])
+            ref_draws.append(_elbo_draws(model, x[sl], _diagonal_normal(loc[sl], scale[sl]), loc[sl] + scale[sl] * eps)[1])
         enc_draws, ref_draws = torch.cat(enc_draws, 1), torch.cat(ref_draws, 1)  # (S, N)
         # q* alone is a poor proposal: the best diagonal Gaussian is narrower than a correlated
         # posterior, and its importance weights are then heavy-tailed. A defensive mixture

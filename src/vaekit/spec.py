@@ -7,7 +7,9 @@ from typing import Any
 from . import likelihoods
 from .config import ModelSpec  # the dataclass lives with the other settings (torch-free); imported from here too
 from .model import Model
-from .nets import MLP, ConvDecoder, ConvEncoder, MissingAware
+from .nets import MLP, ConvDecoder, ConvEncoder, FirstUnits, MissingAware
+from .posteriors import IAF, Diagonal, FullCovariance, TwoLayer
+from .priors import ConditionalNormal, MixtureOfGaussians, StandardNormal, TwoLayerPrior, VampPrior
 
 
 NETWORKS: dict[str, Any] = {}
@@ -23,10 +25,42 @@ def network(name: str):
     return deco
 
 
+def encoder_outputs(spec: ModelSpec) -> int:
+    """What the encoder returns: the parameters of q(z|x) (of q(z1|x) for two layers) for the posterior family."""
+    return make_posterior(spec).n_params()
+
+
+def make_posterior(spec: ModelSpec):
+    """The q(z|x) family of ``spec``: a module from encoder outputs to a Distribution."""
+    if spec.layers == 2:
+        return TwoLayer(spec.latent_dim, spec.top_dim, spec.hidden[::-1], spec.activation)
+    if spec.posterior == "full":
+        return FullCovariance(spec.latent_dim)
+    if spec.posterior == "iaf":
+        return IAF(spec.latent_dim, spec.iaf_steps)
+    return Diagonal(spec.latent_dim)
+
+
+def make_prior(spec: ModelSpec):
+    """The p(z) of ``spec`` (p(z|c) for a conditional prior, p(z2) p(z1|z2) for two layers)."""
+    if spec.layers == 2:
+        return TwoLayerPrior(spec.latent_dim, spec.top_dim, spec.hidden, spec.activation)
+    if spec.conditional_prior:
+        return ConditionalNormal(spec.latent_dim, spec.condition_dim, spec.hidden, spec.activation)
+    if spec.prior == "mog":
+        return MixtureOfGaussians(spec.latent_dim, spec.n_components)
+    if spec.prior == "vamp":
+        return VampPrior(spec.latent_dim, spec.data_shape, spec.n_components)
+    return StandardNormal(spec.latent_dim)
+
+
 @network("mlp")
 def _mlp(spec: ModelSpec, likelihood: likelihoods.Likelihood):
-    encoder = MLP(spec.data_shape, 2 * spec.latent_dim, spec.hidden, spec.activation)
-    decoder = MLP(spec.latent_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1], spec.activation)
+    # a conditional model's encoder sees (x, c) flattened, its decoder (z, c)
+    n_in = spec.data_shape if not spec.condition_dim else math.prod(spec.data_shape) + spec.condition_dim
+    encoder = MLP(n_in, encoder_outputs(spec), spec.hidden, spec.activation)
+    decoder = MLP(spec.latent_dim + spec.condition_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1],
+                  spec.activation)
     return encoder, decoder
 
 
@@ -37,7 +71,7 @@ def _conv(spec: ModelSpec, likelihood: likelihoods.Likelihood):
         raise ValueError(f"the conv network needs image data of shape (C, H, W) or (H, W), got {spec.data_shape}; "
                          "use network 'mlp' for other data")
     image = image if len(image) == 3 else (1, *image)
-    encoder = ConvEncoder(image, 2 * spec.latent_dim, spec.channels, spec.hidden, spec.activation)
+    encoder = ConvEncoder(image, encoder_outputs(spec), spec.channels, spec.hidden, spec.activation)
     decoder = ConvDecoder(spec.latent_dim, image, likelihood.param_shape(spec.data_shape), spec.channels,
                           spec.hidden[::-1], spec.activation)
     return encoder, decoder
@@ -48,8 +82,10 @@ def _table(spec: ModelSpec, likelihood: likelihoods.Likelihood):
     """An MLP whose encoder tolerates missing values (NaN): it sees the filled-in values and the mask."""
     if len(spec.data_shape) != 1:
         raise ValueError(f"the table network needs rows of features, got data of shape {spec.data_shape}")
-    encoder = MissingAware(MLP(2 * spec.data_shape[0], 2 * spec.latent_dim, spec.hidden, spec.activation))
-    decoder = MLP(spec.latent_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1], spec.activation)
+    n_in = spec.data_shape[0] + spec.condition_dim
+    encoder = MissingAware(MLP(2 * n_in, encoder_outputs(spec), spec.hidden, spec.activation))
+    decoder = MLP(spec.latent_dim + spec.condition_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1],
+                  spec.activation)
     return encoder, decoder
 
 
@@ -85,7 +121,10 @@ def build_model(spec: ModelSpec | dict[str, Any]) -> Model:
         raise ValueError(f"unknown network {spec.network!r}; choose one of: {', '.join(NETWORKS)}")
     likelihood = likelihoods.create(spec.likelihood).bind(spec.data_shape)
     encoder, decoder = NETWORKS[spec.network](spec, likelihood)
-    model = Model(encoder, decoder, likelihood, latent_dim=spec.latent_dim, data_shape=spec.data_shape)
+    if spec.layers == 2:
+        decoder = FirstUnits(decoder, spec.latent_dim)  # p(x|z1): the decoder reads z1 of z = (z1, z2)
+    model = Model(encoder, decoder, likelihood, make_prior(spec), posterior=make_posterior(spec),
+                  data_shape=spec.data_shape, condition_dim=spec.condition_dim)
     model.spec = spec
     return model
 

@@ -126,15 +126,17 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
 
 
 @torch.no_grad()
-def _elbo_sums(model: Model, x, batch_size: int, n_samples: int = 1) -> torch.Tensor:
+def _elbo_sums(model: Model, x, batch_size: int, n_samples: int = 1, c: torch.Tensor | None = None) -> torch.Tensor:
     """Sums over ``x`` of the ELBO, log p(x|z) and KL, (3,) float64 on the model's device (no host
-    sync). ``x`` may be a tensor or an array (one on disk is read batch by batch)."""
+    sync). ``x`` may be a tensor or an array (one on disk is read batch by batch); ``c`` the
+    conditions of a conditional model."""
     was_training = model.training
     model.eval()
     device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
     sums = torch.zeros(3, device=device, dtype=torch.float64)
-    for xb in iterate(x, batch_size, device):
-        t = objectives.elbo(model, xb, n_samples=n_samples)
+    for i, xb in enumerate(iterate(x, batch_size, device)):
+        cb = None if c is None else c[i * batch_size : (i + 1) * batch_size]
+        t = objectives.elbo(model, xb, n_samples=n_samples, c=cb)
         sums += torch.stack([t.elbo.sum(), t.log_px_z.sum(), t.kl.sum()]).double()
     model.train(was_training)
     return sums
@@ -164,12 +166,12 @@ class LossStep(nn.Module):
         self.amp_dtype = AMP_DTYPES.get(config.amp) if config.amp else None
         self.device_type = device_type
 
-    def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, beta: float, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         autocast = (torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
         with autocast:  # the networks run in bf16; Model casts their outputs to float32 for q, p(x|z), KL
             loss, t = objectives.loss(self.model, x, beta=beta, n_samples=self.n_samples,
-                                      free_bits=self.free_bits, iw_samples=self.iw_samples)
+                                      free_bits=self.free_bits, iw_samples=self.iw_samples, c=c)
         sums = torch.stack([t.objective, t.elbo, t.log_px_z, t.kl]).detach().sum(1)  # (4,)
         return loss, sums
 
@@ -184,15 +186,15 @@ def _compiled(step: nn.Module) -> Callable[[torch.Tensor, float], tuple[torch.Te
         return step
     current: list[Callable] = [compiled]
 
-    def run(x: torch.Tensor, beta: float):
+    def run(x: torch.Tensor, beta: float, c: torch.Tensor | None = None):
         if current[0] is step:
-            return step(x, beta)
+            return step(x, beta, c)
         try:
-            return current[0](x, beta)
+            return current[0](x, beta, c)
         except Exception as err:  # noqa: BLE001 - compilation happens lazily, at the first calls
             warnings.warn(f"torch.compile failed ({_first_line(err)}); training continues without it")
             current[0] = step
-            return step(x, beta)
+            return step(x, beta, c)
 
     return run
 
@@ -235,6 +237,8 @@ def fit(
     resume: TrainerState | None = None,
     rank: int = 0,
     world_size: int = 1,
+    condition=None,
+    val_condition=None,
     **overrides: Any,
 ) -> History:
     """Train ``model`` by maximising the (beta-)ELBO or the IWAE bound with Adam.
@@ -250,6 +254,10 @@ def fit(
     so the effective batch stays ``batch_size``. DistributedDataParallel averages the gradients,
     the history holds totals over all processes (validation is sharded and summed too), and at the
     end the processes check that they hold bit-identical weights (``history.replica_digest``).
+
+    A conditional model (``condition_dim`` > 0) takes ``condition`` (and ``val_condition`` with
+    ``val``): one row per example, (N, condition_dim) floats or (N,) class labels; it is then trained
+    on the bound on log p(x|c).
     """
     config = config or TrainConfig()
     if overrides:
@@ -276,8 +284,12 @@ def fit(
         likelihoods.check_unit_interval(train, "dynamic binarisation")
     else:
         model.likelihood.validate(train)
+    n_features = 0
+    if getattr(model, "condition_dim", 0) or condition is not None or val_condition is not None:
+        # the conditions travel with the data, as extra columns split off again per batch
+        train, val, val_condition, n_features = _with_conditions(model, train, val, condition, val_condition)
     source = make_source(train, config.batch_size // world_size, device, rank=rank, world_size=world_size,
-                         binarize=config.dynamic_binarize)
+                         binarize=config.dynamic_binarize and not n_features)
     x_val, n_val = None, 0
     if val is not None:
         model.likelihood.validate(val)
@@ -320,7 +332,11 @@ def fit(
             for xb in source.batches(generator):
                 if warmup_steps > 0:
                     beta = config.beta * min(1.0, (state.step + 1) / warmup_steps)
-                loss, sums = step(xb, beta)
+                cb = None
+                if n_features:
+                    xb, cb = xb[:, :n_features].reshape(-1, *model.data_shape), xb[:, n_features:]
+                    xb = torch.bernoulli(xb) if config.dynamic_binarize else xb
+                loss, sums = step(xb, beta) if cb is None else step(xb, beta, cb)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:
@@ -342,7 +358,8 @@ def fit(
             row: dict[str, Any] = {"epoch": epoch + 1, "train_objective": objective, "train_elbo": elbo,
                                    "train_log_px_z": log_px_z, "train_kl": kl, "beta": beta}
             if x_val is not None:
-                v_sums = distributed.all_reduce_sum(_elbo_sums(model, x_val, config.eval_batch_size))
+                v_c = None if val_condition is None else val_condition[rank::world_size].to(device)
+                v_sums = distributed.all_reduce_sum(_elbo_sums(model, x_val, config.eval_batch_size, c=v_c))
                 v_elbo, v_log_px_z, v_kl = (v_sums / n_val).tolist()
                 row.update({"val_elbo": v_elbo, "val_log_px_z": v_log_px_z, "val_kl": v_kl})
                 if not math.isfinite(v_elbo):
@@ -372,6 +389,29 @@ def fit(
     if world_size > 1:
         history.replica_digest = distributed.check_replicas(model)  # type: ignore[attr-defined]
     return history
+
+
+def _with_conditions(model: Model, train, val, condition, val_condition):
+    """Check the conditions of a conditional model; returns the training data with its conditions
+    as extra columns, the validation conditions as a tensor and the number of data features."""
+    if not getattr(model, "condition_dim", 0):
+        raise ValueError("this model is not conditional (condition_dim=0); fit it without condition")
+    if condition is None or (val is not None and val_condition is None):
+        raise ValueError("a conditional model needs condition= for the training data (and val_condition= with val)")
+    if is_streamed(train):
+        raise ValueError("a conditional model trains on data in memory; load the data before calling fit")
+    x = as_tensor(train)
+    c = model.condition(as_tensor(condition, dtype=torch.float32 if _floating(condition) else torch.long).cpu(),
+                        x.shape[0]).to(x.device)
+    vc = None
+    if val is not None:
+        vc = model.condition(as_tensor(val_condition, dtype=torch.float32 if _floating(val_condition) else torch.long)
+                             .cpu(), len(val))
+    return torch.cat([x.reshape(x.shape[0], -1), c.to(x.dtype)], 1), val, vc, math.prod(x.shape[1:])
+
+
+def _floating(a) -> bool:
+    return a.is_floating_point() if isinstance(a, torch.Tensor) else np.issubdtype(np.asarray(a).dtype, np.floating)
 
 
 def _track_best(model: Model, state: TrainerState, val_elbo: float, config: TrainConfig) -> None:

@@ -36,6 +36,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "and --progress may change)")
     g.add_argument("--no-figures", action="store_false", dest="figures",
                    help="skip drawing figures/ and report.html at the end (make them later with 'vaekit report RUN')")
+    g.add_argument("--log", choices=["tensorboard", "mlflow"], help="also log the history, figures and settings to "
+                   "TensorBoard (RUN/tensorboard/) or MLflow (pip install 'vaekit[tracking]')")
+    g.add_argument("--log-uri", help="--log tensorboard: the event folder; --log mlflow: the tracking URI [default: ./mlruns]")
     return p
 
 
@@ -56,6 +59,13 @@ def _run(args: argparse.Namespace) -> int:
 
     given = explicit(args)
     draw = given.pop("figures", True)
+    log, log_uri = given.pop("log", None), given.pop("log_uri", None)  # the tracker (vaekit.tracking), not a run setting
+    if log_uri is not None and log is None:
+        raise ValueError("--log-uri applies to --log tensorboard or --log mlflow")
+    if log is not None:
+        from .. import tracking
+
+        tracking.check_available(log)
     if "resume" in given:
         allowed = {"resume", "epochs", "device", "progress"}
         extra = sorted(set(given) - allowed)
@@ -68,7 +78,10 @@ def _run(args: argparse.Namespace) -> int:
         settings.update(given)
         result = runs.train(RunConfig.from_settings(settings), log=_log)
     # under torchrun the other processes are done once training is; only the main one draws
-    return _figures_and_report(result.run_dir) if draw and distributed.current().is_main else 0
+    code = _figures_and_report(result.run_dir) if draw and distributed.current().is_main else 0
+    if log is not None and distributed.current().is_main:
+        print(f"logged: {tracking.log_run(result.run_dir, log, log_uri)}")
+    return code
 
 
 def _figures_and_report(run_dir) -> int:
