@@ -380,3 +380,13 @@ def test_evaluate_a_float64_estimator_model():
         assert torch.isfinite(anomaly.raw_score(model, torch.as_tensor(x[:5]), kind, n_samples=8)).all()
     mean, _ = generate.encode(model, x[:5].astype(np.float32))
     assert mean.shape == (5, 2) and generate.reconstruct(model, x[:5]).shape == (5, 3)
+
+
+def test_vaekit_evaluate_is_callable_after_importing_its_module(linear_gaussian):
+    import vaekit.evaluate as module  # binds the package attribute to the module
+
+    assert vaekit.evaluate is module or callable(vaekit.evaluate)
+    model, x = linear_gaussian.model(), linear_gaussian.sample(6)
+    a = vaekit.evaluate(model, x, iw_samples=5, iwae_k=(), elbo_samples=2, seed=3)
+    b = module.evaluate(model, x, iw_samples=5, iwae_k=(), elbo_samples=2, seed=3)
+    np.testing.assert_array_equal(a.log_px.values, b.log_px.values)
