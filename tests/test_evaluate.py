@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import LinearGaussian
 from torch import nn
 
 import vaekit
@@ -11,8 +12,6 @@ from vaekit.batches import inference
 from vaekit.cli import main
 from vaekit.evaluate import GapConfig
 from vaekit.objectives import elements_per_draw
-
-from conftest import LinearGaussian
 
 
 # -- closed forms for the linear-Gaussian model ----------------------------------------------
