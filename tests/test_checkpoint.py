@@ -225,7 +225,12 @@ def test_broken_structure_gives_one_checkpoint_error_not_a_key_error(tmp_path):
                               ["param_groups", pairs["param_groups"]]]}
     wrong_shape = {"__dict__": [["state", {"__dict__": [[0, pairs["state"]["__dict__"][1][1]]]}],
                                 ["param_groups", pairs["param_groups"]]]}
+    groups = pairs["param_groups"]
+    nan_lr = {"__dict__": [["state", pairs["state"]],
+                           ["param_groups", [{"__dict__": [[k, {"__float__": "nan"} if k == "lr" else v]
+                                                           for k, v in g["__dict__"]]} for g in groups]]]}
     cases = [
+        ({"skeleton": {**meta["skeleton"], "optimizer": nan_lr}}, "learning rate is nan"),
         ({"skeleton": {**meta["skeleton"], "optimizer": {"__dict__": [["state", {"__dict__": []}]]}}},
          "optimiser state is corrupted \\(it must hold exactly"),
         ({"skeleton": {**meta["skeleton"], "optimizer": bad_param}}, "state entry 99 names no parameter"),

@@ -10,7 +10,7 @@ from torch import nn
 import vaekit
 from vaekit.batches import inference
 from vaekit.cli import main
-from vaekit.evaluate import GapConfig
+from vaekit.evaluation import GapConfig
 from vaekit.objectives import elements_per_draw
 
 

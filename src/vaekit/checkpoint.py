@@ -421,6 +421,10 @@ def _check_optimizer(opt: Any, model: Model, path: Path) -> None:
     if sorted(ids) != list(range(len(params))) or not all(type(i) is int for i in ids):
         raise CheckpointError(f"{bad}: its param groups cover parameters {sorted(ids)[:6]}..., the model has "
                               f"{len(params)} trainable parameters")
+    for g in groups:
+        lr = g.get("lr")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+            raise CheckpointError(f"{bad}: a param group's learning rate is {lr!r}, not a finite number >= 0")
     state = opt["state"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{bad} ('state' must be a record per parameter)")

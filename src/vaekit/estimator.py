@@ -79,6 +79,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     random_state : None, int or RandomState: initial weights, shuffling, sampling noise.
     device : ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ...
     verbose : bool, show a progress bar while training.
+    threads : int, CPU threads for training; 0 chooses automatically (``vaekit.TrainConfig.threads``).
     log : None, ``"tensorboard"``, ``"mlflow"``, a ``vaekit.tracking`` logger (``TensorBoard(dir)``,
         ``MLflow(uri)``) or any ``fit`` callback, or a list of them: experiment tracking while training.
 
@@ -98,6 +99,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "scale": (ModelSpec, "scale"), "epochs": (TrainConfig, "epochs"), "batch_size": (TrainConfig, "batch_size"),
         "lr": (TrainConfig, "lr"), "beta": (TrainConfig, "beta"), "warmup": (TrainConfig, "warmup"),
         "early_stopping": (TrainConfig, "early_stopping"), "device": (TrainConfig, "device"),
+        "threads": (TrainConfig, "threads"),
     }
 
     def __init__(
@@ -119,6 +121,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         random_state=None,
         device="auto",
         verbose=False,
+        threads=0,
         log=None,
     ):
         self.latent_dim = latent_dim
@@ -137,6 +140,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.threads = threads
         self.log = log
 
     # -- scikit-learn metadata ------------------------------------------------------------
@@ -157,7 +161,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                              likelihood=self.likelihood, scale=self.scale)
             config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                                  warmup=self.warmup, early_stopping=self.early_stopping, seed=seed,
-                                 device=self.device, progress=bool(self.verbose))
+                                 device=self.device, progress=bool(self.verbose), threads=self.threads)
         except SettingError as err:
             raise SettingError(f"{name}: {err}") from None
         if not (_is_int(self.n_iw_samples) and self.n_iw_samples >= 1):

@@ -6,7 +6,7 @@ import json
 import sys
 
 from .. import checkpoint, runs
-from ..evaluate import Evaluation, GapConfig, Metric, evaluate
+from ..evaluation import Evaluation, GapConfig, Metric, evaluate
 from ..train import resolve_device
 from .options import non_negative_int, positive_float, positive_int
 

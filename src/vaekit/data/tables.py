@@ -268,7 +268,7 @@ class Schema:
                 block = np.full((n, len(known)), np.nan)
                 ok = codes >= 0
                 block[ok] = 0.0
-                block[np.flatnonzero(ok), codes[ok]] = 1.0
+                block[np.flatnonzero(ok), codes[ok].astype(np.intp)] = 1.0  # intp: empty frames give float codes
                 blocks.append(block)
         x = np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.empty((n, 0), np.float32)
         if np.isinf(x).any():
