@@ -18,8 +18,6 @@ Every quantity is a ``Metric``: per-example values, the estimator, the number of
 from __future__ import annotations
 
 import math
-import sys
-import types
 from dataclasses import dataclass, field, fields
 from typing import Any, Iterable
 
@@ -557,14 +555,3 @@ def _closed_form_kl(qz, prior) -> bool:
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().double().cpu().numpy()
 
-
-class _CallableModule(types.ModuleType):
-    """``vaekit.evaluate`` is both this module and its entry point: once the module has been imported
-    (``from vaekit.evaluate import GapConfig``) Python binds the package attribute ``vaekit.evaluate``
-    to the module, so the module is made callable as the function."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Evaluation:
-        return evaluate(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
