@@ -34,11 +34,13 @@ column-pair trends, overall) against the training rows, and train-on-synthetic /
 accuracy of a random forest predicting the categorical target (cultivar, diagnosis, progression)
 on the real 30 %, beside the same forest trained on the real 70 %.
 
-    python bench/bench_tables.py --quick          # 2 masks, fewer steps: a few minutes on 2 cores
-    python bench/bench_tables.py                  # 5 masks per rate (the README's tables)
+    python bench/bench_tables.py --quick          # 2 masks per rate, 1500 steps, 100 synthesis epochs (the README's tables)
+    python bench/bench_tables.py                  # 5 masks per rate, 3000 steps, 300 synthesis epochs
     python bench/bench_tables.py --skip-synthesis
 
-Timings are wall-clock on whatever machine runs it; under shared load compare ratios only.
+Runtime: --quick took 27 minutes on 2 CPU cores shared with other jobs (load average 10 to 18); on an
+idle machine it should take a fraction of that (not measured). Timings are wall-clock on whatever
+machine runs it; under shared load compare ratios only.
 """
 from __future__ import annotations
 
@@ -54,7 +56,7 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from vaekit.imputation import MIWAEImputer  # noqa: E402
+from vaekit.imputation import MIWAEImputer
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -239,7 +241,7 @@ def synthesis(args) -> list[dict] | None:
         cats = categorical_columns(frame)
         metadata = {"columns": {c: {"sdtype": "categorical" if c in cats else "numerical"} for c in frame.columns}}
 
-        def vaekit_fit(epochs: int, seconds: float | None = None):
+        def vaekit_fit(epochs: int, seconds: float | None = None, train=train, cats=cats):
             """Train for ``epochs``, or (``seconds``) epoch after epoch until that much time has passed."""
             started = time.perf_counter()
             schema = Schema.fit(train, categorical=cats)
@@ -255,11 +257,11 @@ def synthesis(args) -> list[dict] | None:
 
             history = fit(model, x, None, TrainConfig(epochs=epochs if seconds is None else 10**6, batch_size=64,
                                                       progress=False, seed=0), callbacks=[out_of_time])
-            sampler = lambda n: synthesize(model, schema, n, seed=0)  # noqa: E731
+            sampler = lambda n: synthesize(model, schema, n, seed=0)
             sampler.epochs = len(history)
             return sampler
 
-        def tvae_fit(epochs: int):
+        def tvae_fit(epochs: int, train=train, cats=cats):
             torch.manual_seed(0)
             m = TVAE(epochs=epochs, batch_size=64, cuda=False)
             m.fit(train, discrete_columns=cats)

@@ -227,3 +227,17 @@ def test_imputer_is_a_scikit_learn_estimator():
     copy = clone(imp)
     assert copy.get_params() == imp.get_params() and copy.get_params()["k"] == 9
     assert imp.set_params(k=11).k == 11
+
+
+def test_imputer_from_a_run_matches_the_cli(table_run, tmp_path):
+    from vaekit import runs
+
+    run, path = table_run
+    out = tmp_path / "cli.csv"
+    assert cli.main(["impute", str(run), "--data", str(path), "-o", str(out), "-k", "6"]) == 0
+    imputer = MIWAEImputer.from_run(runs.open_run(run), k=6)
+    done = imputer.transform(pd.read_csv(path).drop(columns="id"))
+    expected = pd.read_csv(out).drop(columns="id")
+    pd.testing.assert_frame_equal(done.reset_index(drop=True), expected, check_dtype=False)
+    with pytest.raises(ValueError, match="not trained on a table"):  # a run without a table schema
+        MIWAEImputer.from_run(type("NoTable", (), {"schema": None, "path": "runs/sine"})())

@@ -28,8 +28,6 @@ ones that were read.
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -219,7 +217,8 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         from .data.tables import Schema
         from .spec import ModelSpec, build_model
-        from .train import TrainConfig, fit as train_model
+        from .train import TrainConfig
+        from .train import fit as train_model
 
         if self.method not in ("importance", "reconstruction"):
             raise ValueError(f"method must be 'importance' or 'reconstruction', got {self.method!r}")
@@ -272,13 +271,11 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
         return [self._out(frame, c) for c in copies.cpu().numpy()]
 
     @classmethod
-    def from_run(cls, path, k: int = DEFAULT_K, method: str = "importance") -> "MIWAEImputer":
-        """An imputer around the model of a run folder trained on a table (``vaekit train``)."""
-        from .runs import open_run
-
-        run = open_run(Path(path))
-        if run.schema is None:
-            raise ValueError(f"{path} was not trained on a table; imputation needs one")
+    def from_run(cls, run, k: int = DEFAULT_K, method: str = "importance") -> MIWAEImputer:
+        """An imputer around the model of a run trained on a table: ``run`` is what
+        ``vaekit.runs.open_run(path)`` returns."""
+        if getattr(run, "schema", None) is None:
+            raise ValueError(f"{getattr(run, 'path', run)} was not trained on a table; imputation needs one")
         imputer = cls(k=k, method=method, iw_samples=int(run.config.get("train", {}).get("iw_samples", 0)))
         imputer.model_, imputer.schema_, imputer.history_ = run.model.eval(), run.schema, run.history
         imputer._array_input = False
