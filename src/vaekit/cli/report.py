@@ -23,7 +23,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import figures, report
+    from .. import report
 
     run_ = outputs.open_run(args)
     if args.out:
@@ -32,8 +32,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"report file {out} must end in .html")
         if not out.parent.exists():
             raise ValueError(f"the folder of the report file {out} does not exist; create it first")
-    pngs = figures.render(run_, dpi=args.dpi)
-    figures.write(run_.path, pngs)
-    path = report.write(run_, pngs, out=args.out)
+    path, _ = report.write_all(run_, dpi=args.dpi, out=args.out)
     print(path)
     return 0
