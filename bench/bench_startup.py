@@ -1,6 +1,7 @@
 """Start-up time of the command line: ``vaekit --help``, ``vaekit train --help``, an argument
-error, ``import vaekit`` and, for scale, ``import torch`` alone. Each is a fresh interpreter;
-contenders are timed in rotating rounds in one run and the median wall time is reported.
+error, two other commands' ``--help`` and one's argument error, ``import vaekit`` and, for scale,
+``import torch`` alone. Each is a fresh interpreter; contenders are timed in rotating rounds in one
+run and the median wall time is reported.
 
     PYTHONPATH=src python bench/bench_startup.py --rounds 5
 """
@@ -17,6 +18,9 @@ CASES = {
     "vaekit --help": [sys.executable, "-m", "vaekit", "--help"],
     "vaekit train --help": [sys.executable, "-m", "vaekit", "train", "--help"],
     "vaekit train --lr nan (error)": [sys.executable, "-m", "vaekit", "train", "--lr", "nan"],
+    "vaekit evaluate --help": [sys.executable, "-m", "vaekit", "evaluate", "--help"],
+    "vaekit score --help": [sys.executable, "-m", "vaekit", "score", "--help"],
+    "vaekit sample runs/x -n 0 (error)": [sys.executable, "-m", "vaekit", "sample", "runs/x", "-n", "0"],
     "python -c 'import vaekit'": [sys.executable, "-c", "import vaekit"],
     "python -c 'import torch' (reference)": [sys.executable, "-c", "import torch"],
 }
