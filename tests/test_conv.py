@@ -122,3 +122,23 @@ def test_conv_vae_learns_digits_as_well_as_the_mlp():
     print(f"digits, validation ELBO after 40 epochs: conv {results['conv']:.3f}, mlp {results['mlp']:.3f} nats")
     assert results["conv"] > -21 and results["mlp"] > -21  # both learned (untrained: about -44)
     assert results["conv"] >= results["mlp"] - 0.3
+
+
+def test_conv_on_unchannelled_images_keeps_the_batch(tmp_path):
+    """(N, H, W) arrays get the conv network; a batch of one must stay a batch of one."""
+    import numpy as np
+
+    from vaekit.cli import main
+
+    x = (vaekit.datasets.digits().x.reshape(-1, 8, 8)[:300] / 16.0).astype(np.float32)
+    np.save(tmp_path / "x88.npy", x)
+    run = tmp_path / "run"
+    assert main(["train", "--data", str(tmp_path / "x88.npy"), "--epochs", "1", "--out", str(run), "--no-figures",
+                 "--no-progress"]) == 0
+    from vaekit import runs
+
+    model = runs.open_run(run).model
+    assert model.spec.network == "conv"
+    one = torch.as_tensor(x[:1])
+    assert model.encode(one).shape == (1, model.latent_dim)
+    assert model.reconstruct(one).shape == (1, 8, 8)

@@ -80,9 +80,12 @@ class ConvEncoder(nn.Module):
     connected network with ``hidden`` layers."""
 
     def __init__(self, image_shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64),
-                 hidden: Sequence[int] = (256,), activation: str = "relu") -> None:
+                 hidden: Sequence[int] = (256,), activation: str = "relu",
+                 event_shape: Sequence[int] | None = None) -> None:
         super().__init__()
         self.image_shape = _image_shape(image_shape)
+        # one example as the data hold it: (C, H, W), (H, W) or flat; the dims before it are batch dims
+        self.event_shape = tuple(int(s) for s in (event_shape if event_shape is not None else self.image_shape))
         c, h, w = self.image_shape
         layers: list[nn.Module] = []
         for out_c in channels:
@@ -93,7 +96,8 @@ class ConvEncoder(nn.Module):
         self.head = MLP((c, fh, fw), out_features, hidden, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[: x.dim() - (3 if tuple(x.shape[-3:]) == self.image_shape else 1)]
+        n_event = len(self.event_shape) if tuple(x.shape[x.dim() - len(self.event_shape):]) == self.event_shape else 1
+        batch = x.shape[: x.dim() - n_event]
         h = self.conv(x.reshape(-1, *self.image_shape))
         return self.head(h).reshape(*batch, -1)
 

@@ -71,7 +71,8 @@ def _conv(spec: ModelSpec, likelihood: likelihoods.Likelihood):
         raise ValueError(f"the conv network needs image data of shape (C, H, W) or (H, W), got {spec.data_shape}; "
                          "use network 'mlp' for other data")
     image = image if len(image) == 3 else (1, *image)
-    encoder = ConvEncoder(image, encoder_outputs(spec), spec.channels, spec.hidden, spec.activation)
+    encoder = ConvEncoder(image, encoder_outputs(spec), spec.channels, spec.hidden, spec.activation,
+                          event_shape=spec.data_shape)
     decoder = ConvDecoder(spec.latent_dim, image, likelihood.param_shape(spec.data_shape), spec.channels,
                           spec.hidden[::-1], spec.activation)
     return encoder, decoder
