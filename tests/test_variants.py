@@ -217,9 +217,10 @@ def test_two_layer_bounds_are_ordered_below_the_exact_log_likelihood():
         iwae = {k: objectives.log_marginal(model, x, k=k).log_px.mean().item() for k in (5, 50, 5000)}
     assert elbo < iwae[5] < iwae[50] < iwae[5000] <= exact + 0.02
     assert exact - iwae[5000] < 0.2 * (exact - elbo)  # IWAE_k approaches log p(x) as k grows
-    # encode gives the top layer by default, z1 or both on request
-    assert model.encode(x).shape == (64, 1)
-    assert model.encode(x, layer="bottom").shape == (64, 2) and model.encode(x, layer="all").shape == (64, 3)
+    # encode gives (z1, z2) by default (what decode takes), the top layer z2 or z1 on request
+    assert model.encode(x).shape == (64, 3) and model.decode(model.encode(x)).shape == (64, 4)
+    assert model.encode(x, layer="top").shape == (64, 1) and model.encode(x, layer="bottom").shape == (64, 2)
+    torch.testing.assert_close(model.encode(x, layer="top"), model.encode(x)[:, 2:])
 
 
 def test_two_layer_log_marginal_converges_to_exact():

@@ -175,7 +175,7 @@ class Diagonal(nn.Module):
         loc, log_scale = h.chunk(2, dim=-1)
         return DiagonalGaussian(loc, log_scale.exp())
 
-    def units(self, layer: str = "top") -> slice:
+    def units(self, layer: str = "all") -> slice:
         return slice(None)
 
 
@@ -232,8 +232,8 @@ class TwoLayer(Diagonal):
         loc, log_scale = h.chunk(2, dim=-1)
         return Hierarchical(DiagonalGaussian(loc, log_scale.exp()), self.upper, self.dims, first_part=0)
 
-    def units(self, layer: str = "top") -> slice:
-        """The units of ``layer``: "top" (z2), "bottom" (z1) or "all"."""
+    def units(self, layer: str = "all") -> slice:
+        """The units of ``layer``: "all" (z1, z2), "top" (z2) or "bottom" (z1)."""
         if layer not in ("top", "bottom", "all"):
             raise ValueError(f"layer must be 'top', 'bottom' or 'all', got {layer!r}")
         return {"top": slice(self.dims[0], None), "bottom": slice(0, self.dims[0]), "all": slice(None)}[layer]
