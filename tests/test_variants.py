@@ -381,3 +381,31 @@ def test_user_prior_without_arguments_still_works(linear_gaussian):
     model = linear_gaussian.model()
     model.prior = Shifted()
     assert objectives.elbo(model, linear_gaussian.sample(4)).elbo.shape == (4,)
+
+
+# -- the command line: flags from the ModelSpec fields --------------------------------------------
+def _cli(*argv):
+    from vaekit.cli import main
+
+    try:
+        return main(list(argv))
+    except SystemExit as e:
+        return e.code
+
+
+def test_cli_trains_and_resumes_a_variant_and_refuses_a_conflict(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = ["train", "--data", "digits", "--binarize", "--hidden", "16", "--latent-dim", "3", "--no-progress",
+              "--no-figures", "--posterior", "iaf", "--prior", "mog", "--n-components", "3"]
+    assert _cli(*common, "--epochs", "3", "--out", "a") == 0
+    assert _cli(*common, "--epochs", "2", "--out", "b") == 0
+    assert _cli("train", "--resume", "b", "--epochs", "3", "--no-progress", "--no-figures") == 0
+    a, b = vaekit.load(tmp_path / "a"), vaekit.load(tmp_path / "b")
+    assert a.spec.posterior == "iaf" and a.spec.prior == "mog" and a.spec.n_components == 3
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    capsys.readouterr()
+    assert _cli("train", "--layers", "2", "--posterior", "full", "--epochs", "1", "--out", "c") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layers=2 conflicts with posterior='full'" in err[0]
+    assert not (tmp_path / "c").exists()
