@@ -13,7 +13,7 @@ from vaekit import checkpoint, objectives
 from vaekit.evaluate import GapConfig, evaluate
 from vaekit.posteriors import IAF, Diagonal, FullCovariance, draw
 from vaekit.priors import MixtureOfGaussians, StandardNormal
-from vaekit.spec import ModelSpec, build_model
+from vaekit.spec import ModelSpec, build_model, iaf_steps
 from vaekit.train import TrainConfig, fit
 
 VARIANTS = [dict(), dict(prior="mog", n_components=3), dict(prior="vamp", n_components=4), dict(posterior="full"),
@@ -86,7 +86,7 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_pseudo_inputs():
 # -- posteriors ---------------------------------------------------------------------------
 def test_iaf_with_zero_initialised_steps_equals_the_diagonal_gaussian():
     h = torch.randn(6, 9)
-    iaf, diag = IAF(3, steps=3)(h), Diagonal(3)(h[:, :6])
+    iaf, diag = IAF(3, iaf_steps(3, 3))(h), Diagonal(3)(h[:, :6])
     eps = torch.randn(4, 6, 3)
     z_iaf, log_q = draw(iaf, noise=eps)
     torch.testing.assert_close(z_iaf, diag.from_noise(eps))
@@ -97,7 +97,7 @@ def test_iaf_with_zero_initialised_steps_equals_the_diagonal_gaussian():
 
 def test_iaf_log_prob_is_the_change_of_variables_and_inverts_its_draws():
     torch.manual_seed(0)
-    posterior = _perturb(IAF(3, steps=2))
+    posterior = _perturb(IAF(3, iaf_steps(3, 2)))
     h = torch.randn(1, 9)
     q = posterior(h)
     eps = torch.randn(1, 3)
