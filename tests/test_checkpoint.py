@@ -225,7 +225,12 @@ def test_broken_structure_gives_one_checkpoint_error_not_a_key_error(tmp_path):
                               ["param_groups", pairs["param_groups"]]]}
     wrong_shape = {"__dict__": [["state", {"__dict__": [[0, pairs["state"]["__dict__"][1][1]]]}],
                                 ["param_groups", pairs["param_groups"]]]}
+    groups = pairs["param_groups"]
+    nan_lr = {"__dict__": [["state", pairs["state"]],
+                           ["param_groups", [{"__dict__": [[k, {"__float__": "nan"} if k == "lr" else v]
+                                                           for k, v in g["__dict__"]]} for g in groups]]]}
     cases = [
+        ({"skeleton": {**meta["skeleton"], "optimizer": nan_lr}}, "learning rate is nan"),
         ({"skeleton": {**meta["skeleton"], "optimizer": {"__dict__": [["state", {"__dict__": []}]]}}},
          "optimiser state is corrupted \\(it must hold exactly"),
         ({"skeleton": {**meta["skeleton"], "optimizer": bad_param}}, "state entry 99 names no parameter"),
@@ -412,3 +417,13 @@ def test_a_trainer_file_is_not_a_model(tmp_path):
     checkpoint.save_trainer(tmp_path / "t.safetensors", model, state)
     with pytest.raises(CheckpointError, match="t.safetensors is a trainer state, not a model: load model.safetensors"):
         vaekit.load(tmp_path / "t.safetensors")
+
+
+def test_damaged_history_file_is_one_line(tmp_path):
+    checkpoint.write_history(tmp_path / "history.jsonl", [{"epoch": 1, "train_elbo": -3.0}, {"epoch": 2}])
+    assert [r["epoch"] for r in checkpoint.read_history(tmp_path / "history.jsonl")] == [1, 2]
+    for text, match in [('{"epoch": 1}\n3\n', "line 2 is not a record"), ('{"epoch": 1\n', "corrupted"),
+                        (b"\xff\xfe{}", "not UTF-8")]:
+        (tmp_path / "history.jsonl").write_bytes(text if isinstance(text, bytes) else text.encode())
+        with pytest.raises(CheckpointError, match=match):
+            checkpoint.read_history(tmp_path / "history.jsonl")

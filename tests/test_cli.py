@@ -178,3 +178,14 @@ def test_last_resort_handler_is_one_line_with_a_debug_hint(tmp_path, monkeypatch
     monkeypatch.setenv("VAEKIT_DEBUG", "1")
     with pytest.raises(RuntimeError, match="something unexpected"):
         main(["train", "--data", "sine", "--no-figures"])
+
+
+def test_a_table_trains_with_no_test_rows(tmp_path, monkeypatch, capsys):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=120), "b": rng.choice(["x", "y", "z"], 120)}).to_csv(tmp_path / "t.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "t.csv", "--test-fraction", "0", "--epochs", "1", "--hidden", "8", "--out", "r",
+                 "--no-progress", "--no-figures"]) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["data"]["sizes"]["test"] == 0 and config["data"]["sizes"]["train"] == 108

@@ -174,10 +174,16 @@ def test_estimator_door_refuses_with_one_line():
     x = np.random.default_rng(0).normal(size=(20, 3))
     for params, message in [({"batch_size": 12.5}, "VAE: setting batch_size=12.5 is not allowed"),
                             ({"lr": float("inf")}, "VAE: setting lr=inf is not allowed"),
-                            ({"device": "bogus"}, "VAE: setting device='bogus' is not allowed")]:
+                            ({"device": "bogus"}, "VAE: setting device='bogus' is not allowed"),
+                            ({"threads": -1}, "VAE: setting threads=-1 is not allowed: expected an integer >= 0")]:
         with pytest.raises(ValueError, match=re.escape(message)) as err:
             VAE(epochs=1, **params).fit(x)
         assert "\n" not in str(err.value)
+
+
+def test_estimator_passes_its_settings_to_training():
+    config = VAE(threads=1, batch_size=16, lr=0.01)._train_config(seed=3)
+    assert (config.threads, config.batch_size, config.lr, config.seed) == (1, 16, 0.01, 3)
 
 
 def test_likelihood_resolution_lives_in_likelihoods():

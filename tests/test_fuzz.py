@@ -119,6 +119,28 @@ def test_fuzz_csv_tsv(tmp_path, rows, header, tsv, tail):
 
 
 @FUZZ
+@given(columns=st.integers(1, 4), values=st.lists(st.one_of(st.none(), st.text(st.sampled_from('ab ,;"\t\n1.-'),
+                                                                                max_size=6)), min_size=4, max_size=40),
+       tsv=st.booleans())
+def test_well_formed_tables_are_never_called_ragged(tmp_path, columns, values, tsv):
+    """The ragged-row check must agree with a real CSV writer: quoted separators, quotes and newlines
+    inside fields, and empty (missing) cells are one row each. (No lone carriage returns: pandas writes
+    them unquoted, which makes a real extra line, and refusing that is right.)"""
+    from vaekit.data.tables import read_table
+
+    pd = pytest.importorskip("pandas")
+    rows = len(values) // columns
+    frame = pd.DataFrame(np.array(values[: rows * columns], dtype=object).reshape(rows, columns),
+                         columns=[f"c{i}" for i in range(columns)])
+    name = "f.tsv" if tsv else "f.csv"
+    frame.to_csv(tmp_path / name, index=False, sep="\t" if tsv else ",")
+    try:
+        read_table(tmp_path / name)
+    except DOCUMENTED as err:
+        assert "ragged" not in str(err), f"a well-formed table was refused: {err}"
+
+
+@FUZZ
 @given(data=st.binary(max_size=200), tsv=st.booleans())
 def test_fuzz_csv_random_bytes(tmp_path, data, tsv):
     name = "f.tsv" if tsv else "f.csv"

@@ -337,11 +337,11 @@ def test_npy_headers_that_lie_or_do_not_parse(tmp_path, stream):
     raw = (tmp_path / "ok.npy").read_bytes()
     assert b"(3, 4)" in raw
     (tmp_path / "bracket.npy").write_bytes(raw.replace(b"(3, 4)", b"(3, 4 ", 1))  # unbalanced: TokenError in numpy
-    _one_line_error(tmp_path / "bracket.npy", "bracket.npy is not a readable .npy file: its header is broken", stream=stream)
+    _one_line_error(tmp_path / "bracket.npy", "cannot read bracket.npy: its .npy header is broken", stream=stream)
     (tmp_path / "magic.npy").write_bytes(b"\x93NUMPX" + raw[6:])
-    _one_line_error(tmp_path / "magic.npy", "magic.npy is not a readable .npy file", stream=stream)
+    _one_line_error(tmp_path / "magic.npy", "cannot read magic.npy: its .npy header is broken", stream=stream)
     (tmp_path / "shape.npy").write_bytes(raw.replace(b"(3, 4)", b"('a',)", 1))
-    _one_line_error(tmp_path / "shape.npy", "shape.npy .*header", stream=stream)
+    _one_line_error(tmp_path / "shape.npy", "cannot read shape.npy: its .npy header is broken", stream=stream)
     np.save(tmp_path / "complex.npy", np.ones((5, 2)) * (1 + 2j))
     _one_line_error(tmp_path / "complex.npy", "complex.npy holds complex numbers", stream=stream)
     np.save(tmp_path / "text.npy", np.array([["a", "b"]]))
@@ -424,3 +424,24 @@ def test_bad_idx_sizes_and_broken_images(tmp_path):
     (folder / "b.png").write_bytes(good[:16] + bytes(8) + good[24:])  # zero width and height in IHDR
     with pytest.raises(DataError, match="cannot read image .*b.png"):
         datasets.load(str(folder))
+
+
+def test_cli_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from vaekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    np.save("ok.npy", np.ones((30, 4), np.float32))
+    raw = (tmp_path / "ok.npy").read_bytes()
+    (tmp_path / "bracket.npy").write_bytes(raw.replace(b"(30, 4)", b"(30, 4 ", 1))
+    np.save("complex.npy", np.ones((30, 2)) * (1 + 1j))
+    (tmp_path / "short.csv").write_text("a,b,c\n1,2,3\n4,5\n6,7,8\n")
+    cases = [(["--data", "bracket.npy", "--stream", "on"], "cannot read bracket.npy: its .npy header is broken"),
+             (["--data", "bracket.npy"], "cannot read bracket.npy: its .npy header is broken"),
+             (["--data", "complex.npy"], "complex.npy holds complex numbers"),
+             (["--data", "short.csv"], "short.csv has ragged rows: line 3 has 2 fields")]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["train", *args, "--epochs", "1", "--no-progress", "--out", "r"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+        assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()

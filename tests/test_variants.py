@@ -10,7 +10,7 @@ from torch.distributions import MultivariateNormal, Normal
 
 import vaekit
 from vaekit import checkpoint, objectives
-from vaekit.evaluate import GapConfig, evaluate
+from vaekit.evaluation import GapConfig, evaluate
 from vaekit.posteriors import IAF, Diagonal, FullCovariance, draw
 from vaekit.priors import MixtureOfGaussians, StandardNormal
 from vaekit.spec import ModelSpec, build_model, iaf_steps

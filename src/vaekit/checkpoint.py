@@ -127,9 +127,15 @@ def read_history(path: str | os.PathLike) -> History:
     if not path.is_file():
         return History()
     try:
-        return History(json.loads(line) for line in path.read_text().splitlines() if line.strip())
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is corrupted ({err.msg} at line {err.lineno})") from None
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is corrupted (not UTF-8 text)") from None
+    bad = next((i for i, row in enumerate(rows) if not isinstance(row, dict)), None)
+    if bad is not None:
+        raise CheckpointError(f"{path} is corrupted: line {bad + 1} is not a record of one epoch")
+    return History(rows)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -240,7 +246,7 @@ def check_spec_dict(d: Any, path: Path) -> dict:
     lik = d.get("likelihood")
     if isinstance(lik, dict):
         name = lik.get("name")
-        key = likelihoods._ALIASES.get(str(name).lower(), str(name).lower())
+        key = getattr(likelihoods, "_ALIASES", {}).get(str(name).lower(), str(name).lower())
         if not isinstance(name, str) or key not in likelihoods.REGISTRY:
             raise CheckpointError(f"{path}: the likelihood config names an unknown likelihood {name!r}; "
                                   f"known: {', '.join(sorted(likelihoods.REGISTRY))}")
@@ -415,6 +421,10 @@ def _check_optimizer(opt: Any, model: Model, path: Path) -> None:
     if sorted(ids) != list(range(len(params))) or not all(type(i) is int for i in ids):
         raise CheckpointError(f"{bad}: its param groups cover parameters {sorted(ids)[:6]}..., the model has "
                               f"{len(params)} trainable parameters")
+    for g in groups:
+        lr = g.get("lr")
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
+            raise CheckpointError(f"{bad}: a param group's learning rate is {lr!r}, not a finite number >= 0")
     state = opt["state"]
     if not isinstance(state, dict):
         raise CheckpointError(f"{bad} ('state' must be a record per parameter)")

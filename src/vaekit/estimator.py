@@ -25,7 +25,7 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from . import anomaly, likelihoods
+from . import anomaly, likelihoods, tracking
 from .config import DataConfig, ModelSpec, RunConfig, SettingError, TrainConfig
 from .runs import RunFolder, open_run
 from .spec import build_model, resolved
@@ -79,6 +79,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     random_state : None, int or RandomState: initial weights, shuffling, sampling noise.
     device : ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ...
     verbose : bool, show a progress bar while training.
+    threads : int, CPU threads for training; 0 chooses automatically (``vaekit.TrainConfig.threads``).
+    log : None, ``"tensorboard"``, ``"mlflow"``, a ``vaekit.tracking`` logger (``TensorBoard(dir)``,
+        ``MLflow(uri)``) or any ``fit`` callback, or a list of them: experiment tracking while training.
 
     Attributes
     ----------
@@ -96,6 +99,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "scale": (ModelSpec, "scale"), "epochs": (TrainConfig, "epochs"), "batch_size": (TrainConfig, "batch_size"),
         "lr": (TrainConfig, "lr"), "beta": (TrainConfig, "beta"), "warmup": (TrainConfig, "warmup"),
         "early_stopping": (TrainConfig, "early_stopping"), "device": (TrainConfig, "device"),
+        "threads": (TrainConfig, "threads"),
     }
 
     def __init__(
@@ -117,6 +121,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         random_state=None,
         device="auto",
         verbose=False,
+        threads=0,
+        log=None,
     ):
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -134,6 +140,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.threads = threads
+        self.log = log
 
     # -- scikit-learn metadata ------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -153,7 +161,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                              likelihood=self.likelihood, scale=self.scale)
             config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
                                  warmup=self.warmup, early_stopping=self.early_stopping, seed=seed,
-                                 device=self.device, progress=bool(self.verbose))
+                                 device=self.device, progress=bool(self.verbose), threads=self.threads)
         except SettingError as err:
             raise SettingError(f"{name}: {err}") from None
         if not (_is_int(self.n_iw_samples) and self.n_iw_samples >= 1):
@@ -190,7 +198,10 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         with _forked_rng(device):
             torch.manual_seed(seed)  # the same random_state gives the same initial weights
             model = build_model(spec)
-            history = train_model(model, x_train, x_val, config)
+            trackers = tracking.callbacks(self.log)
+            history = train_model(model, x_train, x_val, config, callbacks=trackers)
+            tracking.finish(trackers, params=self.get_params(deep=False),
+                            metrics=tracking.scalars(history[-1]) if history else None)
         self._set_fitted(model, History(dict(row) for row in history), seed,
                          {"train": len(x_train), "val": 0 if x_val is None else len(x_val)})
         return self

@@ -73,6 +73,7 @@ def elbo(
     n_samples: int = 1,
     free_bits: float = 0.0,
     c: torch.Tensor | None = None,
+    grad: bool | None = None,
 ) -> ELBOTerms:
     """Reparameterised ELBO with ``n_samples`` draws from q(z|x) and the KL in closed form.
 
@@ -82,9 +83,23 @@ def elbo(
     When torch has no closed form (mixture priors, full covariance, IAF, two layers) the KL is
     the Monte Carlo estimate log q(z) - log p(z) on the same draws. ``c``: the condition of a
     conditional model (the bound on log p(x|c)).
+
+    ``grad``: whether the terms carry an autograd graph. By default (None) they do when the
+    model is in training mode (``model.train()``) and gradients are enabled; a model in eval
+    mode, or a call under ``vaekit.batches.inference(model)`` / ``torch.no_grad()``, gives plain
+    tensors, so evaluating keeps no graph alive. ``grad=True`` keeps the graph in eval mode
+    (e.g. to optimise inputs or latents through a frozen model).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+    if grad is None:
+        grad = model.training
+    with torch.set_grad_enabled(bool(grad) and torch.is_grad_enabled()):
+        return _elbo(model, x, beta, n_samples, free_bits, c)
+
+
+def _elbo(model: Model, x: torch.Tensor, beta: float, n_samples: int, free_bits: float,
+          c: torch.Tensor | None) -> ELBOTerms:
     qz = model.q_z(x, c)
     pz = model.p_z(c)
     z = qz.rsample((n_samples,))  # (L, B, H)

@@ -32,6 +32,8 @@ COMMANDS: dict[str, str] = {
     "plot": "draw one of a run's figures",
     "report": "write a run's figures and self-contained report.html",
     "score": "anomaly scores of data under a trained run",
+    "impute": "fill the missing cells of a table (MIWAE), once or as multiple imputations",
+    "synthesize": "synthetic rows of a table: its columns, categories and missing-value rates",
 }
 
 

@@ -42,7 +42,7 @@ def npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
         raise  # reading failed (a damaged archive member, a disk error), not the header's content
     except Exception as err:  # numpy raises ValueError, tokenize.TokenError, SyntaxError, EOFError, ...
         text = (err.args[0] if err.args and isinstance(err.args[0], str) else str(err)).strip().splitlines()
-        raise DataError(f"{name} is not a readable .npy file: its header is broken "
+        raise DataError(f"cannot read {name}: its .npy header is broken "
                         f"({text[0][:160] if text else type(err).__name__}); save it again with numpy.save") from None
     if not all(isinstance(s, int) and s >= 0 for s in shape):
         raise DataError(f"{name} has a broken .npy header (shape {shape!r}); save it again with numpy.save")

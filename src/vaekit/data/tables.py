@@ -255,7 +255,7 @@ class Schema:
             keys = [None if _missing(v) else _key(v) for v in series]
             known = c["values"] if c["kind"] == "binary" else c["categories"]
             lookup = {_key(v): i for i, v in enumerate(known)}
-            codes = np.array([-2 if k is None else lookup.get(k, -1) for k in keys])
+            codes = np.array([-2 if k is None else lookup.get(k, -1) for k in keys], dtype=np.int64)
             if (codes == -1).any():
                 seen: dict[str, int] = {}
                 for k, code in zip(keys, codes):
@@ -268,21 +268,24 @@ class Schema:
                 block = np.full((n, len(known)), np.nan)
                 ok = codes >= 0
                 block[ok] = 0.0
-                block[np.flatnonzero(ok), codes[ok]] = 1.0
+                block[np.flatnonzero(ok), codes[ok].astype(np.intp)] = 1.0  # intp: empty frames give float codes
                 blocks.append(block)
         x = np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.empty((n, 0), np.float32)
         if np.isinf(x).any():
             raise DataError(f"{source} holds infinite values; remove them or leave the cells empty (missing)")
-        report = {"unknown": unknown, "extra_columns": extra, "missing_cells": int(self._missing_cells(x))}
+        report = {"unknown": unknown, "extra_columns": extra, "missing_cells": self.missing_cells(x)}
         return x, report
 
-    def _missing_cells(self, x: np.ndarray) -> int:
+    def missing_cells(self, x: np.ndarray) -> int:
+        """How many cells of the table are missing in model-space rows ``x``: a categorical
+        column's one-hot block counts once, as the one cell it came from."""
+        x = np.asarray(x)
         count, pos = 0, 0
         for c in self.modelled:
             width = len(c["categories"]) if c["kind"] == "categorical" else 1
             count += int(np.isnan(x[:, pos]).sum())
             pos += width
-        return count
+        return int(count)
 
     # -- numbers -> table -----------------------------------------------------------------
     def inverse(self, x: np.ndarray):
