@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .likelihoods import Likelihood, create as create_likelihood
+from .likelihoods import Likelihood
+from .likelihoods import create as create_likelihood
 from .posteriors import Diagonal
 from .priors import Prior, StandardNormal
 

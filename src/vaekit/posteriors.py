@@ -14,7 +14,6 @@ import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, constraints
 
-
 # draws behind the moments of families without closed-form ones (IAF, two layers); fixed, so
 # ``encode`` is deterministic and evaluate's numbers repeat
 MOMENT_DRAWS = 256

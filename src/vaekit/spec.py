@@ -11,7 +11,6 @@ from .nets import MADE, MLP, ConvDecoder, ConvEncoder, FirstUnits, MissingAware
 from .posteriors import IAF, Diagonal, FullCovariance, TwoLayer
 from .priors import ConditionalNormal, MixtureOfGaussians, StandardNormal, TwoLayerPrior, VampPrior
 
-
 NETWORKS: dict[str, Any] = {}
 
 
