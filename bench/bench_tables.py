@@ -42,6 +42,7 @@ Runtime: --quick took 27 minutes on 2 CPU cores shared with other jobs (load ave
 idle machine it should take a fraction of that (not measured). Timings are wall-clock on whatever
 machine runs it; under shared load compare ratios only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -135,10 +136,14 @@ def sklearn_imputers(quick: bool) -> dict:
     return {
         "SimpleImputer (mean)": lambda seed: SimpleImputer(strategy="mean"),
         "KNNImputer (k=5)": lambda seed: KNNImputer(n_neighbors=5),
-        "IterativeImputer (BayesianRidge)": lambda seed: IterativeImputer(BayesianRidge(), max_iter=10, random_state=seed),
+        "IterativeImputer (BayesianRidge)": lambda seed: IterativeImputer(
+            BayesianRidge(), max_iter=10, random_state=seed
+        ),
         "IterativeImputer (ExtraTrees)": lambda seed: IterativeImputer(
             ExtraTreesRegressor(n_estimators=trees, min_samples_leaf=2, n_jobs=1, random_state=seed),
-            max_iter=5 if quick else 10, random_state=seed),
+            max_iter=5 if quick else 10,
+            random_state=seed,
+        ),
     }
 
 
@@ -158,9 +163,18 @@ def impute_sklearn(make, masked: pd.DataFrame, seed: int) -> pd.DataFrame:
 def impute_vaekit(masked: pd.DataFrame, seed: int, miwae: bool, steps: int) -> pd.DataFrame:
     batch = 64
     epochs = max(1, round(steps * batch / len(masked)))
-    imp = MIWAEImputer(latent_dim=8, hidden=(128, 128), epochs=epochs, batch_size=batch, lr=1e-3,
-                       iw_samples=20 if miwae else 0, method="importance" if miwae else "reconstruction", k=50,
-                       categorical=categorical_columns(masked), random_state=seed)
+    imp = MIWAEImputer(
+        latent_dim=8,
+        hidden=(128, 128),
+        epochs=epochs,
+        batch_size=batch,
+        lr=1e-3,
+        iw_samples=20 if miwae else 0,
+        method="importance" if miwae else "reconstruction",
+        k=50,
+        categorical=categorical_columns(masked),
+        random_state=seed,
+    )
     return imp.fit_transform(masked)
 
 
@@ -196,8 +210,17 @@ def imputation(args) -> list[dict]:
                     else:
                         filled = impute_sklearn(make, masked, seed)
                     rmse, acc = scores(frame, filled, mask)
-                    rows.append({"table": name, "rate": rate, "seed": seed, "method": contender, "rmse": rmse,
-                                 "accuracy": acc, "seconds": time.perf_counter() - started})
+                    rows.append(
+                        {
+                            "table": name,
+                            "rate": rate,
+                            "seed": seed,
+                            "method": contender,
+                            "rmse": rmse,
+                            "accuracy": acc,
+                            "seconds": time.perf_counter() - started,
+                        }
+                    )
                 print(f"  {name} {int(rate * 100)}% mask {seed}: done", file=sys.stderr, flush=True)
     return rows
 
@@ -223,8 +246,10 @@ def synthesis(args) -> list[dict] | None:
         from ctgan import TVAE
         from sdmetrics.reports.single_table import QualityReport
     except ImportError as err:
-        print(f"synthesis skipped: {err} (pip install ctgan sdmetrics torch==2.13.0; they need pandas < 3)",
-              file=sys.stderr)
+        print(
+            f"synthesis skipped: {err} (pip install ctgan sdmetrics torch==2.13.0; they need pandas < 3)",
+            file=sys.stderr,
+        )
         return None
     from sklearn.ensemble import RandomForestClassifier
 
@@ -248,15 +273,28 @@ def synthesis(args) -> list[dict] | None:
             x, _ = schema.transform(train)
             lik = schema.likelihood()
             torch.manual_seed(0)
-            model = build_model(ModelSpec(data_shape=(x.shape[1],), latent_dim=8, hidden=(128, 128),
-                                          activation="relu", likelihood=lik.config(), network="table"))
+            model = build_model(
+                ModelSpec(
+                    data_shape=(x.shape[1],),
+                    latent_dim=8,
+                    hidden=(128, 128),
+                    activation="relu",
+                    likelihood=lik.config(),
+                    network="table",
+                )
+            )
 
             def out_of_time(_, state):
                 if seconds is not None and time.perf_counter() - started >= seconds:
                     state.stopped_early = True
 
-            history = fit(model, x, None, TrainConfig(epochs=epochs if seconds is None else 10**6, batch_size=64,
-                                                      progress=False, seed=0), callbacks=[out_of_time])
+            history = fit(
+                model,
+                x,
+                None,
+                TrainConfig(epochs=epochs if seconds is None else 10**6, batch_size=64, progress=False, seed=0),
+                callbacks=[out_of_time],
+            )
             sampler = lambda n: synthesize(model, schema, n, seed=0)
             sampler.epochs = len(history)
             return sampler
@@ -273,17 +311,53 @@ def synthesis(args) -> list[dict] | None:
             started = time.perf_counter()
             sampler = make(epochs)
             timings[label] = time.perf_counter() - started
-            rows.append(_judge(name, label, epochs, timings[label], sampler(len(train)), train, test, target, metadata,
-                               QualityReport, RandomForestClassifier))
+            rows.append(
+                _judge(
+                    name,
+                    label,
+                    epochs,
+                    timings[label],
+                    sampler(len(train)),
+                    train,
+                    test,
+                    target,
+                    metadata,
+                    QualityReport,
+                    RandomForestClassifier,
+                )
+            )
         # equal time: vaekit trains epoch after epoch for as long as TVAE took
         started = time.perf_counter()
         sampler = vaekit_fit(args.synth_epochs, seconds=timings["TVAE"])
-        rows.append(_judge(name, "vaekit (equal time)", sampler.epochs, time.perf_counter() - started, sampler(len(train)),
-                           train, test, target, metadata, QualityReport, RandomForestClassifier))
+        rows.append(
+            _judge(
+                name,
+                "vaekit (equal time)",
+                sampler.epochs,
+                time.perf_counter() - started,
+                sampler(len(train)),
+                train,
+                test,
+                target,
+                metadata,
+                QualityReport,
+                RandomForestClassifier,
+            )
+        )
         real = RandomForestClassifier(n_estimators=200, random_state=0).fit(_features(train, target), train[target])
         acc = float((real.predict(_features(test, target, like=train)) == test[target]).mean())
-        rows.append({"table": name, "method": "real rows (reference)", "epochs": "", "seconds": "",
-                     "column shapes": "", "column pair trends": "", "quality": "", "TSTR accuracy": f"{acc:.3f}"})
+        rows.append(
+            {
+                "table": name,
+                "method": "real rows (reference)",
+                "epochs": "",
+                "seconds": "",
+                "column shapes": "",
+                "column pair trends": "",
+                "quality": "",
+                "TSTR accuracy": f"{acc:.3f}",
+            }
+        )
         print(f"  {name}: synthesis done", file=sys.stderr, flush=True)
     return rows
 
@@ -300,11 +374,20 @@ def _judge(name, label, epochs, seconds, synth, train, test, target, metadata, Q
     report = QualityReport()
     report.generate(train, synth, metadata, verbose=False)
     props = report.get_properties().set_index("Property")["Score"]
-    forest = Forest(n_estimators=200, random_state=0).fit(_features(synth, target, like=train), synth[target].astype(str))
+    forest = Forest(n_estimators=200, random_state=0).fit(
+        _features(synth, target, like=train), synth[target].astype(str)
+    )
     acc = float((forest.predict(_features(test, target, like=train)) == test[target]).mean())
-    return {"table": name, "method": label, "epochs": epochs, "seconds": f"{seconds:.1f}",
-            "column shapes": f"{props['Column Shapes']:.3f}", "column pair trends": f"{props['Column Pair Trends']:.3f}",
-            "quality": f"{report.get_score():.3f}", "TSTR accuracy": f"{acc:.3f}"}
+    return {
+        "table": name,
+        "method": label,
+        "epochs": epochs,
+        "seconds": f"{seconds:.1f}",
+        "column shapes": f"{props['Column Shapes']:.3f}",
+        "column pair trends": f"{props['Column Pair Trends']:.3f}",
+        "quality": f"{report.get_score():.3f}",
+        "TSTR accuracy": f"{acc:.3f}",
+    }
 
 
 def main() -> None:
@@ -325,14 +408,18 @@ def main() -> None:
     if not args.skip_imputation:
         rows = imputation(args)
         table = summarise(rows, ["table", "rate", "method"], ["rmse", "accuracy", "seconds"])
-        print(f"\nImputation, MCAR masks, mean ± standard error over {args.masks} masks "
-              f"(RMSE on standardised numeric cells, lower is better; categorical accuracy, higher is better)\n")
+        print(
+            f"\nImputation, MCAR masks, mean ± standard error over {args.masks} masks "
+            f"(RMSE on standardised numeric cells, lower is better; categorical accuracy, higher is better)\n"
+        )
         print(markdown(table))
     if not args.skip_synthesis:
         rows = synthesis(args)
         if rows is not None:
-            print("\nSynthesis: SDMetrics quality against the training rows (higher is better) and "
-                  "train-on-synthetic / test-on-real accuracy of a random forest\n")
+            print(
+                "\nSynthesis: SDMetrics quality against the training rows (higher is better) and "
+                "train-on-synthetic / test-on-real accuracy of a random forest\n"
+            )
             print(markdown(pd.DataFrame(rows)))
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {os.getloadavg()[0]:.2f}")
 

@@ -13,6 +13,7 @@ as it ends; ``logger.finish(params=..., figures=..., artifacts=...)`` adds the r
 ``log_run(run_dir, "tensorboard")`` logs a finished run folder (``vaekit train --log``): its
 history.jsonl epoch by epoch, config.json as parameters, figures/ and, for MLflow, the folder.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -34,8 +35,10 @@ def _need(module: str, extra_hint: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"--log {extra_hint} needs the {extra_hint} package: pip install 'vaekit[tracking]' "
-                          f"(or pip install {extra_hint})") from None
+        raise ImportError(
+            f"--log {extra_hint} needs the {extra_hint} package: pip install 'vaekit[tracking]' "
+            f"(or pip install {extra_hint})"
+        ) from None
 
 
 def check_available(kind: str) -> None:
@@ -87,8 +90,13 @@ class _Logger:
     def log_row(self, row: dict[str, Any], step: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def finish(self, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-               figures: Iterable[Path] = (), artifacts: Path | None = None) -> None:  # pragma: no cover
+    def finish(
+        self,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        figures: Iterable[Path] = (),
+        artifacts: Path | None = None,
+    ) -> None:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -257,8 +265,9 @@ def log_run(run_dir: str | Path, kind: str, uri: str | Path | None = None) -> st
                 metrics[f"{split}_elbo"] = float(values["elbo"])
     logger.log_history(folder.read_history())
     figures = sorted(folder.figures_dir.glob("*.png")) if folder.figures_dir.is_dir() else []
-    logger.finish(params=params, metrics=metrics, figures=figures,
-                  artifacts=run_dir if isinstance(logger, MLflow) else None)
+    logger.finish(
+        params=params, metrics=metrics, figures=figures, artifacts=run_dir if isinstance(logger, MLflow) else None
+    )
     if isinstance(logger, MLflow):
         return f"MLflow run {logger.run_id} in experiment {logger.experiment!r} at {logger.tracking_uri}"
     return f"TensorBoard events in {logger.log_dir} (tensorboard --logdir {logger.log_dir})"
