@@ -81,17 +81,19 @@ def run(epochs: int, k: int, hidden: int, latent: int, only: list[str] | None = 
         rows.append({"name": name, "log_px": float(values.mean()),
                      "se": float(values.std() / math.sqrt(len(values))), "mc_se": float(lm.stderr.mean()),
                      "seconds": seconds, "params": sum(p.numel() for p in model.parameters())})
-        print(f"  {name}: {rows[-1]['log_px']:.2f} nats, {seconds:.0f} s", flush=True)
+        print("  " + _line(rows[-1]), flush=True)  # each row as soon as it is done
     return rows
 
 
 def table(rows: list[dict], epochs: int, k: int) -> str:
     lines = [f"| model | test log p(x), nats (k={k}) | MC se | training s ({epochs} epochs) | parameters |",
              "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['log_px']:.2f} +- {r['se']:.2f} | {r['mc_se']:.3f} | {r['seconds']:.0f} | "
-                     f"{r['params']} |")
+    lines += [_line(r) for r in rows]
     return "\n".join(lines)
+
+
+def _line(r: dict) -> str:
+    return f"| {r['name']} | {r['log_px']:.2f} +- {r['se']:.2f} | {r['mc_se']:.3f} | {r['seconds']:.0f} | {r['params']} |"
 
 
 def main() -> None:

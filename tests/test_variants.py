@@ -13,7 +13,7 @@ from vaekit import checkpoint, objectives
 from vaekit.evaluation import GapConfig, evaluate
 from vaekit.posteriors import IAF, Diagonal, FullCovariance, draw
 from vaekit.priors import MixtureOfGaussians, StandardNormal
-from vaekit.spec import ModelSpec, build_model
+from vaekit.spec import ModelSpec, build_model, iaf_steps
 from vaekit.train import TrainConfig, fit
 
 VARIANTS = [dict(), dict(prior="mog", n_components=3), dict(prior="vamp", n_components=4), dict(posterior="full"),
@@ -86,7 +86,7 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_pseudo_inputs():
 # -- posteriors ---------------------------------------------------------------------------
 def test_iaf_with_zero_initialised_steps_equals_the_diagonal_gaussian():
     h = torch.randn(6, 9)
-    iaf, diag = IAF(3, steps=3)(h), Diagonal(3)(h[:, :6])
+    iaf, diag = IAF(3, iaf_steps(3, 3))(h), Diagonal(3)(h[:, :6])
     eps = torch.randn(4, 6, 3)
     z_iaf, log_q = draw(iaf, noise=eps)
     torch.testing.assert_close(z_iaf, diag.from_noise(eps))
@@ -97,7 +97,7 @@ def test_iaf_with_zero_initialised_steps_equals_the_diagonal_gaussian():
 
 def test_iaf_log_prob_is_the_change_of_variables_and_inverts_its_draws():
     torch.manual_seed(0)
-    posterior = _perturb(IAF(3, steps=2))
+    posterior = _perturb(IAF(3, iaf_steps(3, 2)))
     h = torch.randn(1, 9)
     q = posterior(h)
     eps = torch.randn(1, 3)
@@ -217,9 +217,10 @@ def test_two_layer_bounds_are_ordered_below_the_exact_log_likelihood():
         iwae = {k: objectives.log_marginal(model, x, k=k).log_px.mean().item() for k in (5, 50, 5000)}
     assert elbo < iwae[5] < iwae[50] < iwae[5000] <= exact + 0.02
     assert exact - iwae[5000] < 0.2 * (exact - elbo)  # IWAE_k approaches log p(x) as k grows
-    # encode gives the top layer by default, z1 or both on request
-    assert model.encode(x).shape == (64, 1)
-    assert model.encode(x, layer="bottom").shape == (64, 2) and model.encode(x, layer="all").shape == (64, 3)
+    # encode gives (z1, z2) by default (what decode takes), the top layer z2 or z1 on request
+    assert model.encode(x).shape == (64, 3) and model.decode(model.encode(x)).shape == (64, 4)
+    assert model.encode(x, layer="top").shape == (64, 1) and model.encode(x, layer="bottom").shape == (64, 2)
+    torch.testing.assert_close(model.encode(x, layer="top"), model.encode(x)[:, 2:])
 
 
 def test_two_layer_log_marginal_converges_to_exact():
@@ -380,3 +381,31 @@ def test_user_prior_without_arguments_still_works(linear_gaussian):
     model = linear_gaussian.model()
     model.prior = Shifted()
     assert objectives.elbo(model, linear_gaussian.sample(4)).elbo.shape == (4,)
+
+
+# -- the command line: flags from the ModelSpec fields --------------------------------------------
+def _cli(*argv):
+    from vaekit.cli import main
+
+    try:
+        return main(list(argv))
+    except SystemExit as e:
+        return e.code
+
+
+def test_cli_trains_and_resumes_a_variant_and_refuses_a_conflict(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = ["train", "--data", "digits", "--binarize", "--hidden", "16", "--latent-dim", "3", "--no-progress",
+              "--no-figures", "--posterior", "iaf", "--prior", "mog", "--n-components", "3"]
+    assert _cli(*common, "--epochs", "3", "--out", "a") == 0
+    assert _cli(*common, "--epochs", "2", "--out", "b") == 0
+    assert _cli("train", "--resume", "b", "--epochs", "3", "--no-progress", "--no-figures") == 0
+    a, b = vaekit.load(tmp_path / "a"), vaekit.load(tmp_path / "b")
+    assert a.spec.posterior == "iaf" and a.spec.prior == "mog" and a.spec.n_components == 3
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    capsys.readouterr()
+    assert _cli("train", "--layers", "2", "--posterior", "full", "--epochs", "1", "--out", "c") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layers=2 conflicts with posterior='full'" in err[0]
+    assert not (tmp_path / "c").exists()

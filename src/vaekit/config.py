@@ -429,8 +429,11 @@ class ModelSpec(_Checked):
     top_dim: int | None = setting(None, "layers 2: size of z2 (none: latent_dim // 2)", kind="int", low=1,
                                   optional=True)
     condition_dim: int = setting(0, "conditional VAE: values per condition (the number of classes for labels); "
-                                 "0: not conditional", kind="int", low=0)
-    conditional_prior: bool = setting(False, "conditional VAE: learn p(z|c) instead of N(0, I)", kind="bool")
+                                 "0: not conditional", kind="int", low=0, cli=False)
+    # cli=False until the run layer feeds conditions (labels, covariates) to fit: a flag would build a model
+    # that cannot be trained from the command line
+    conditional_prior: bool = setting(False, "conditional VAE: learn p(z|c) instead of N(0, I)", kind="bool",
+                                      cli=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.likelihood, (str, dict)) and callable(getattr(type(self.likelihood), "config", None)):

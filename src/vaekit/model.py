@@ -5,7 +5,8 @@ import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .likelihoods import Likelihood, create as create_likelihood
+from .likelihoods import Likelihood
+from .likelihoods import create as create_likelihood
 from .posteriors import Diagonal
 from .priors import Prior, StandardNormal
 
@@ -126,9 +127,9 @@ class Model(nn.Module):
     # -- uses -------------------------------------------------------------------------
     @torch.no_grad()
     def encode(self, x: torch.Tensor, return_scale: bool = False, c: torch.Tensor | None = None,
-               layer: str = "top"):
+               layer: str = "all"):
         """Posterior means (and standard deviations): the learned representation. A two-layer model
-        gives its ``layer``: "top" (z2), "bottom" (z1) or "all" (z1, z2)."""
+        gives its ``layer``: "all" (z1, z2; what ``decode`` takes), "top" (z2) or "bottom" (z1)."""
         qz = self.q_z(x, c)
         units = self.posterior.units(layer)
         return (qz.mean[..., units], qz.stddev[..., units]) if return_scale else qz.mean[..., units]

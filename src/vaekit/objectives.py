@@ -10,8 +10,8 @@ and IWAE_k increases to log p(x) as k grows. Every function returns per-example 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
@@ -165,7 +165,7 @@ def _diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
 
 
 # one diagonal Gaussian per example, (loc, scale) each (N, latent_dim), or a mixture of them
-Proposal = Union[tuple[torch.Tensor, torch.Tensor], Sequence[tuple[torch.Tensor, torch.Tensor]]]
+Proposal = tuple[torch.Tensor, torch.Tensor] | Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()

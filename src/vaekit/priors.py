@@ -11,7 +11,6 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal, register_kl
 
-from .nets import MLP
 from .posteriors import DiagonalGaussian, Hierarchical
 
 
@@ -98,13 +97,13 @@ class VampPrior(Prior):
 
 
 class ConditionalNormal(Prior):
-    """A learned conditional prior p(z|c) = N(mu(c), diag sigma(c)^2) (Sohn et al. 2015); an MLP maps
-    the condition to (mu, log sigma)."""
+    """A learned conditional prior p(z|c) = N(mu(c), diag sigma(c)^2) (Sohn et al. 2015); ``net`` maps
+    the condition (..., condition_dim) to (mu, log sigma), (..., 2 * latent_dim)."""
 
-    def __init__(self, latent_dim: int, condition_dim: int, hidden=(64,), activation: str = "tanh") -> None:
+    def __init__(self, latent_dim: int, net: nn.Module) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
-        self.net = MLP(int(condition_dim), 2 * self.latent_dim, hidden, activation)
+        self.net = net
 
     def forward(self, c: torch.Tensor | None = None, q_z=None) -> Distribution:
         if c is None:
@@ -117,13 +116,14 @@ class ConditionalNormal(Prior):
 
 
 class TwoLayerPrior(Prior):
-    """p(z2) p(z1|z2) over z = (z1, z2) (Burda et al. 2016): z2 ~ N(0, I), z1 ~ N(mu(z2), diag sigma(z2)^2)."""
+    """p(z2) p(z1|z2) over z = (z1, z2) (Burda et al. 2016): z2 ~ N(0, I), z1 ~ N(mu(z2), diag sigma(z2)^2)
+    with ``lower`` mapping z2 (..., top_dim) to (mu, log sigma), (..., 2 * bottom_dim)."""
 
-    def __init__(self, bottom_dim: int, top_dim: int, hidden=(64,), activation: str = "tanh") -> None:
+    def __init__(self, bottom_dim: int, top_dim: int, lower: nn.Module) -> None:
         super().__init__()
         self.dims = (int(bottom_dim), int(top_dim))
         self.latent_dim = sum(self.dims)
-        self.lower = MLP(self.dims[1], 2 * self.dims[0], hidden, activation)
+        self.lower = lower
         self.register_buffer("zeros", torch.zeros(self.dims[1]), persistent=False)
 
     def forward(self, c: torch.Tensor | None = None, q_z=None) -> Distribution:

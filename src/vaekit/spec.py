@@ -7,10 +7,9 @@ from typing import Any
 from . import likelihoods
 from .config import ModelSpec  # the dataclass lives with the other settings (torch-free); imported from here too
 from .model import Model
-from .nets import MLP, ConvDecoder, ConvEncoder, FirstUnits, MissingAware
+from .nets import MADE, MLP, ConvDecoder, ConvEncoder, FirstUnits, MissingAware
 from .posteriors import IAF, Diagonal, FullCovariance, TwoLayer
 from .priors import ConditionalNormal, MixtureOfGaussians, StandardNormal, TwoLayerPrior, VampPrior
-
 
 NETWORKS: dict[str, Any] = {}
 
@@ -33,20 +32,29 @@ def encoder_outputs(spec: ModelSpec) -> int:
 def make_posterior(spec: ModelSpec):
     """The q(z|x) family of ``spec``: a module from encoder outputs to a Distribution."""
     if spec.layers == 2:
-        return TwoLayer(spec.latent_dim, spec.top_dim, spec.hidden[::-1], spec.activation)
+        upper = MLP(spec.latent_dim, 2 * spec.top_dim, spec.hidden[::-1], spec.activation)  # z1 -> q(z2|z1)
+        return TwoLayer(spec.latent_dim, spec.top_dim, upper)
     if spec.posterior == "full":
         return FullCovariance(spec.latent_dim)
     if spec.posterior == "iaf":
-        return IAF(spec.latent_dim, spec.iaf_steps)
+        return IAF(spec.latent_dim, iaf_steps(spec.latent_dim, spec.iaf_steps))
     return Diagonal(spec.latent_dim)
+
+
+def iaf_steps(latent_dim: int, n: int, hidden: int | None = None) -> list[MADE]:
+    """``n`` MADE steps for an IAF, alternating the order of the units, each the identity when fresh."""
+    hidden = int(hidden or max(16, 4 * latent_dim))
+    return [MADE(latent_dim, latent_dim, hidden, reverse=bool(t % 2)) for t in range(int(n))]
 
 
 def make_prior(spec: ModelSpec):
     """The p(z) of ``spec`` (p(z|c) for a conditional prior, p(z2) p(z1|z2) for two layers)."""
     if spec.layers == 2:
-        return TwoLayerPrior(spec.latent_dim, spec.top_dim, spec.hidden, spec.activation)
+        lower = MLP(spec.top_dim, 2 * spec.latent_dim, spec.hidden, spec.activation)  # z2 -> p(z1|z2)
+        return TwoLayerPrior(spec.latent_dim, spec.top_dim, lower)
     if spec.conditional_prior:
-        return ConditionalNormal(spec.latent_dim, spec.condition_dim, spec.hidden, spec.activation)
+        return ConditionalNormal(spec.latent_dim, MLP(spec.condition_dim, 2 * spec.latent_dim, spec.hidden,
+                                                      spec.activation))
     if spec.prior == "mog":
         return MixtureOfGaussians(spec.latent_dim, spec.n_components)
     if spec.prior == "vamp":
