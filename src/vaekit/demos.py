@@ -6,7 +6,9 @@ the Gaussian's -(D/2) log 2 pi = -1.838 left out; vaekit reports the true value,
 
 ``pinwheel``: seed 004 (5 arms x 800 points, 2-D latent, 64 hidden units, beta 0.25, fixed
 decoder variance 0.03, batch 256, lr 3e-3, 800 epochs). The seed reports a final loss of about
-1.67 = recon 0.30 + 0.25 * KL 5.48.
+1.67 = recon 0.30 + 0.25 * KL 5.48, with recon = sum of squares / (2 * 0.03) (no log-normaliser).
+The seed prints neither its generator nor its activation: Johnson et al.'s pinwheel scaled by
+``SEED004_SCALE`` with tanh reproduces its final numbers (bench/seed004_pinwheel.py, README).
 """
 from __future__ import annotations
 
@@ -32,9 +34,14 @@ class Experiment:
     note: str
 
 
+# Seed 004's data are about 2.4x Johnson et al.'s unit-radius pinwheel: found by scanning the scale
+# (1, 1.66, 2, 2.3, 2.4, 2.5 with tanh; 1.66, 2 with relu) against the seed's final recon and KL.
+SEED004_SCALE = 2.4
+
+
 def experiments(**overrides: Any) -> dict[str, Experiment]:
     sine_data = sine()
-    pin = pinwheel()
+    pin = pinwheel(scale=SEED004_SCALE)
     return {
         "sine": Experiment(
             name="sine",
