@@ -195,7 +195,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         with _forked_rng(device):
             torch.manual_seed(seed)  # the same random_state gives the same initial weights
             model = build_model(spec)
-            history = train_model(model, x_train, x_val, config)
+            history = train_model(model, x_train, x_val, config).history
         self._set_fitted(model, History(dict(row) for row in history), seed,
                          {"train": len(x_train), "val": 0 if x_val is None else len(x_val)})
         return self

@@ -410,7 +410,7 @@ def train(
 
 
 def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, device: str | None = None,
-           progress: bool | None = None, log: Callable[[str], None] = print) -> TrainResult:
+           progress: bool | None = None, lr: float | None = None, log: Callable[[str], None] = print) -> TrainResult:
     """Continue a stopped run; the result equals an uninterrupted run with the same settings
     (also under torchrun with the same number of processes: every process restores its own RNG)."""
     ctx = distributed.current()
@@ -427,6 +427,8 @@ def resume(run_dir: str | os.PathLike, *, epochs: int | None = None, device: str
         train_dict["device"] = device
     if progress is not None:
         train_dict["progress"] = progress
+    if lr is not None:
+        train_dict["lr"] = float(lr)
     train_cfg = TrainConfig.from_dict(train_dict)
     model = build_model(ModelSpec.from_dict(config["model"]))
     trainer_file = run_dir / checkpoint.TRAINER_FILE
@@ -448,13 +450,15 @@ def _fit_and_finish(run_dir, config, model, parts, train_cfg, state, log) -> Tra
     ctx = distributed.current()
     saver = checkpoint.RunCheckpointer(run_dir, every=config.get("checkpoint_every", 1), total_epochs=train_cfg.epochs)
     val = parts["val"].x if len(parts["val"]) else None
+    fitted = None
     if state is not None and (state.epoch >= train_cfg.epochs or state.stopped_early):
         history = state.history
     else:
-        history = fit(model, parts["train"].x, val, train_cfg, callbacks=[saver] if ctx.is_main else [],
-                      resume=state, rank=ctx.rank, world_size=ctx.world_size)
+        fitted = fit(model, parts["train"].x, val, train_cfg, callbacks=[saver] if ctx.is_main else [],
+                     resume=state, rank=ctx.rank, world_size=ctx.world_size)
+        history = fitted.history
     if ctx.active:
-        digest = getattr(history, "replica_digest", None) or distributed.check_replicas(model)
+        digest = (fitted and fitted.replica_digest) or distributed.check_replicas(model)
         log(f"data-parallel: {ctx.world_size} processes, batches of {train_cfg.batch_size // ctx.world_size} each "
             f"(effective {train_cfg.batch_size}); weights identical on all processes (sha256 {digest})")
     if not ctx.is_main:

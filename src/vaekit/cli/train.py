@@ -76,7 +76,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--out", help="run folder to create (default: runs/DATA-TIME)")
     g.add_argument("--checkpoint-every", type=positive_int, help="epochs between checkpoints [default: 1]")
     g.add_argument("--config", help="TOML or JSON file of settings (flag names as keys); flags override it")
-    g.add_argument("--resume", metavar="RUN", help="continue the stopped run in this folder (only --epochs and --device may change)")
+    g.add_argument("--resume", metavar="RUN", help="continue the stopped run in this folder (only --epochs, --device and --lr may change)")
     g.add_argument("--progress", action="store_true", dest="progress", help="always show a progress bar")
     g.add_argument("--no-progress", action="store_false", dest="progress", help="never show a progress bar")
     g.add_argument("--no-figures", action="store_false", dest="figures",
@@ -94,11 +94,12 @@ def _run(args: argparse.Namespace) -> int:
     given = explicit(args)
     draw = given.pop("figures", True)
     if "resume" in given:
-        allowed = {"resume", "epochs", "device", "progress"}
+        allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
         extra = sorted(set(given) - allowed)
         if extra:
             raise ValueError(f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}")
-        result = runs.resume(given["resume"], epochs=given.get("epochs"), device=given.get("device"), progress=given.get("progress"))
+        result = runs.resume(given["resume"], epochs=given.get("epochs"), device=given.get("device"), progress=given.get("progress"),
+                             lr=given.get("lr"))
     else:
         settings = read_config_file(given.pop("config")) if "config" in given else {}
         settings.update(given)
