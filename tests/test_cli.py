@@ -11,6 +11,14 @@ import vaekit
 from vaekit.cli import main
 
 
+def exit_code(argv):
+    """main's return value, or the code of the SystemExit that argparse-style usage errors raise."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
 def _train(tmp_path, *extra):
     return main(["train", "--data", "digits", "--binarize", "--epochs", "3", "--hidden", "32",
                  "--latent-dim", "2", "--no-progress", "--no-figures", *extra])
@@ -96,10 +104,10 @@ def test_kill_and_resume_a_real_process(tmp_path):
     "argv,match",
     [
         (["train", "--data", "nope"], "no data set or file named 'nope'"),
-        (["train", "--hidden", "a,b"], "--hidden takes comma-separated"),
+        (["train", "--hidden", "a,b"], "setting hidden='a,b' is not allowed: expected positive integers"),
         (["train", "--data", "pinwheel", "--likelihood", "bernoulli"], "Bernoulli likelihood needs data in"),
-        (["train", "--likelihood", "bernoulli", "--scale", "0.5"], "--scale applies to the Gaussian"),
-        (["train", "--val-fraction", "0.6", "--test-fraction", "0.6"], "sum below 1"),
+        (["train", "--likelihood", "bernoulli", "--scale", "0.5"], "setting scale applies to the Gaussian"),
+        (["train", "--val-fraction", "0.6", "--test-fraction", "0.6"], "that sum below 1"),
         (["train", "--config", "missing.toml"], "does not exist"),
         (["train", "--resume", "nowhere"], "not a vaekit run folder"),
         (["train", "--resume", "x", "--batch-size", "32"], "cannot also change: --batch-size"),
@@ -107,7 +115,7 @@ def test_kill_and_resume_a_real_process(tmp_path):
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, match):
     monkeypatch.chdir(tmp_path)
-    assert main(argv + ["--no-progress"]) == 2
+    assert exit_code(argv + ["--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert match in err and "\n" not in err and "Traceback" not in err
     assert not (tmp_path / "runs").exists()  # nothing written on refusal
@@ -122,9 +130,9 @@ def test_bad_file_is_refused_before_anything_is_written(tmp_path, monkeypatch, c
 
 
 def test_argparse_errors_exit_2_and_version(capsys):
-    with pytest.raises(SystemExit) as e:
-        main(["train", "--epochs", "many"])
-    assert e.value.code == 2
+    assert exit_code(["train", "--epochs", "many"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "epochs='many' is not allowed: expected an integer >= 1" in err
     with pytest.raises(SystemExit) as e:
         main(["--version"])
     assert e.value.code == 0 and vaekit.__version__ in capsys.readouterr().out
@@ -133,3 +141,51 @@ def test_argparse_errors_exit_2_and_version(capsys):
 def test_console_script_help_runs():
     r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--help"], capture_output=True, text=True)
     assert r.returncode == 0 and "--latent-dim" in r.stdout and "--warmup" in r.stdout
+
+
+def test_closed_stdout_is_quiet_and_the_run_finishes(tmp_path):
+    """``vaekit train ... | head -1``: the reader goes away after one line; the run still completes, exit 0."""
+    out = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--data", "sine", "--latent-dim", "1", "--hidden",
+                             "8", "--epochs", "3", "--no-progress", "--no-figures", "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    first = proc.stdout.readline()
+    proc.stdout.close()  # what head -1 does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=300) == 0, err
+    assert first.startswith(b"run folder:")
+    assert "Broken pipe" not in err and "Traceback" not in err and "BrokenPipeError" not in err, err
+    assert (out / "metrics.json").is_file() and len((out / "history.jsonl").read_text().splitlines()) == 3
+
+
+def test_last_resort_handler_is_one_line_with_a_debug_hint(tmp_path, monkeypatch, capsys):
+    import vaekit.runs
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something unexpected\nsecond line")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("VAEKIT_DEBUG", raising=False)
+    monkeypatch.setattr(vaekit.runs, "train", broken)
+    assert main(["train", "--data", "sine", "--no-figures"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == ("vaekit train: internal error: RuntimeError: something unexpected (rerun with --debug for the "
+                   "traceback)")
+    with pytest.raises(RuntimeError, match="something unexpected"):
+        main(["--debug", "train", "--data", "sine", "--no-figures"])
+    with pytest.raises(RuntimeError, match="something unexpected"):
+        main(["train", "--data", "sine", "--no-figures", "--debug"])
+    monkeypatch.setenv("VAEKIT_DEBUG", "1")
+    with pytest.raises(RuntimeError, match="something unexpected"):
+        main(["train", "--data", "sine", "--no-figures"])
+
+
+def test_a_table_trains_with_no_test_rows(tmp_path, monkeypatch, capsys):
+    pd = pytest.importorskip("pandas")
+    rng = np.random.default_rng(0)
+    pd.DataFrame({"a": rng.normal(size=120), "b": rng.choice(["x", "y", "z"], 120)}).to_csv(tmp_path / "t.csv", index=False)
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "t.csv", "--test-fraction", "0", "--epochs", "1", "--hidden", "8", "--out", "r",
+                 "--no-progress", "--no-figures"]) == 0, capsys.readouterr().err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert config["data"]["sizes"]["test"] == 0 and config["data"]["sizes"]["train"] == 108

@@ -161,6 +161,7 @@ def test_plot_writes_the_figures_and_report_writes_the_page(digits2, capsys):
         (["plot", "RUN", "pretty"], "unknown figure 'pretty'"),
         (["report", "RUN", "-o", "r.pdf"], "must end in .html"),
         (["encode", "RUN", "-o", "z.csv"], "must end in .npy or .npz"),
+        (["sample", "RUN", "-n", "1000000000000"], "sample -n 1000000000000 needs about"),
     ],
 )
 def test_refusals_are_one_line_exit_2_and_write_nothing(digits2, monkeypatch, capsys, argv, match):

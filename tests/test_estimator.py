@@ -105,15 +105,15 @@ def test_auto_likelihood_follows_the_data():
 @pytest.mark.parametrize(
     "params, message",
     [
-        ({"latent_dim": 0}, "latent_dim must be an int >= 1"),
-        ({"hidden": (8, -1)}, "hidden must be a tuple of positive ints"),
-        ({"epochs": 0}, "epochs must be an int >= 1"),
-        ({"lr": 0}, "lr must be a positive number"),
+        ({"latent_dim": 0}, r"VAE: setting latent_dim=0 is not allowed: expected an integer >= 1"),
+        ({"hidden": (8, -1)}, r"setting hidden=\(8, -1\) is not allowed: expected positive integers"),
+        ({"epochs": 0}, "setting epochs=0 is not allowed: expected an integer >= 1"),
+        ({"lr": 0}, "setting lr=0.0 is not allowed: expected a finite number > 0"),
         ({"early_stopping": 3}, "early_stopping needs validation data"),
         ({"validation_fraction": 1.0}, r"validation_fraction must be in \[0, 1\)"),
-        ({"likelihood": "poisson"}, "unknown likelihood 'poisson'"),
-        ({"activation": "swish"}, "unknown activation 'swish'"),
-        ({"device": "tpu"}, "unknown device 'tpu'"),
+        ({"likelihood": "poisson"}, "setting likelihood='poisson' is not allowed: expected auto or one of"),
+        ({"activation": "swish"}, "setting activation='swish' is not allowed: expected one of elu"),
+        ({"device": "tpu"}, "setting device='tpu' is not allowed: expected auto, cpu, cuda"),
     ],
 )
 def test_bad_hyper_parameters_fail_in_fit_with_one_clear_line(blobs, params, message):
@@ -155,11 +155,11 @@ def test_save_and_load_round_trip(fitted, blobs, tmp_path):
     # the CLI's run reader opens it; the run's own data are refused with a clear message
     run = runs.open_run(path)
     assert run.model.latent_dim == 2
-    with pytest.raises(vaekit.DataError, match="in-memory arrays .* --data"):
+    with pytest.raises(vaekit.DataError, match="in-memory arrays .* give the data to use"):
         runs.read_input(run, None)
     np.save(tmp_path / "x.npy", blobs[:5].astype(np.float32))
     assert runs.read_input(run, str(tmp_path / "x.npy")).x.shape == (5, 5)
-    with pytest.raises(ValueError, match="not an empty folder"):
+    with pytest.raises(ValueError, match="exists and is not empty"):
         fitted.save(path)
 
 
@@ -183,7 +183,7 @@ def test_feature_names_from_a_dataframe(blobs, tmp_path):
     loaded = VAE.load(est.save(tmp_path / "r"))
     assert list(loaded.feature_names_in_) == list("abcde")
     est.set_output(transform="pandas")
-    assert list(est.transform(frame).columns) == ["vae0", "vae1"]
+    assert list(est.transform(frame).columns) == [f"vae{i}" for i in range(8)]  # the default latent_dim, 8
 
 
 def test_latent_features_in_a_pipeline_classify_digits():

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 import vaekit
+from vaekit.batches import inference
 from vaekit.cli import main
-from vaekit.evaluate import GapConfig
+from vaekit.evaluation import GapConfig
 from vaekit.objectives import elements_per_draw
 
 from conftest import LinearGaussian
@@ -339,3 +340,43 @@ def test_log_marginal_with_a_mixture_proposal_is_exact_where_the_narrow_one_is_n
     assert (exact - alone.log_px).mean() > 0.08 > 3 * (exact - mixed.log_px).mean().abs()
     with pytest.raises(ValueError, match="shape"):
         vaekit.log_marginal(model, x, k=10, proposal=(mean[:3], narrow[:3]))
+
+
+def test_elbo_keeps_a_graph_only_in_training(linear_gaussian):
+    model = linear_gaussian.model()
+    x = linear_gaussian.sample(8)
+    model.train()
+    assert vaekit.elbo(model, x).elbo.requires_grad
+    model.eval()
+    terms = vaekit.elbo(model, x)
+    assert not any(t.requires_grad for t in (terms.elbo, terms.log_px_z, terms.kl, terms.objective))
+    model.train()
+    with inference(model):
+        assert not vaekit.elbo(model, x).elbo.requires_grad
+    assert model.training  # the context restored the flag
+    model.eval()
+    kept = vaekit.elbo(model, x, grad=True).elbo  # e.g. to optimise through a frozen model
+    kept.sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+    # the numbers are the same either way (same draws)
+    torch.manual_seed(0)
+    a = vaekit.elbo(model, x).elbo
+    torch.manual_seed(0)
+    b = vaekit.elbo(model, x, grad=True).elbo.detach()
+    torch.testing.assert_close(a, b)
+
+
+def test_evaluate_a_float64_estimator_model():
+    """The estimator keeps its model in float64; evaluate, the anomaly scores and generate follow the
+    model's dtype instead of casting the data to float32."""
+    from vaekit import anomaly, generate
+
+    x = np.random.default_rng(0).normal(size=(80, 3))
+    model = vaekit.VAE(epochs=2, latent_dim=2).fit(x).model_
+    assert next(model.parameters()).dtype == torch.float64
+    result = vaekit.evaluate(model, x, iw_samples=20, iwae_k=(), elbo_samples=2)
+    assert np.isfinite(result.log_px.mean) and result.log_px.mean >= result.elbo.mean - 0.5
+    for kind in anomaly.SCORES:
+        assert torch.isfinite(anomaly.raw_score(model, torch.as_tensor(x[:5]), kind, n_samples=8)).all()
+    mean, _ = generate.encode(model, x[:5].astype(np.float32))
+    assert mean.shape == (5, 2) and generate.reconstruct(model, x[:5]).shape == (5, 3)

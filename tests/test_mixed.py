@@ -307,3 +307,36 @@ def test_samples_come_back_as_a_table_with_the_original_categories(mixed_run):
     truth = make_mixed_table(5000, seed=9, missing=0.0)
     r_true = np.corrcoef(truth["a"], truth["b"])[0, 1]
     assert abs(r - r_true) < 0.2
+
+
+def test_mixed_is_built_from_child_likelihoods_and_reads_old_checkpoints():
+    lik = _mixed()
+    assert isinstance(lik.numeric, L.Gaussian) and isinstance(lik.binary, L.Bernoulli)
+    assert [type(c) for c in lik.categorical] == [L.Categorical] and lik.categorical[0].num_classes == 3
+    assert lik.handles_missing() and lik.column_names() == ["height", "smoker", "colour", "weight"]
+    # a checkpoint from before the children held the numeric scales as "raw_scale"
+    old = {("raw_scale" if k == "numeric.raw_scale" else k): v for k, v in lik.state_dict().items()}
+    assert "raw_scale" in old and "numeric.raw_scale" not in old
+    fresh = L.create(lik.config()).bind((6,))
+    assert fresh.config() == lik.config()
+    fresh.load_state_dict(old)
+    torch.testing.assert_close(fresh.scales(), lik.scales())
+    params, x = torch.randn(3, 6), torch.tensor([[0.5, 1, 0, 0, 1, float("nan")]] * 3)
+    torch.testing.assert_close(fresh.distribution(params).log_prob(x), lik.distribution(params).log_prob(x))
+
+
+def test_categorical256_is_a_categorical_with_a_levels_map():
+    lik = L.Categorical256(levels=4).bind((2,))
+    assert isinstance(lik, L.Categorical) and lik.config() == {"name": "categorical256", "levels": 4}
+    params = torch.randn(5, 8)
+    x = torch.tensor([[0.0, 1.0], [1 / 3, 2 / 3], [2 / 3, 0.0], [1.0, 1 / 3], [0.0, 0.0]])
+    logits = params.reshape(5, 4, 2).movedim(1, -1).double().numpy()  # (5, 2, levels)
+    log_pmf = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    idx = np.round(x.double().numpy() * 3).astype(int)
+    want = np.take_along_axis(log_pmf, idx[..., None], -1)[..., 0].sum(-1)
+    np.testing.assert_allclose(lik.log_prob(params, x).double().numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(lik.distribution(params).log_prob(x).double().numpy(), want, rtol=1e-5)
+    probs = np.exp(log_pmf)
+    np.testing.assert_allclose(lik.mean(params).double().numpy(), probs @ (np.arange(4) / 3), rtol=1e-5)
+    mode = lik.distribution(params).base_dist.mode
+    np.testing.assert_allclose(mode.numpy(), probs.argmax(-1) / 3, rtol=1e-6)  # a pixel value, not a class index

@@ -311,3 +311,137 @@ def test_parquet_without_pyarrow_says_how_to_get_it(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_pyarrow)
     with pytest.raises(DataError, match=r"needs pyarrow: pip install 'vaekit\[parquet\]'"):
         read_table(tmp_path / "t.parquet")
+
+
+# -- bad inputs from issue 11: one DataError line each, nothing allocated for sizes that cannot fit ----------
+def _npy_with_header(path, header: dict, body: bytes = b"\0" * 64):
+    import io
+
+    buf = io.BytesIO()
+    np.lib.format.write_array_header_1_0(buf, header)
+    path.write_bytes(buf.getvalue() + body)
+    return path
+
+
+def _one_line_error(path, match, **options):
+    with pytest.raises(DataError, match=match) as err:
+        datasets.load(str(path), **options)
+    assert "\n" not in str(err.value) and path.name in str(err.value)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_npy_headers_that_lie_or_do_not_parse(tmp_path, stream):
+    huge = _npy_with_header(tmp_path / "huge.npy", {"descr": "<f4", "fortran_order": False, "shape": (10**12, 10**6)})
+    _one_line_error(huge, "huge.npy is truncated: its header promises", stream=stream)
+    np.save(tmp_path / "ok.npy", np.ones((3, 4), np.float32))
+    raw = (tmp_path / "ok.npy").read_bytes()
+    assert b"(3, 4)" in raw
+    (tmp_path / "bracket.npy").write_bytes(raw.replace(b"(3, 4)", b"(3, 4 ", 1))  # unbalanced: TokenError in numpy
+    _one_line_error(tmp_path / "bracket.npy", "cannot read bracket.npy: its .npy header is broken", stream=stream)
+    (tmp_path / "magic.npy").write_bytes(b"\x93NUMPX" + raw[6:])
+    _one_line_error(tmp_path / "magic.npy", "cannot read magic.npy: its .npy header is broken", stream=stream)
+    (tmp_path / "shape.npy").write_bytes(raw.replace(b"(3, 4)", b"('a',)", 1))
+    _one_line_error(tmp_path / "shape.npy", "cannot read shape.npy: its .npy header is broken", stream=stream)
+    np.save(tmp_path / "complex.npy", np.ones((5, 2)) * (1 + 2j))
+    _one_line_error(tmp_path / "complex.npy", "complex.npy holds complex numbers", stream=stream)
+    np.save(tmp_path / "text.npy", np.array([["a", "b"]]))
+    _one_line_error(tmp_path / "text.npy", "text.npy does not hold a numeric array", stream=stream)
+
+
+def test_arrays_too_large_for_memory_are_refused_before_allocating(tmp_path, monkeypatch):
+    from vaekit import limits
+
+    np.save(tmp_path / "x.npy", np.ones((100, 10), np.float32))
+    np.savez(tmp_path / "x.npz", x=np.ones((100, 10), np.float32))
+    write_idx(tmp_path / "x-idx3-ubyte", np.ones((100, 5, 5), np.uint8))
+    monkeypatch.setattr(limits, "physical_memory", lambda: 2000)
+    _one_line_error(tmp_path / "x-idx3-ubyte", "reading x-idx3-ubyte \\(shape \\(100, 5, 5\\)\\) needs about 12.2 KiB")
+    allocated = []
+    monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: allocated.append(1))
+    _one_line_error(tmp_path / "x.npy", "reading x.npy \\(shape \\(100, 10\\), float32\\) needs about 8.8 KiB, more than")
+    _one_line_error(tmp_path / "x.npz", "reading x.npz\\[x\\] .* needs about", )
+    assert not allocated
+    monkeypatch.undo()
+    assert datasets.load(str(tmp_path / "x.npy")).x.shape == (100, 10)
+
+
+def test_broken_npz_archives(tmp_path):
+    np.savez_compressed(tmp_path / "ok.npz", x=np.random.default_rng(0).normal(size=(50, 8)), y=np.arange(50))
+    raw = (tmp_path / "ok.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    _one_line_error(tmp_path / "cut.npz", "cut.npz is not a readable .npz file")
+    garbled = bytearray(raw)
+    garbled[100:140] = bytes(40)  # inside the compressed x member: the zip's CRC or zlib catch it
+    (tmp_path / "garbled.npz").write_bytes(bytes(garbled))
+    _one_line_error(tmp_path / "garbled.npz", "garbled.npz\\[x\\] cannot be read: the archive is corrupted")
+    np.save(tmp_path / "plain.npy", np.ones((3, 2)))
+    (tmp_path / "plain.npz").write_bytes((tmp_path / "plain.npy").read_bytes())  # a .npy under a .npz name
+    _one_line_error(tmp_path / "plain.npz", "plain.npz is not a readable .npz file")
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "none.npz", "w") as z:
+        z.writestr("readme.txt", "no arrays here")
+    _one_line_error(tmp_path / "none.npz", "none.npz holds no arrays")
+    central = raw.index(b"PK\x01\x02")  # "version needed to extract" 18.6: zipfile raises NotImplementedError
+    (tmp_path / "version.npz").write_bytes(raw[: central + 6] + bytes([186, 0]) + raw[central + 8 :])
+    _one_line_error(tmp_path / "version.npz", "version.npz is not a readable .npz file \\(zip file version 18.6\\)")
+    x, y = datasets.load(str(tmp_path / "ok.npz")).x, datasets.load(str(tmp_path / "ok.npz")).labels
+    assert x.shape == (50, 8) and list(y[:3]) == [0, 1, 2]
+
+
+@pytest.mark.parametrize("content, line", [
+    ("a,b,c\n1,2,3\n4,5\n6,7,8\n", "line 3 has 2 fields, the first row has 3"),  # too few: pandas reads NaN
+    ("a,b\n1,2,\n3,4,\n", "line 2 has 3 fields, the first row has 2"),  # one too many everywhere: pandas makes an index
+    ("1,2,3\n4,5,6\n7\n", "line 3 has 1 fields"),  # headerless
+])
+def test_ragged_csv_rows_are_refused(tmp_path, content, line):
+    (tmp_path / "t.csv").write_text(content)
+    _one_line_error(tmp_path / "t.csv", f"t.csv has ragged rows: {line}")
+    (tmp_path / "t.tsv").write_text(content.replace(",", "\t"))
+    _one_line_error(tmp_path / "t.tsv", f"t.tsv has ragged rows: {line}")
+
+
+def test_quoted_fields_and_blank_lines_are_not_ragged(tmp_path):
+    (tmp_path / "t.csv").write_text('a,b,c\n1,"x, y",3\n\n2,"z",\n3,"w",5\n')
+    frame, _, _ = read_table(tmp_path / "t.csv")
+    assert frame.shape == (3, 3) and frame["b"].tolist() == ["x, y", "z", "w"] and np.isnan(frame["c"][1])
+
+
+def test_bad_idx_sizes_and_broken_images(tmp_path):
+    import struct
+
+    (tmp_path / "huge-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 2**31, 2**31, 2**31) + b"\0" * 9)
+    _one_line_error(tmp_path / "huge-idx3-ubyte", "huge-idx3-ubyte is truncated: its header promises")
+    (tmp_path / "magic-idx1-ubyte").write_bytes(bytes([1, 0, 8, 1]) + struct.pack(">I", 3) + b"abc")
+    _one_line_error(tmp_path / "magic-idx1-ubyte", "is not an IDX file")
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    save_image(folder / "a.png", np.zeros((6, 6)))
+    good = (folder / "a.png").read_bytes()
+    (folder / "b.png").write_bytes(good[: len(good) // 2])  # truncated inside the pixel data
+    with pytest.raises(DataError, match="cannot read image .*b.png"):
+        datasets.load(str(folder))
+    (folder / "b.png").write_bytes(good[:16] + bytes(8) + good[24:])  # zero width and height in IHDR
+    with pytest.raises(DataError, match="cannot read image .*b.png"):
+        datasets.load(str(folder))
+
+
+def test_cli_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from vaekit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    np.save("ok.npy", np.ones((30, 4), np.float32))
+    raw = (tmp_path / "ok.npy").read_bytes()
+    (tmp_path / "bracket.npy").write_bytes(raw.replace(b"(30, 4)", b"(30, 4 ", 1))
+    np.save("complex.npy", np.ones((30, 2)) * (1 + 1j))
+    (tmp_path / "short.csv").write_text("a,b,c\n1,2,3\n4,5\n6,7,8\n")
+    cases = [(["--data", "bracket.npy", "--stream", "on"], "cannot read bracket.npy: its .npy header is broken"),
+             (["--data", "bracket.npy"], "cannot read bracket.npy: its .npy header is broken"),
+             (["--data", "complex.npy"], "complex.npy holds complex numbers"),
+             (["--data", "short.csv"], "short.csv has ragged rows: line 3 has 2 fields")]
+    for args, message in cases:
+        capsys.readouterr()
+        assert main(["train", *args, "--epochs", "1", "--no-progress", "--out", "r"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and "\n" not in err
+        assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()

@@ -188,9 +188,9 @@ def bad_inputs(tmp_path):
         (["--data", "t.csv", "--likelihood", "gaussian"], "a table is modelled column by column"),
         (["--data", "t.csv", "--label-column", "c"], "--label-column 'c' is not a column"),
         (["--data", "grey.npy", "--label-column", "c"], "do not apply to grey.npy"),
-        (["--data", "sine", "--categorical", "a"], "--categorical applies to tables"),
-        (["--data", "sine", "--binarize"], "--binarize applies to images"),
-        (["--data", "t.csv", "--binarize", "dynamic"], "--binarize dynamic needs data in [0, 1]"),
+        (["--data", "sine", "--categorical", "a"], "setting categorical=('a',) is not allowed for data 'sine': it applies to tables"),
+        (["--data", "sine", "--binarize"], "setting binarize='static' is not allowed for data 'sine': it applies to images"),
+        (["--data", "t.csv", "--binarize", "dynamic"], "binarize='dynamic' needs data in [0, 1]"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(bad_inputs, monkeypatch, capsys, args, match):

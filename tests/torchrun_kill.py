@@ -5,10 +5,11 @@ import signal
 import sys
 
 import vaekit.runs as runs
+import vaekit.runs.pipeline  # noqa: F401  (fit is called from here)
 from vaekit.cli import main
 
 KILL_AT = int(os.environ["VAEKIT_TEST_KILL_AT"])
-_fit = runs.fit
+_fit = runs.pipeline.fit
 
 
 def _fit_then_die(*args, callbacks=(), **kwargs):
@@ -19,5 +20,5 @@ def _fit_then_die(*args, callbacks=(), **kwargs):
     return _fit(*args, callbacks=[*callbacks, die], **kwargs)
 
 
-runs.fit = _fit_then_die
+runs.pipeline.fit = _fit_then_die
 sys.exit(main(sys.argv[1:]))

@@ -28,6 +28,8 @@ import math
 
 import torch
 
+from .batches import inference
+from .generate import model_batches
 from .model import Model
 from .objectives import kl_per_unit, log_marginal
 
@@ -47,15 +49,16 @@ def common_noise(n: int, latent_dim: int, seed: int, device: torch.device | str 
     return torch.randn(n, latent_dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-@torch.no_grad()
 def log_px(model: Model, x: torch.Tensor, k: int = 100, noise: torch.Tensor | None = None,
            batch_size: int = 256) -> torch.Tensor:
     """Importance-sampled log p(x) per example, (B,): ``objectives.log_marginal`` with ``k``
     samples (and the shared ``noise`` (k, H) when given)."""
-    return log_marginal(model, x, k=k, batch_size=batch_size, noise=noise).log_px
+    with inference(model):
+        parts = [log_marginal(model, xb, k=k, batch_size=batch_size, noise=noise).log_px
+                 for xb in model_batches(model, x, batch_size)]
+    return torch.cat(parts)
 
 
-@torch.no_grad()
 def reconstruction_log_prob(model: Model, x: torch.Tensor, n_samples: int = 100,
                             noise: torch.Tensor | None = None, batch_size: int = 256,
                             max_elements: int = 2**24) -> torch.Tensor:
@@ -66,36 +69,30 @@ def reconstruction_log_prob(model: Model, x: torch.Tensor, n_samples: int = 100,
     if noise is not None and tuple(noise.shape) != (n_samples, model.latent_dim):
         raise ValueError(f"noise must have shape (n_samples, latent_dim) = {(n_samples, model.latent_dim)}, "
                          f"got {tuple(noise.shape)}")
-    was_training = model.training
-    model.eval()
     per_example = max(1, math.prod(model.likelihood.param_shape(model.data_shape or tuple(x.shape[1:]))))
     out = []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start : start + batch_size]
-        qz = model.q_z(xb)
-        chunk = max(1, min(n_samples, max_elements // (per_example * xb.shape[0])))
-        total = torch.zeros(xb.shape[0], device=xb.device, dtype=torch.promote_types(xb.dtype, torch.float32))
-        done = 0
-        while done < n_samples:
-            n = min(chunk, n_samples - done)
-            if noise is None:
-                z = qz.sample((n,))  # (n, B, H)
-            else:
-                z = qz.mean + qz.stddev * noise[done : done + n].unsqueeze(1)
-            total += model.p_x(z).log_prob(xb).sum(0).to(total.dtype)  # sum over the n draws: (B,)
-            done += n
-        out.append(total / n_samples)
-    model.train(was_training)
+    with inference(model):
+        for xb in model_batches(model, x, batch_size):
+            qz = model.q_z(xb)
+            chunk = max(1, min(n_samples, max_elements // (per_example * xb.shape[0])))
+            total = torch.zeros(xb.shape[0], device=xb.device, dtype=torch.promote_types(xb.dtype, torch.float32))
+            done = 0
+            while done < n_samples:
+                n = min(chunk, n_samples - done)
+                if noise is None:
+                    z = qz.sample((n,))  # (n, B, H)
+                else:
+                    z = qz.mean + qz.stddev * noise[done : done + n].to(qz.mean).unsqueeze(1)
+                total += model.p_x(z).log_prob(xb).sum(0).to(total.dtype)  # sum over the n draws: (B,)
+                done += n
+            out.append(total / n_samples)
     return torch.cat(out)
 
 
-@torch.no_grad()
 def kl_to_prior(model: Model, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """KL(q(z|x) || p(z)) per example in nats, (B,) (closed form for the Gaussian prior)."""
-    was_training = model.training
-    model.eval()
-    out = [kl_per_unit(model.q_z(xb), model.p_z()).sum(-1) for xb in x.split(batch_size)]
-    model.train(was_training)
+    with inference(model):
+        out = [kl_per_unit(model.q_z(xb), model.p_z()).sum(-1) for xb in model_batches(model, x, batch_size)]
     return torch.cat(out)
 
 

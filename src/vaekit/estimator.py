@@ -13,12 +13,11 @@ deterministic for a fitted estimator.
 from __future__ import annotations
 
 import copy
-import datetime as _dt
+import dataclasses
 import math
 import os
 from numbers import Integral, Real
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -26,9 +25,11 @@ from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, Outlier
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
-from . import __version__, anomaly, checkpoint, likelihoods, runs
-from .spec import ModelSpec, build_model
-from .train import History, TrainConfig, fit as train_model, resolve_device
+from . import anomaly, likelihoods, tracking
+from .config import DataConfig, ModelSpec, RunConfig, SettingError, TrainConfig
+from .runs import RunFolder, open_run
+from .spec import build_model, resolved
+from .train import History, fit as train_model, resolve_device
 
 try:
     from sklearn.utils.validation import validate_data as _validate_data
@@ -78,6 +79,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     random_state : None, int or RandomState: initial weights, shuffling, sampling noise.
     device : ``"auto"`` (cuda, then mps, then cpu), ``"cpu"``, ``"cuda"``, ...
     verbose : bool, show a progress bar while training.
+    threads : int, CPU threads for training; 0 chooses automatically (``vaekit.TrainConfig.threads``).
+    log : None, ``"tensorboard"``, ``"mlflow"``, a ``vaekit.tracking`` logger (``TensorBoard(dir)``,
+        ``MLflow(uri)``) or any ``fit`` callback, or a list of them: experiment tracking while training.
 
     Attributes
     ----------
@@ -87,11 +91,22 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     seed_ : the int seed used for torch (drawn from ``random_state``).
     """
 
+    # hyper-parameter -> the settings field that owns its default and check (a test keeps the
+    # literal defaults of __init__, which scikit-learn needs, equal to the fields' defaults)
+    SETTINGS = {
+        "latent_dim": (ModelSpec, "latent_dim"), "hidden": (ModelSpec, "hidden"),
+        "activation": (ModelSpec, "activation"), "likelihood": (ModelSpec, "likelihood"),
+        "scale": (ModelSpec, "scale"), "epochs": (TrainConfig, "epochs"), "batch_size": (TrainConfig, "batch_size"),
+        "lr": (TrainConfig, "lr"), "beta": (TrainConfig, "beta"), "warmup": (TrainConfig, "warmup"),
+        "early_stopping": (TrainConfig, "early_stopping"), "device": (TrainConfig, "device"),
+        "threads": (TrainConfig, "threads"),
+    }
+
     def __init__(
         self,
-        latent_dim=2,
+        latent_dim=8,
         *,
-        hidden=(64, 64),
+        hidden=(128, 128),
         activation="relu",
         likelihood="auto",
         scale=None,
@@ -106,6 +121,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         random_state=None,
         device="auto",
         verbose=False,
+        threads=0,
+        log=None,
     ):
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -123,6 +140,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.random_state = random_state
         self.device = device
         self.verbose = verbose
+        self.threads = threads
+        self.log = log
 
     # -- scikit-learn metadata ------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -134,44 +153,34 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return {"preserves_dtype": ["float64", "float32"]}
 
     # -- fitting ----------------------------------------------------------------------------
-    def _check_params(self) -> tuple[int, ...]:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise ValueError(f"{type(self).__name__}: {message}")
-
-        need(_is_int(self.latent_dim) and self.latent_dim >= 1, f"latent_dim must be an int >= 1, got {self.latent_dim!r}")
-        hidden = (self.hidden,) if _is_int(self.hidden) else self.hidden
-        need(isinstance(hidden, (tuple, list)) and all(_is_int(h) and h >= 1 for h in hidden),
-             f"hidden must be a tuple of positive ints such as (64, 64), got {self.hidden!r}")
-        need(isinstance(self.likelihood, (str, dict)), f"likelihood must be 'auto', a likelihood name or a config dict, got {self.likelihood!r}")
-        need(self.scale is None or (isinstance(self.scale, Real) and self.scale > 0 and math.isfinite(self.scale)),
-             f"scale must be None or a positive number, got {self.scale!r}")
-        need(_is_int(self.epochs) and self.epochs >= 1, f"epochs must be an int >= 1, got {self.epochs!r}")
-        need(_is_int(self.batch_size) and self.batch_size >= 1, f"batch_size must be an int >= 1, got {self.batch_size!r}")
-        need(isinstance(self.lr, Real) and self.lr > 0, f"lr must be a positive number, got {self.lr!r}")
-        need(isinstance(self.beta, Real) and self.beta >= 0, f"beta must be a number >= 0, got {self.beta!r}")
-        need(isinstance(self.warmup, Real) and self.warmup >= 0, f"warmup must be a number of epochs >= 0, got {self.warmup!r}")
-        need(_is_int(self.n_iw_samples) and self.n_iw_samples >= 1, f"n_iw_samples must be an int >= 1, got {self.n_iw_samples!r}")
-        need(isinstance(self.validation_fraction, Real) and 0 <= self.validation_fraction < 1,
-             f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
-        need(self.early_stopping is None or (_is_int(self.early_stopping) and self.early_stopping >= 1),
-             f"early_stopping must be None or a patience in epochs >= 1, got {self.early_stopping!r}")
-        need(self.early_stopping is None or self.validation_fraction > 0,
-             "early_stopping needs validation data: set validation_fraction > 0 as well")
-        return tuple(int(h) for h in hidden)
+    def _settings(self, seed: int = 0) -> tuple[ModelSpec, TrainConfig]:
+        """The hyper-parameters as the checked settings dataclasses (one line on a bad value)."""
+        name = type(self).__name__
+        try:
+            spec = ModelSpec(latent_dim=self.latent_dim, hidden=self.hidden, activation=self.activation,
+                             likelihood=self.likelihood, scale=self.scale)
+            config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
+                                 warmup=self.warmup, early_stopping=self.early_stopping, seed=seed,
+                                 device=self.device, progress=bool(self.verbose), threads=self.threads)
+        except SettingError as err:
+            raise SettingError(f"{name}: {err}") from None
+        if not (_is_int(self.n_iw_samples) and self.n_iw_samples >= 1):
+            raise ValueError(f"{name}: n_iw_samples must be an int >= 1, got {self.n_iw_samples!r}")
+        if not (isinstance(self.validation_fraction, Real) and 0 <= self.validation_fraction < 1):
+            raise ValueError(f"{name}: validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if self.early_stopping is not None and not self.validation_fraction > 0:
+            raise ValueError(f"{name}: early_stopping needs validation data: set validation_fraction > 0 as well")
+        return spec, config
 
     def _train_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(
-            epochs=int(self.epochs), batch_size=int(self.batch_size), lr=float(self.lr), beta=float(self.beta),
-            warmup=float(self.warmup), early_stopping=self.early_stopping, seed=seed, device=str(self.device),
-            progress=bool(self.verbose),
-        )
+        return self._settings(seed)[1]
 
     def fit(self, X, y=None):
         """Train a new model on the rows of ``X`` (y is ignored). Returns self."""
-        hidden = self._check_params()
+        self._settings()
         X = _validate_data(self, X, dtype=_FLOATS)
         seed = _seed(self.random_state)
+        wanted, config = self._settings(seed)
         x = np.asarray(X, dtype=np.float32)
         x_train, x_val = x, None
         if self.validation_fraction > 0:
@@ -183,19 +192,16 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 )
             perm = np.random.default_rng(seed).permutation(x.shape[0])
             x_train, x_val = x[perm[n_val:]], x[perm[:n_val]]
-        if isinstance(self.likelihood, dict):  # a likelihood config such as {"name": "gaussian", "scale": 0.1}
-            lik = likelihoods.create(self.likelihood)
-            lik.validate(x_train)
-        else:
-            lik = runs.choose_likelihood(self.likelihood.lower(), None if self.scale is None else float(self.scale), x_train)
-        spec = ModelSpec(data_shape=(x.shape[1],), latent_dim=int(self.latent_dim), hidden=hidden,
-                         activation=str(self.activation), likelihood=lik.config())
-        config = self._train_config(seed)
+        lik = likelihoods.resolve(wanted.likelihood, x_train, scale=wanted.scale)
+        spec = resolved(dataclasses.replace(wanted, data_shape=(x.shape[1],)), lik)
         device = resolve_device(config.device)
         with _forked_rng(device):
             torch.manual_seed(seed)  # the same random_state gives the same initial weights
             model = build_model(spec)
-            history = train_model(model, x_train, x_val, config).history
+            trackers = tracking.callbacks(self.log)
+            history = train_model(model, x_train, x_val, config, callbacks=trackers).history
+            tracking.finish(trackers, params=self.get_params(deep=False),
+                            metrics=tracking.scalars(history[-1]) if history else None)
         self._set_fitted(model, History(dict(row) for row in history), seed,
                          {"train": len(x_train), "val": 0 if x_val is None else len(x_val)})
         return self
@@ -278,53 +284,42 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         CLI's, so ``vaekit encode/score/... RUN --data FILE`` and ``VAE.load`` open it.
         The training rows are not stored: commands must be given ``--data``."""
         check_is_fitted(self)
-        path = Path(path)
-        if path.exists() and (not path.is_dir() or any(path.iterdir())):
-            raise ValueError(f"{path} exists and is not an empty folder; choose another path or delete it")
         params = self.get_params(deep=False)
         params["random_state"] = params["random_state"] if _is_int(params["random_state"]) or params["random_state"] is None else None
         spec = self.model_.spec
         names = getattr(self, "feature_names_in_", None)
-        config = {
-            "format_version": checkpoint.FORMAT_VERSION,
-            "vaekit_version": __version__,
-            "created": _dt.datetime.now().isoformat(timespec="seconds"),
-            "model": spec.to_dict(),
-            "train": self._train_config(self.seed_).to_dict(),
-            "data": {"source": "array", "name": "array", "options": {},
-                     "sizes": {**getattr(self, "_sizes", {}), "test": 0},
-                     "n_features": int(self.n_features_in_), "image_shape": None,
-                     "feature_names": None if names is None else [str(n) for n in names]},
-            "estimator": {"class": type(self).__name__, "params": params, "seed": self.seed_},
-        }
+        config = RunConfig(data=DataConfig(source="array", val_fraction=float(self.validation_fraction), test_fraction=0.0),
+                           model=spec, train=self._train_config(self.seed_))
+        facts = {"name": "array", "sizes": {**getattr(self, "_sizes", {}), "test": 0},
+                 "n_features": int(self.n_features_in_), "image_shape": None,
+                 "feature_names": None if names is None else [str(n) for n in names]}
         model32 = copy.deepcopy(self.model_).to(device="cpu", dtype=torch.float32)
         model32.spec = spec
-        path.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(path / checkpoint.CONFIG_FILE, config)
-        checkpoint.save(model32, path / checkpoint.MODEL_FILE)
-        checkpoint.write_history(path / checkpoint.HISTORY_FILE, self.history_)
-        return path
+        folder = RunFolder.create(path)  # exclusive: refuses a folder that exists and is not empty
+        with folder.lock():
+            folder.write_config(config, facts, {"estimator": {"class": type(self).__name__, "params": params,
+                                                              "seed": self.seed_}})
+            folder.save_model(model32)
+            folder.write_history(self.history_)
+        return folder.path
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str | None = None) -> "VAE":
         """A fitted ``VAE`` from a run folder written by ``save`` or by ``vaekit train``
         (then the hyper-parameters come from the run's settings)."""
-        run = runs.open_run(path)
+        run = open_run(path)
         config = run.config
         saved = config.get("estimator")
         if saved is not None:
             params = dict(saved["params"])
             params["hidden"] = tuple(params.get("hidden", ()))
             seed = int(saved.get("seed", 0))
-        else:
-            model_cfg, train_cfg = config["model"], config["train"]
-            params = {
-                "latent_dim": int(model_cfg["latent_dim"]), "hidden": tuple(model_cfg["hidden"]),
-                "activation": model_cfg["activation"], "likelihood": dict(model_cfg["likelihood"]),
-                **{k: train_cfg[k] for k in ("epochs", "batch_size", "lr", "beta", "warmup", "early_stopping") if k in train_cfg},
-                "random_state": int(train_cfg.get("seed", 0)), "device": train_cfg.get("device", "auto"),
-            }
-            seed = int(train_cfg.get("seed", 0))
+        else:  # a CLI run: the hyper-parameters are the run's settings
+            settings = RunFolder(path).run_config()
+            params = {name: getattr(settings.model if owner is ModelSpec else settings.train, attr)
+                      for name, (owner, attr) in cls.SETTINGS.items()}
+            params["scale"] = None  # already part of the resolved likelihood config
+            params["random_state"] = seed = settings.train.seed
         if device is not None:
             params["device"] = device
         known = cls().get_params(deep=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import Normal
 
+from .batches import inference, iterate
 from .model import Model
 
 _STANDARD = Normal(torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64))
@@ -74,69 +75,84 @@ def traverse(base: torch.Tensor, units: list[int] | tuple[int, ...], values: tor
     return out
 
 
-@torch.no_grad()
+def placement(model: Model) -> tuple[torch.device, torch.dtype]:
+    """The device and floating dtype of ``model``'s parameters: where (and as what) its inputs go.
+    A model kept in float64 (the scikit-learn estimator's) gets float64 inputs."""
+    p = next(iter(model.parameters()), None)
+    if p is None:
+        return torch.device("cpu"), torch.get_default_dtype()
+    return p.device, p.dtype if p.dtype.is_floating_point else torch.get_default_dtype()
+
+
+def model_batches(model: Model, x, batch_size: int):
+    """``batches.iterate`` over ``x`` (a tensor, an array, or one on disk), each batch on the
+    model's device in the model's dtype."""
+    device, dtype = placement(model)
+    for xb in iterate(x, batch_size, device):
+        yield xb.to(dtype)
+
+
 def decode(model: Model, z: torch.Tensor, how: str = "mean", batch_size: int = 4096) -> torch.Tensor:
-    """Decode latent points of shape (..., latent_dim) to data space, in batches.
+    """Decode latent points of shape (..., latent_dim) to data space, in batches (float32, on the CPU).
 
     ``how``: ``"mean"`` (E[x|z]), ``"draw"`` (x ~ p(x|z)) or ``"mode"`` (the most probable value:
     a Bernoulli mean rounded to 0/1, a categorical's most likely level)."""
     if how not in ("mean", "draw", "mode"):
         raise ValueError(f"how must be 'mean', 'draw' or 'mode', got {how!r}")
-    device = next(model.parameters()).device
     lead = z.shape[:-1]
-    flat = z.reshape(-1, z.shape[-1]).to(device)
     parts = []
-    for start in range(0, flat.shape[0], batch_size):
-        zb = flat[start : start + batch_size]
-        if how == "mode":
-            dist = model.p_x(zb)
-            try:
-                part = dist.mode
-            except NotImplementedError:
-                raise ValueError(
-                    f"the {model.likelihood.name} likelihood has no most probable value to round to; "
-                    "use the mean or --draw"
-                ) from None
-            parts.append(part.to(torch.float32))
-        else:
-            parts.append(model.decode(zb, draw=how == "draw").to(torch.float32))
-    out = torch.cat(parts) if parts else torch.zeros(0)
-    return out.reshape(*lead, *out.shape[1:]).cpu()
+    with inference(model):
+        for zb in model_batches(model, z.reshape(-1, z.shape[-1]), batch_size):
+            if how == "mode":
+                try:
+                    part = model.p_x(zb).mode
+                except NotImplementedError:
+                    raise ValueError(
+                        f"the {model.likelihood.name} likelihood has no most probable value to round to; "
+                        "use the mean or --draw"
+                    ) from None
+            else:
+                part = model.decode(zb, draw=how == "draw")
+            parts.append(part.to(torch.float32).cpu())
+    out = torch.cat(parts) if parts else torch.zeros(0, *(model.data_shape or ()))
+    return out.reshape(*lead, *out.shape[1:])
 
 
-@torch.no_grad()
-def encode(model: Model, x: torch.Tensor, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and standard deviations of q(z|x), in batches: two (N, latent_dim) tensors."""
-    device = next(model.parameters()).device
+def encode(model: Model, x, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and standard deviations of q(z|x), in batches: two (N, latent_dim) tensors
+    on the CPU. ``x`` may be a tensor or an array, one on disk included (read batch by batch)."""
     means, scales = [], []
-    for start in range(0, x.shape[0], batch_size):
-        m, s = model.encode(x[start : start + batch_size].to(device), return_scale=True)
-        means.append(m.cpu())
-        scales.append(s.cpu())
+    with inference(model):
+        for xb in model_batches(model, x, batch_size):
+            m, s = model.encode(xb, return_scale=True)
+            means.append(m.cpu())
+            scales.append(s.cpu())
+    if not means:
+        empty = torch.zeros(0, model.latent_dim)
+        return empty, empty.clone()
     return torch.cat(means), torch.cat(scales)
 
 
-@torch.no_grad()
-def reconstruct(model: Model, x: torch.Tensor, how: str = "mean", sample_z: bool = True,
+def reconstruct(model: Model, x, how: str = "mean", sample_z: bool = True,
                 batch_size: int = 4096) -> torch.Tensor:
     """Encode, take z ~ q(z|x) (or its mean with ``sample_z=False``), decode with ``how``."""
-    device = next(model.parameters()).device
     parts = []
-    for start in range(0, x.shape[0], batch_size):
-        qz = model.q_z(x[start : start + batch_size].to(device))
-        z = qz.sample() if sample_z else qz.mean
-        parts.append(decode(model, z, how=how, batch_size=batch_size))
-    return torch.cat(parts)
+    with inference(model):
+        for xb in model_batches(model, x, batch_size):
+            qz = model.q_z(xb)
+            z = qz.sample() if sample_z else qz.mean
+            parts.append(decode(model, z, how=how, batch_size=batch_size))
+    return torch.cat(parts) if parts else torch.zeros(0, *(model.data_shape or ()))
 
 
-@torch.no_grad()
-def kl_per_unit(model: Model, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def kl_per_unit(model: Model, x, batch_size: int = 4096) -> torch.Tensor:
     """Average KL(q(z_h|x) || p(z_h)) over the examples, one value per latent unit (nats), (latent_dim,)."""
     from .objectives import kl_per_unit as _kl_units
 
-    device = next(model.parameters()).device
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
-    for start in range(0, x.shape[0], batch_size):
-        qz = model.q_z(x[start : start + batch_size].to(device))
-        total += _kl_units(qz, model.p_z()).sum(0).double().cpu()
-    return (total / max(1, x.shape[0])).float()
+    n = 0
+    with inference(model):
+        for xb in model_batches(model, x, batch_size):
+            total += _kl_units(model.q_z(xb), model.p_z()).sum(0).double().cpu()
+            n += xb.shape[0]
+    return (total / max(1, n)).float()

@@ -35,6 +35,7 @@ __all__ = [
     "Categorical256",
     "Mixed",
     "REGISTRY",
+    "resolve",
     "create",
     "auto",
 ]
@@ -84,6 +85,15 @@ class Likelihood(nn.Module):
     def config(self) -> dict[str, Any]:
         """JSON-able description; ``create(config)`` rebuilds the likelihood."""
         return {"name": self.name}
+
+    # -- capabilities (methods, not attribute probes) ------------------------------
+    def handles_missing(self) -> bool:
+        """True when NaN in the data means "missing" (left out of log p(x|z)) rather than an error."""
+        return False
+
+    def column_names(self) -> list[str] | None:
+        """The names of the table columns this likelihood models, or None for arrays and images."""
+        return None
 
     # -- the distribution ---------------------------------------------------------
     def _base(self, params: torch.Tensor) -> Distribution:
@@ -305,7 +315,10 @@ class Gaussian(Likelihood):
 class Categorical(Likelihood):
     """Categorical over ``num_classes`` values per element; data hold class indices
     0..K-1 (e.g. the 17 grey levels 0..16 of scikit-learn's digits). ``mean`` is the
-    expected class index, so it lives on the data's own scale."""
+    expected value, so it lives on the data's own scale.
+
+    The classes are the values ``level(k)`` of a levels map, k = 0..K-1 (here the identity;
+    ``Categorical256`` maps class k to the pixel value k / 255)."""
 
     name = "categorical"
 
@@ -320,24 +333,33 @@ class Categorical(Likelihood):
     def config(self):
         return {"name": self.name, "num_classes": self.num_classes}
 
+    # -- the levels map: class index k <-> data value ---------------------------------
+    @property
+    def step(self) -> float:
+        """Data value of class 1 (class k is the value k * step)."""
+        return 1.0
+
+    def index(self, x: torch.Tensor) -> torch.Tensor:
+        """The class index of each data value."""
+        return torch.round(x / self.step).long().clamp(0, self.num_classes - 1)
+
+    # -- the distribution -------------------------------------------------------------
     def _logits(self, params):
         return _blocks(params, self.num_classes, self.event_shape).movedim(0, -1)  # (..., *event, K)
 
     def _base(self, params):
-        return _IndexCategorical(logits=self._logits(params), validate_args=False)
+        return _LevelCategorical(logits=self._logits(params), step=self.step, validate_args=False)
 
     def log_prob(self, params, x):
         # torch's Categorical: normalised logits, then the entry of the observed class
         n = self._n_event_dims()
         logits = self._logits(params)
         log_pmf = logits - logits.logsumexp(-1, keepdim=True)
-        index, log_pmf = torch.broadcast_tensors(x.long().unsqueeze(-1), log_pmf)
+        index, log_pmf = torch.broadcast_tensors(self.index(x).unsqueeze(-1), log_pmf)
         return _sum_event(log_pmf.gather(-1, index[..., :1]).squeeze(-1), n)
 
     def mean(self, params):
-        probs = self._logits(params).softmax(-1)
-        levels = torch.arange(self.num_classes, dtype=probs.dtype, device=probs.device)
-        return probs @ levels
+        return self._base(params).mean
 
     def _check(self, a) -> None:
         super()._check(a)
@@ -348,51 +370,64 @@ class Categorical(Likelihood):
             )
 
 
-class _IndexCategorical(_Categorical):
-    """Categorical whose ``log_prob`` accepts float data holding class indices and whose
-    ``mean`` is the expected index (torch's is undefined)."""
+class _LevelCategorical(_Categorical):
+    """Categorical whose values are levels k * ``step`` (class indices for step 1): ``log_prob``
+    takes float data holding such values, ``mean`` is the expected value and ``sample`` returns
+    values, all on the data's scale."""
+
+    def __init__(self, logits: torch.Tensor, step: float = 1.0, validate_args=None) -> None:
+        self.step = float(step)
+        super().__init__(logits=logits, validate_args=validate_args)
+
+    def _index(self, value: torch.Tensor) -> torch.Tensor:
+        return torch.round(value / self.step).long().clamp(0, self.probs.shape[-1] - 1)
+
+    def _values(self) -> torch.Tensor:
+        return torch.arange(self.probs.shape[-1], dtype=self.probs.dtype, device=self.probs.device) * self.step
 
     def log_prob(self, value):
-        return super().log_prob(value.long())
+        return super().log_prob(self._index(value))
 
     @property
     def mean(self):
-        levels = torch.arange(self.probs.shape[-1], dtype=self.probs.dtype, device=self.probs.device)
-        return self.probs @ levels
+        return self.probs @ self._values()
+
+    @property
+    def mode(self):
+        return super().mode.to(self.probs.dtype) * self.step
 
     def sample(self, sample_shape=torch.Size()):
-        return super().sample(sample_shape).to(self.probs.dtype)
+        return super().sample(sample_shape).to(self.probs.dtype) * self.step
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(_LevelCategorical, _instance)
+        new.step = self.step
+        return super().expand(batch_shape, _instance=new)
 
 
-class Categorical256(Likelihood):
-    """Categorical over the ``levels`` (256) grey levels of 8-bit pixels, for data stored in
-    [0, 1] as level / (levels - 1), the way image readers return them. ``log_prob`` is the
-    exact log-mass of the level; ``mean`` the expected level, back on the [0, 1] scale."""
+class Categorical256(Categorical):
+    """A ``Categorical`` over the ``levels`` (256) grey levels of 8-bit pixels, with the levels map
+    class k <-> value k / (levels - 1): data stored in [0, 1] the way image readers return them.
+    ``log_prob`` is the exact log-mass of the level; ``mean`` the expected level on the [0, 1] scale."""
 
     name = "categorical256"
 
     def __init__(self, levels: int = 256) -> None:
-        super().__init__()
         levels = int(levels)
         if levels < 2:
             raise ValueError(f"categorical256 needs levels >= 2, got {levels}")
+        super().__init__(levels)
         self.levels = levels
-        self.n_params = levels
 
     def config(self):
         return {"name": self.name, "levels": self.levels}
 
-    def _logits(self, params):
-        return _blocks(params, self.levels, self.event_shape).movedim(0, -1)  # (..., *event, levels)
-
-    def _base(self, params):
-        return _LevelCategorical(logits=self._logits(params), validate_args=False)
-
-    def mean(self, params):
-        return self._base(params).mean
+    @property
+    def step(self) -> float:
+        return 1.0 / (self.levels - 1)
 
     def _check(self, a) -> None:
-        super()._check(a)
+        Likelihood._check(self, a)
         k = self.levels - 1
         if a.size and (a.min() < 0 or a.max() > 1 or np.abs(a * k - np.round(a * k)).max() > 1e-3):
             raise ValueError(
@@ -402,44 +437,24 @@ class Categorical256(Likelihood):
             )
 
 
-class _LevelCategorical(_Categorical):
-    """Categorical whose values are levels i / (K - 1) in [0, 1]."""
-
-    def _index(self, value):
-        k = self.probs.shape[-1] - 1
-        return torch.round(value * k).long().clamp(0, k)
-
-    def log_prob(self, value):
-        return super().log_prob(self._index(value))
-
-    @property
-    def mean(self):
-        k = self.probs.shape[-1] - 1
-        levels = torch.arange(k + 1, dtype=self.probs.dtype, device=self.probs.device) / k
-        return self.probs @ levels
-
-    def sample(self, sample_shape=torch.Size()):
-        return super().sample(sample_shape).to(self.probs.dtype) / (self.probs.shape[-1] - 1)
-
-
 class Mixed(Likelihood):
-    """A likelihood over the columns of a table, one model per column:
+    """A likelihood over the columns of a table, built from one child likelihood per group of columns:
 
-    - ``numeric``: Gaussian with a learned scale on the standardised value (x - m) / s; the
-      log-density includes -log s, so it is the density of the value in its own units;
-    - ``binary``: Bernoulli on a logit, the value coded 0 / 1;
-    - ``categorical``: Categorical over ``size`` categories, the value one-hot coded over
+    - ``numeric``: a ``Gaussian`` with a learned scale on the standardised value (x - m) / s; the
+      log-density adds -log s, so it is the density of the value in its own units;
+    - ``binary``: a ``Bernoulli`` on a logit, the value coded 0 / 1;
+    - ``categorical``: a ``Categorical`` over ``size`` categories, the value one-hot coded over
       ``size`` consecutive data columns.
 
     ``columns`` lists them in order as dicts: ``{"name", "kind", "unit_scale" (numeric: s),
     "size" (categorical)}``. A NaN in the data means missing: that column drops out of the
     log-likelihood for that example (an all-NaN one-hot block for a categorical). The decoder
-    emits one number per data column (mean, logit, logits).
+    emits one number per data column (mean, logit, logits). log p(x|z) is the sum of the
+    children's per-column log-probabilities over the observed columns.
     """
 
     name = "mixed"
     KINDS = ("numeric", "binary", "categorical")
-    handles_missing = True  # NaN in the data means "missing", not an error
 
     def __init__(self, columns: list[dict[str, Any]], min_scale: float = 1e-3) -> None:
         super().__init__()
@@ -476,27 +491,38 @@ class Mixed(Likelihood):
         self.width = pos
         self.min_scale = float(min_scale)
         self.groups = groups
+        # the children: one Gaussian over the numeric columns, one Bernoulli over the binary ones,
+        # one Categorical per categorical column
+        self.numeric = Gaussian("learned", min_scale=self.min_scale).bind((len(num),))
+        self.binary = Bernoulli().bind((len(binary),))
+        self.categorical = nn.ModuleList(Categorical(size).bind((1,)) for _, size in groups)
         # columns of the per-column output, in the order numeric, binary, categorical groups
         order = [i for k in self.KINDS for i, kd in enumerate(kinds) if kd == k]
         self.register_buffer("num_pos", torch.tensor(num, dtype=torch.long), persistent=False)
         self.register_buffer("bin_pos", torch.tensor(binary, dtype=torch.long), persistent=False)
         self.register_buffer("log_unit", torch.tensor(unit, dtype=torch.float32), persistent=False)
         self.register_buffer("unorder", torch.tensor(np.argsort(order), dtype=torch.long), persistent=False)
-        self.raw_scale: nn.Parameter | None = None
+        self._register_load_state_dict_pre_hook(_mixed_state_before_children)
+
+    # -- capabilities ----------------------------------------------------------------------
+    def handles_missing(self) -> bool:
+        """NaN in the data means "missing", not an error."""
+        return True
+
+    def column_names(self) -> list[str]:
+        """The table columns modelled, in order (a categorical one once, not per category)."""
+        return [c["name"] for c in self.columns]
 
     @property
-    def column_names(self) -> list[str]:
-        return [c["name"] for c in self.columns]
+    def raw_scale(self) -> nn.Parameter:
+        """The numeric child's unconstrained scales (one per numeric column)."""
+        return self.numeric.raw_scale
 
     def bind(self, event_shape):
         event_shape = tuple(int(s) for s in event_shape)
         if event_shape != (self.width,):
             raise ValueError(f"this mixed likelihood models {self.width} data columns, not data of shape {event_shape}")
-        super().bind(event_shape)
-        if self.raw_scale is None:
-            init = math.log(math.expm1(max(1.0 - self.min_scale, 1e-6)))  # scale 1 = the column's own spread
-            self.raw_scale = nn.Parameter(torch.full((len(self.num_pos),), init))
-        return self
+        return super().bind(event_shape)
 
     def config(self):
         return {"name": self.name, "columns": [dict(c) for c in self.columns], "min_scale": self.min_scale}
@@ -517,12 +543,20 @@ class Mixed(Likelihood):
             raise RuntimeError("likelihood is not bound to a data shape; call bind(event_shape)")
         return MixedDistribution(self, params)
 
+    def parts(self, params: torch.Tensor):
+        """The children's distributions, elementwise (batch shape = their columns): the numeric
+        Normal, the binary Bernoulli, then one categorical per categorical column, each with the
+        data positions it models (a categorical: its one-hot block)."""
+        yield "numeric", self.num_pos, self.numeric._base(params[..., self.num_pos])
+        yield "binary", self.bin_pos, self.binary._base(params[..., self.bin_pos])
+        for child, (start, size) in zip(self.categorical, self.groups):
+            yield "categorical", slice(start, start + size), child._base(params[..., start : start + size])
+
     def mean(self, params: torch.Tensor) -> torch.Tensor:
         """Numeric: the mean; binary: P(1); categorical: the category probabilities."""
         out = params.clone()
-        out[..., self.bin_pos] = torch.sigmoid(params[..., self.bin_pos])
-        for start, size in self.groups:
-            out[..., start : start + size] = params[..., start : start + size].softmax(-1)
+        for kind, where, dist in self.parts(params):
+            out[..., where] = dist.probs[..., 0, :] if kind == "categorical" else dist.mean
         return out
 
     def _check(self, a) -> None:
@@ -549,10 +583,18 @@ class Mixed(Likelihood):
         return [c["name"] for c in self.columns if c["kind"] == kind]
 
 
+def _mixed_state_before_children(state_dict, prefix, *args) -> None:
+    """Checkpoints written before ``Mixed`` was built from children hold the numeric scales as
+    ``raw_scale``; they now live in the Gaussian child."""
+    old = prefix + "raw_scale"
+    if old in state_dict and prefix + "numeric.raw_scale" not in state_dict:
+        state_dict[prefix + "numeric.raw_scale"] = state_dict.pop(old)
+
+
 class MixedDistribution(Distribution):
     """p(x | z) of a ``Mixed`` likelihood: batch shape params.shape[:-1], event shape (width,).
-    ``log_prob_columns`` gives each table column's log-likelihood (0 where missing);
-    ``log_prob`` their sum."""
+    ``log_prob_columns`` gives each table column's log-likelihood (0 where missing), from the
+    children's distributions; ``log_prob`` their sum."""
 
     arg_constraints: dict = {}
 
@@ -566,18 +608,16 @@ class MixedDistribution(Distribution):
         observed = ~torch.isnan(x)
         x0 = torch.where(observed, x, torch.zeros((), dtype=x.dtype, device=x.device))  # finite everywhere
         parts = []
-        if len(lik.num_pos):
-            loc = params[..., lik.num_pos]
-            lp = Normal(loc, lik.scales(), validate_args=False).log_prob(x0[..., lik.num_pos]) - lik.log_unit
-            parts.append(torch.where(observed[..., lik.num_pos], lp, torch.zeros_like(lp)))
-        if len(lik.bin_pos):
-            logits = params[..., lik.bin_pos]
-            lp = -F.binary_cross_entropy_with_logits(logits, x0[..., lik.bin_pos], reduction="none")
-            parts.append(torch.where(observed[..., lik.bin_pos], lp, torch.zeros_like(lp)))
-        for start, size in lik.groups:
-            log_p = params[..., start : start + size].log_softmax(-1)
-            lp = (x0[..., start : start + size] * log_p).sum(-1, keepdim=True)
-            parts.append(torch.where(observed[..., start : start + 1], lp, torch.zeros_like(lp)))
+        for kind, where, dist in lik.parts(params):
+            if kind == "categorical":
+                value = x0[..., where].argmax(-1, keepdim=True).to(x0.dtype)  # one-hot -> class index, (..., 1)
+                seen = observed[..., where][..., :1]
+            else:
+                value, seen = x0[..., where], observed[..., where]
+            lp = dist.log_prob(value)
+            if kind == "numeric":
+                lp = lp - lik.log_unit.to(lp.dtype)  # the density of the value in its own units
+            parts.append(torch.where(seen, lp, torch.zeros_like(lp)))
         return torch.cat(parts, -1)[..., lik.unorder]  # (..., n_columns) in the table's order
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
@@ -588,19 +628,15 @@ class MixedDistribution(Distribution):
         return self.likelihood.mean(self.params)
 
     def sample(self, sample_shape=torch.Size()) -> torch.Tensor:
-        lik = self.likelihood
         with torch.no_grad():
             params = self.params.expand(*sample_shape, *self.params.shape)
             out = torch.empty_like(params)
-            if len(lik.num_pos):
-                loc = params[..., lik.num_pos]
-                out[..., lik.num_pos] = loc + lik.scales() * torch.randn_like(loc)
-            if len(lik.bin_pos):
-                out[..., lik.bin_pos] = torch.bernoulli(torch.sigmoid(params[..., lik.bin_pos]))
-            for start, size in lik.groups:
-                logits = params[..., start : start + size]
-                idx = _Categorical(logits=logits, validate_args=False).sample()
-                out[..., start : start + size] = F.one_hot(idx, size).to(out.dtype)
+            for kind, where, dist in self.likelihood.parts(params):
+                draw = dist.sample()
+                if kind == "categorical":
+                    size = where.stop - where.start
+                    draw = F.one_hot(draw[..., 0].long(), size).to(out.dtype)
+                out[..., where] = draw.to(out.dtype)
         return out
 
 
@@ -653,3 +689,49 @@ def auto(x: np.ndarray, max_levels: int = 32) -> Likelihood:
     if lo >= 0 and hi <= 1:
         return ContinuousBernoulli()
     return Gaussian("learned")
+
+
+def resolve(name: str | dict[str, Any] | Likelihood = "auto", x=None, *, scale: float | None = None,
+            schema: Any = None) -> Likelihood:
+    """The likelihood a run asks for, decided with the data where needed.
+
+    ``name``: ``auto``, a registered name, a config dict or a ``Likelihood``. ``auto`` looks at the
+    data ``x`` (see ``auto``); without data it is a Gaussian with a learned scale, auto's choice for
+    real values. ``scale`` fixes a Gaussian's standard deviation. A table (``schema``, a fitted
+    ``vaekit.data.Schema``) gets the mixed likelihood its columns call for. The result is checked
+    against ``x`` when given."""
+    if isinstance(name, (dict, Likelihood)):
+        if scale is not None:
+            raise ValueError("setting scale applies when the likelihood is given by name, not as a config")
+        lik = create(name)
+    else:
+        key = _ALIASES.get(str(name).lower(), str(name).lower())
+        if scale is not None and key not in ("auto", Gaussian.name):
+            raise ValueError(f"setting scale applies to the Gaussian likelihood, not {name!r}")
+        if schema is not None:
+            if key not in ("auto", Mixed.name):
+                raise ValueError(f"a table is modelled column by column (likelihood '{Mixed.name}': Gaussian, "
+                                 f"Bernoulli, categorical); likelihood {name!r} applies to arrays and images")
+            lik = schema.likelihood()
+        elif key == Mixed.name:
+            raise ValueError("the mixed likelihood models tables (.csv, .tsv, .parquet files)")
+        elif key == "auto":
+            lik = Gaussian(scale) if scale is not None else (auto(x) if x is not None else Gaussian("learned"))
+        elif key == Gaussian.name:
+            lik = Gaussian(scale if scale is not None else "learned")
+        elif key not in REGISTRY:
+            raise ValueError(f"unknown likelihood {name!r}; choose one of: {', '.join(sorted(REGISTRY))}, auto")
+        elif key == Categorical.name:
+            if x is None:
+                raise ValueError("a categorical likelihood by name needs the data to count its levels; "
+                                 "give a config such as {'name': 'categorical', 'num_classes': 10}")
+            s = value_summary(x)
+            levels = int(s["max"]) + 1 if s["integer"] and s["min"] >= 0 and s["size"] else 0
+            if levels < 2:
+                raise ValueError("a categorical likelihood needs non-negative integer data with at least 2 levels")
+            lik = Categorical(levels)
+        else:
+            lik = create(key)
+    if x is not None:
+        lik.validate(x)
+    return lik

@@ -7,6 +7,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from .config import ModelSpec, field_default
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -36,8 +38,8 @@ class MLP(nn.Module):
         self,
         in_shape: int | Sequence[int],
         out_shape: int | Sequence[int],
-        hidden: Sequence[int] = (64, 64),
-        activation: str = "tanh",
+        hidden: Sequence[int] = field_default(ModelSpec, "hidden"),
+        activation: str = field_default(ModelSpec, "activation"),
     ) -> None:
         super().__init__()
         self.in_shape = _shape(in_shape)
@@ -154,3 +156,51 @@ def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:
     if len(shape) != 3 or min(shape) < 1:
         raise ValueError(f"a convolutional network needs images of shape (C, H, W) or (H, W), got {shape}")
     return shape
+
+
+class MaskedLinear(nn.Linear):
+    """A linear map whose weight is multiplied by a fixed 0/1 mask (rebuilt, not saved)."""
+
+    def __init__(self, mask: torch.Tensor) -> None:
+        super().__init__(mask.shape[1], mask.shape[0])
+        self.register_buffer("mask", mask.float(), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.linear(x, self.weight * self.mask, self.bias)
+
+
+class MADE(nn.Module):
+    """An autoregressive network (Germain et al. 2015) with a context: z (..., D) and h (..., C) ->
+    (shift, log_scale), each (..., D), where output unit i depends on z's units before i (in the
+    order 1..D, or D..1 with ``reverse``) and on all of h. The output layer starts at zero and
+    log_scale is bounded to (-3, 3) by a tanh, so a fresh step is the identity map."""
+
+    def __init__(self, dim: int, context_dim: int, hidden: int = 32, reverse: bool = False) -> None:
+        super().__init__()
+        degrees = torch.arange(1, dim + 1)
+        if reverse:
+            degrees = degrees.flip(0)
+        hidden_degrees = torch.arange(hidden) % max(1, dim - 1) + 1  # 1 .. D-1
+        self.inner = MaskedLinear(hidden_degrees.unsqueeze(1) >= degrees.unsqueeze(0))
+        self.context = nn.Linear(context_dim, hidden, bias=False)
+        out_degrees = degrees.repeat(2)
+        self.out = MaskedLinear(out_degrees.unsqueeze(1) > hidden_degrees.unsqueeze(0))
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.act = nn.ELU()
+
+    def forward(self, z: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, raw = self.out(self.act(self.inner(z) + self.context(h))).chunk(2, dim=-1)
+        return shift, 3 * torch.tanh(raw / 3)
+
+
+class FirstUnits(nn.Module):
+    """Applies ``inner`` to the first ``n`` units of its input: the decoder of the two-layer model,
+    which reads z1 of z = (z1, z2)."""
+
+    def __init__(self, inner: nn.Module, n: int) -> None:
+        super().__init__()
+        self.inner, self.n = inner, int(n)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.inner(z[..., : self.n])

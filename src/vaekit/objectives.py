@@ -17,6 +17,7 @@ import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
 from .model import Model
+from .posteriors import draw
 
 
 @dataclass
@@ -30,17 +31,39 @@ class ELBOTerms:
     objective: torch.Tensor
 
 
+def _factorised(d: Distribution) -> bool:
+    """Independent Gaussian units: the KL splits into one term per unit."""
+    return isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1 and isinstance(d.base_dist, Normal)
+
+
 def kl_per_unit(qz: Distribution, pz: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
     """KL(q || p) per latent unit, (B, H): closed form when torch knows it, otherwise a
-    Monte Carlo estimate from the samples ``z`` (L, B, H) (valid for factorised q and p)."""
+    Monte Carlo estimate from the samples ``z`` (L, B, H) for factorised q and p. When q or p
+    does not factorise (full covariance, IAF, mixture priors, two layers) the KL has no per-unit
+    split and every entry is NaN; ``kl`` gives the total."""
     q_base = qz.base_dist if isinstance(qz, Independent) else qz
     p_base = pz.base_dist if isinstance(pz, Independent) else pz
     try:
         return kl_divergence(q_base, p_base).expand(q_base.batch_shape)
     except NotImplementedError:
+        if not (_factorised(qz) and _factorised(pz)):
+            return torch.full((*qz.batch_shape, *qz.event_shape), math.nan, device=z.device if z is not None else None)
         if z is None:
             z = qz.rsample((1,))
         return (q_base.log_prob(z) - p_base.log_prob(z)).mean(0)
+
+
+def kl(qz: Distribution, pz: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
+    """KL(q || p) per example, (B,): closed form when torch knows it, else the Monte Carlo
+    estimate mean_l [log q(z_l) - log p(z_l)] over the draws ``z`` (L, B, H) (one fresh draw without)."""
+    if _factorised(qz) and _factorised(pz):
+        return kl_per_unit(qz, pz, z).sum(-1)
+    try:
+        return kl_divergence(qz, pz).expand(qz.batch_shape)
+    except NotImplementedError:
+        if z is None:
+            z = qz.rsample((1,))
+        return (qz.log_prob(z) - pz.log_prob(z)).mean(0)
 
 
 def elbo(
@@ -49,42 +72,67 @@ def elbo(
     beta: float = 1.0,
     n_samples: int = 1,
     free_bits: float = 0.0,
+    c: torch.Tensor | None = None,
+    grad: bool | None = None,
 ) -> ELBOTerms:
     """Reparameterised ELBO with ``n_samples`` draws from q(z|x) and the KL in closed form.
 
     ``beta`` weights the KL in the objective (beta-VAE, Higgins et al. 2017).
     ``free_bits`` (nats per latent unit, Kingma et al. 2016) stops the objective from
     pushing a unit's batch-average KL below that floor. Neither changes ``terms.elbo``.
+    When torch has no closed form (mixture priors, full covariance, IAF, two layers) the KL is
+    the Monte Carlo estimate log q(z) - log p(z) on the same draws. ``c``: the condition of a
+    conditional model (the bound on log p(x|c)).
+
+    ``grad``: whether the terms carry an autograd graph. By default (None) they do when the
+    model is in training mode (``model.train()``) and gradients are enabled; a model in eval
+    mode, or a call under ``vaekit.batches.inference(model)`` / ``torch.no_grad()``, gives plain
+    tensors, so evaluating keeps no graph alive. ``grad=True`` keeps the graph in eval mode
+    (e.g. to optimise inputs or latents through a frozen model).
     """
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
-    qz = model.q_z(x)
+    if grad is None:
+        grad = model.training
+    with torch.set_grad_enabled(bool(grad) and torch.is_grad_enabled()):
+        return _elbo(model, x, beta, n_samples, free_bits, c)
+
+
+def _elbo(model: Model, x: torch.Tensor, beta: float, n_samples: int, free_bits: float,
+          c: torch.Tensor | None) -> ELBOTerms:
+    qz = model.q_z(x, c)
+    pz = model.p_z(c)
     z = qz.rsample((n_samples,))  # (L, B, H)
-    log_px_z = model.log_px_z(z, x).mean(0)  # (B,); = model.p_x(z).log_prob(x), averaged over L
-    kl_units = kl_per_unit(qz, model.p_z(), z)  # (B, H)
-    kl = kl_units.sum(-1)  # (B,)
+    log_px_z = model.log_px_z(z, x, c).mean(0)  # (B,); = model.p_x(z).log_prob(x), averaged over L
     if free_bits > 0:
+        if not (_factorised(qz) and _factorised(pz)):
+            raise ValueError("free bits need a KL per latent unit: use a diagonal posterior and the normal prior")
+        kl_units = kl_per_unit(qz, pz, z)  # (B, H)
+        kl_total = kl_units.sum(-1)  # (B,)
         # the floor acts on the batch mean of each unit, spread back over the examples
         floored = kl_units.mean(0).clamp(min=free_bits).sum()
-        kl_term = kl - kl.mean() + floored
+        kl_term = kl_total - kl_total.mean() + floored
     else:
-        kl_term = kl
-    return ELBOTerms(elbo=log_px_z - kl, log_px_z=log_px_z, kl=kl, objective=log_px_z - beta * kl_term)
+        kl_total = kl_term = kl(qz, pz, z)
+    return ELBOTerms(elbo=log_px_z - kl_total, log_px_z=log_px_z, kl=kl_total, objective=log_px_z - beta * kl_term)
 
 
-def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int, noise: torch.Tensor | None = None) -> torch.Tensor:
+def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int, noise: torch.Tensor | None = None,
+                 c: torch.Tensor | None = None) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i|x) for k reparameterised draws: (k, B). With ``noise``
-    (k, H) standard-normal draws, z_i = mu(x) + sigma(x) * noise_i for every example."""
-    z = qz.rsample((k,)) if noise is None else qz.mean + qz.stddev * noise.unsqueeze(1)  # (k, B, H)
-    return model.log_px_z(z, x) + model.p_z().log_prob(z) - qz.log_prob(z)
+    (k, H) standard-normal draws, z_i = q's draw for noise_i (mu(x) + sigma(x) * noise_i for the
+    diagonal Gaussian) for every example."""
+    z, log_q = draw(qz, (k,), None if noise is None else noise.unsqueeze(1))  # (k, B, H)
+    log_q = qz.log_prob(z) if log_q is None else log_q  # (k, B)
+    return model.log_px_z(z, x, c) + model.p_z(c).log_prob(z) - log_q
 
 
-def iwae_bound(model: Model, x: torch.Tensor, k: int = 5) -> torch.Tensor:
+def iwae_bound(model: Model, x: torch.Tensor, k: int = 5, c: torch.Tensor | None = None) -> torch.Tensor:
     """IWAE_k per example, (B,); differentiable, so it can be trained on. IWAE_1 = ELBO
     in expectation (with a Monte Carlo KL)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
-    log_w = _log_weights(model, x, model.q_z(x), k)
+    log_w = _log_weights(model, x, model.q_z(x, c), k, c=c)
     return torch.logsumexp(log_w, 0) - math.log(k)
 
 
@@ -129,6 +177,7 @@ def log_marginal(
     max_elements: int = DEFAULT_MAX_ELEMENTS,
     proposal: Proposal | None = None,
     noise: torch.Tensor | None = None,
+    c: torch.Tensor | None = None,
 ) -> LogMarginal:
     """log p(x) ~= logsumexp_i [log p(x, z_i) - log q(z_i|x)] - log k, z_i ~ q(z|x).
 
@@ -154,6 +203,10 @@ def log_marginal(
     only) and shares them by all examples (common random numbers): each example's estimate
     is then a function of that example alone, whatever batch it is in, and is still an
     unbiased estimate of p(x).
+
+    ``c`` (N, condition_dim) or (N,) labels: the conditions of a conditional model; the estimate
+    is then of log p(x|c). The proposal is the model's q, whatever its family (for two layers the
+    joint q(z1|x) q(z2|z1)).
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
@@ -174,20 +227,26 @@ def log_marginal(
     batch = max(1, min(n, pairs // k, 4096))
     if batch_size is not None:
         batch = min(batch, batch_size)
-    prior = model.p_z()
+    c = model.condition(c, n)
+    prior = model.p_z() if c is None else None
     estimates, errors = [], []
     for start in range(0, n, batch):
         xb = x[start : start + batch]
+        cb = None if c is None else c[start : start + batch]
+        pz = prior if c is None else model.p_z(cb)
         if components is None:
-            qz = model.q_z(xb)
-            # (k, B, H); common random numbers when noise is given
-            z_all = qz.sample((k,)) if noise is None else qz.mean + qz.stddev * noise.unsqueeze(1)
+            qz = model.q_z(xb, cb)
+            # (k, B, H) and (k, B), drawn together (a flow's log q needs no inversion); common
+            # random numbers when noise is given
+            z_all, log_q_all = draw(qz, (k,), None if noise is None else noise.unsqueeze(1), reparameterised=False)
             log_q = qz.log_prob
         else:
             qs = [_diagonal_normal(loc[start : start + batch], scale[start : start + batch]) for loc, scale in components]
-            counts = [k // len(qs) + (c < k % len(qs)) for c in range(len(qs))]
+            counts = [k // len(qs) + (j < k % len(qs)) for j in range(len(qs))]
             z_all = torch.cat([q.sample((m,)) for q, m in zip(qs, counts)])  # (k, B, H)
             log_share = torch.tensor([math.log(m / k) if m else -math.inf for m in counts], device=xb.device)
+
+            log_q_all = None
 
             def log_q(z, qs=qs, log_share=log_share):  # log of the mixture density sum_c (k_c / k) q_c(z)
                 return torch.logsumexp(torch.stack([q.log_prob(z) for q in qs]) + log_share.view(-1, 1, 1), 0)
@@ -197,8 +256,9 @@ def log_marginal(
         lse2 = lse1.clone()
         for s in range(0, k, chunk):
             z = z_all[s : s + chunk]  # (n, B, H)
+            log_qz = log_q(z) if log_q_all is None else log_q_all[s : s + chunk]
             # float64 for the sums: equal weights then give a standard error of ~0, not float32 noise
-            log_w = (model.log_px_z(z, xb) + prior.log_prob(z) - log_q(z)).double()  # (n, B)
+            log_w = (model.log_px_z(z, xb, cb) + pz.log_prob(z) - log_qz).double()  # (n, B)
             lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
             lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
         estimates.append(lse1 - math.log(k))
@@ -238,6 +298,7 @@ def loss(
     n_samples: int = 1,
     free_bits: float = 0.0,
     iw_samples: int = 0,
+    c: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, ELBOTerms]:
     """The scalar training loss (negative mean objective) and the per-example terms.
 
@@ -245,13 +306,14 @@ def loss(
     returned terms then hold the ELBO estimated from the same draws, for logging.
     """
     if iw_samples and iw_samples > 1:
-        qz = model.q_z(x)
-        z = qz.rsample((iw_samples,))  # (k, B, H)
-        log_px_z = model.log_px_z(z, x)  # (k, B)
-        log_pz, log_qz = model.p_z().log_prob(z), qz.log_prob(z)
+        qz, pz = model.q_z(x, c), model.p_z(c)
+        z, log_qz = draw(qz, (iw_samples,))  # (k, B, H)
+        log_qz = qz.log_prob(z) if log_qz is None else log_qz  # (k, B)
+        log_px_z = model.log_px_z(z, x, c)  # (k, B)
+        log_pz = pz.log_prob(z)
         bound = torch.logsumexp(log_px_z + log_pz - log_qz, 0) - math.log(iw_samples)
-        kl = kl_per_unit(qz, model.p_z(), z).sum(-1)
-        terms = ELBOTerms(elbo=log_px_z.mean(0) - kl, log_px_z=log_px_z.mean(0), kl=kl, objective=bound)
+        kl_total = kl(qz, pz, z)
+        terms = ELBOTerms(elbo=log_px_z.mean(0) - kl_total, log_px_z=log_px_z.mean(0), kl=kl_total, objective=bound)
     else:
-        terms = elbo(model, x, beta=beta, n_samples=n_samples, free_bits=free_bits)
+        terms = elbo(model, x, beta=beta, n_samples=n_samples, free_bits=free_bits, c=c)
     return -terms.objective.mean(), terms

@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__, figures, runs
+from . import figures, runs
+from ._version import __version__
 from .checkpoint import atomic_write_text, read_json
 
 REPORT_FILE = "report.html"

@@ -2,57 +2,14 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from . import likelihoods
+from .config import ModelSpec  # the dataclass lives with the other settings (torch-free); imported from here too
 from .model import Model
-from .nets import MLP, ConvDecoder, ConvEncoder, MissingAware
-
-
-@dataclass
-class ModelSpec:
-    """Everything needed to rebuild a model's architecture (weights live elsewhere)."""
-
-    data_shape: tuple[int, ...]
-    latent_dim: int = 2
-    hidden: tuple[int, ...] = (64, 64)
-    activation: str = "tanh"
-    likelihood: dict[str, Any] = field(default_factory=lambda: {"name": "gaussian", "scale": "learned"})
-    network: str = "mlp"
-    channels: tuple[int, ...] = (32, 64)  # conv network: channels of the stride-2 convolutions
-    image_shape: tuple[int, ...] | None = None  # conv network on flat data: the (C, H, W) of one example
-
-    def __post_init__(self) -> None:
-        self.data_shape = tuple(int(s) for s in self.data_shape)
-        self.hidden = tuple(int(h) for h in self.hidden)
-        self.channels = tuple(int(c) for c in self.channels)
-        if any(c < 1 for c in self.channels):
-            raise ValueError(f"channels must be positive integers, got {self.channels}")
-        if self.image_shape is not None:
-            self.image_shape = tuple(int(s) for s in self.image_shape)
-        self.latent_dim = int(self.latent_dim)
-        if self.latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {self.latent_dim}")
-        if any(h < 1 for h in self.hidden):
-            raise ValueError(f"hidden sizes must be positive integers, got {self.hidden}")
-        if isinstance(self.likelihood, likelihoods.Likelihood):
-            self.likelihood = self.likelihood.config()
-        elif isinstance(self.likelihood, str):
-            self.likelihood = likelihoods.create(self.likelihood).config()
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["data_shape"] = list(self.data_shape)
-        d["hidden"] = list(self.hidden)
-        d["channels"] = list(self.channels)
-        d["image_shape"] = None if self.image_shape is None else list(self.image_shape)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelSpec":
-        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-        return cls(**known)
+from .nets import MLP, ConvDecoder, ConvEncoder, FirstUnits, MissingAware
+from .posteriors import IAF, Diagonal, FullCovariance, TwoLayer
+from .priors import ConditionalNormal, MixtureOfGaussians, StandardNormal, TwoLayerPrior, VampPrior
 
 
 NETWORKS: dict[str, Any] = {}
@@ -68,10 +25,42 @@ def network(name: str):
     return deco
 
 
+def encoder_outputs(spec: ModelSpec) -> int:
+    """What the encoder returns: the parameters of q(z|x) (of q(z1|x) for two layers) for the posterior family."""
+    return make_posterior(spec).n_params()
+
+
+def make_posterior(spec: ModelSpec):
+    """The q(z|x) family of ``spec``: a module from encoder outputs to a Distribution."""
+    if spec.layers == 2:
+        return TwoLayer(spec.latent_dim, spec.top_dim, spec.hidden[::-1], spec.activation)
+    if spec.posterior == "full":
+        return FullCovariance(spec.latent_dim)
+    if spec.posterior == "iaf":
+        return IAF(spec.latent_dim, spec.iaf_steps)
+    return Diagonal(spec.latent_dim)
+
+
+def make_prior(spec: ModelSpec):
+    """The p(z) of ``spec`` (p(z|c) for a conditional prior, p(z2) p(z1|z2) for two layers)."""
+    if spec.layers == 2:
+        return TwoLayerPrior(spec.latent_dim, spec.top_dim, spec.hidden, spec.activation)
+    if spec.conditional_prior:
+        return ConditionalNormal(spec.latent_dim, spec.condition_dim, spec.hidden, spec.activation)
+    if spec.prior == "mog":
+        return MixtureOfGaussians(spec.latent_dim, spec.n_components)
+    if spec.prior == "vamp":
+        return VampPrior(spec.latent_dim, spec.data_shape, spec.n_components)
+    return StandardNormal(spec.latent_dim)
+
+
 @network("mlp")
 def _mlp(spec: ModelSpec, likelihood: likelihoods.Likelihood):
-    encoder = MLP(spec.data_shape, 2 * spec.latent_dim, spec.hidden, spec.activation)
-    decoder = MLP(spec.latent_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1], spec.activation)
+    # a conditional model's encoder sees (x, c) flattened, its decoder (z, c)
+    n_in = spec.data_shape if not spec.condition_dim else math.prod(spec.data_shape) + spec.condition_dim
+    encoder = MLP(n_in, encoder_outputs(spec), spec.hidden, spec.activation)
+    decoder = MLP(spec.latent_dim + spec.condition_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1],
+                  spec.activation)
     return encoder, decoder
 
 
@@ -82,7 +71,7 @@ def _conv(spec: ModelSpec, likelihood: likelihoods.Likelihood):
         raise ValueError(f"the conv network needs image data of shape (C, H, W) or (H, W), got {spec.data_shape}; "
                          "use network 'mlp' for other data")
     image = image if len(image) == 3 else (1, *image)
-    encoder = ConvEncoder(image, 2 * spec.latent_dim, spec.channels, spec.hidden, spec.activation)
+    encoder = ConvEncoder(image, encoder_outputs(spec), spec.channels, spec.hidden, spec.activation)
     decoder = ConvDecoder(spec.latent_dim, image, likelihood.param_shape(spec.data_shape), spec.channels,
                           spec.hidden[::-1], spec.activation)
     return encoder, decoder
@@ -93,29 +82,49 @@ def _table(spec: ModelSpec, likelihood: likelihoods.Likelihood):
     """An MLP whose encoder tolerates missing values (NaN): it sees the filled-in values and the mask."""
     if len(spec.data_shape) != 1:
         raise ValueError(f"the table network needs rows of features, got data of shape {spec.data_shape}")
-    encoder = MissingAware(MLP(2 * spec.data_shape[0], 2 * spec.latent_dim, spec.hidden, spec.activation))
-    decoder = MLP(spec.latent_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1], spec.activation)
+    n_in = spec.data_shape[0] + spec.condition_dim
+    encoder = MissingAware(MLP(2 * n_in, encoder_outputs(spec), spec.hidden, spec.activation))
+    decoder = MLP(spec.latent_dim + spec.condition_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1],
+                  spec.activation)
     return encoder, decoder
 
 
 def default_network(data_shape: tuple[int, ...], likelihood: likelihoods.Likelihood) -> str:
     """``auto``: images (C, H, W) -> conv; a table's mixed likelihood -> table; else mlp."""
-    if getattr(likelihood, "handles_missing", False):
+    if likelihood.handles_missing():
         return "table"
     if len(data_shape) == 3 or len(data_shape) == 2:
         return "conv"
     return "mlp"
 
 
+def resolved(spec: ModelSpec, likelihood: likelihoods.Likelihood | None = None) -> ModelSpec:
+    """The spec with ``auto`` decided: the likelihood (``likelihood``, or ``likelihoods.resolve``
+    without data: a Gaussian with a learned scale) and the network (``default_network``)."""
+    import dataclasses
+
+    lik = likelihood if likelihood is not None else likelihoods.resolve(
+        spec.likelihood, scale=spec.scale if isinstance(spec.likelihood, str) else None)
+    network = spec.network if spec.network != "auto" else default_network(spec.data_shape, lik)
+    return dataclasses.replace(spec, likelihood=lik.config(), network=network)
+
+
 def build_model(spec: ModelSpec | dict[str, Any]) -> Model:
     """Build a fresh (randomly initialised) ``Model`` from a spec."""
     if isinstance(spec, dict):
         spec = ModelSpec.from_dict(spec)
+    if spec.data_shape is None:
+        raise ValueError("setting data_shape is needed to build a model, e.g. ModelSpec(data_shape=(784,))")
+    if spec.likelihood == "auto" or isinstance(spec.likelihood, str) or spec.network == "auto":
+        spec = resolved(spec)
     if spec.network not in NETWORKS:
         raise ValueError(f"unknown network {spec.network!r}; choose one of: {', '.join(NETWORKS)}")
     likelihood = likelihoods.create(spec.likelihood).bind(spec.data_shape)
     encoder, decoder = NETWORKS[spec.network](spec, likelihood)
-    model = Model(encoder, decoder, likelihood, latent_dim=spec.latent_dim, data_shape=spec.data_shape)
+    if spec.layers == 2:
+        decoder = FirstUnits(decoder, spec.latent_dim)  # p(x|z1): the decoder reads z1 of z = (z1, z2)
+    model = Model(encoder, decoder, likelihood, make_prior(spec), posterior=make_posterior(spec),
+                  data_shape=spec.data_shape, condition_dim=spec.condition_dim)
     model.spec = spec
     return model
 

@@ -13,52 +13,52 @@ from typing import Any
 
 import torch
 
-from .batches import iterate
+from .batches import inference
+from .generate import model_batches, placement
 from .model import Model
 
 
-@torch.no_grad()
 def impute(model: Model, x, batch_size: int = 4096, sample_z: bool = False) -> torch.Tensor:
     """``x`` with every NaN replaced by the decoded mean E[x | z] at z = the posterior mean
     (or a draw z ~ q(z|x) with ``sample_z``); observed values are kept as they are."""
-    device = next(model.parameters()).device
     out = []
-    for xb in iterate(x, batch_size, device):
-        qz = model.q_z(xb)
-        z = qz.sample() if sample_z else qz.mean
-        filled = model.decode(z)
-        out.append(torch.where(torch.isnan(xb), filled, xb))
-    return torch.cat(out) if out else torch.empty(0, *model.data_shape, device=device)
+    with inference(model):
+        for xb in model_batches(model, x, batch_size):
+            qz = model.q_z(xb)
+            z = qz.sample() if sample_z else qz.mean
+            filled = model.decode(z)
+            out.append(torch.where(torch.isnan(xb), filled, xb))
+    device, dtype = placement(model)
+    return torch.cat(out) if out else torch.empty(0, *model.data_shape, device=device, dtype=dtype)
 
 
-@torch.no_grad()
 def column_log_likelihoods(model: Model, x, n_samples: int = 10, batch_size: int = 1024,
                            seed: int | None = 0) -> dict[str, Any]:
     """Each column's share of the ELBO's reconstruction term: E_q(z|x)[log p(x_j | z)] in nats,
     averaged over the examples where column j is observed (``n_samples``-draw Monte Carlo).
     Summing ``log_lik * observed / n`` over the columns gives the mean log p(x|z)."""
     lik = model.likelihood
-    if not hasattr(lik, "column_names"):
+    names = lik.column_names()
+    if names is None:
         raise TypeError(f"per-column log-likelihoods need a likelihood over table columns, not {lik.name!r}")
-    device = next(model.parameters()).device
+    device, _ = placement(model)
     state = torch.get_rng_state()
     if seed is not None:
         torch.manual_seed(seed)
-    was_training = model.training
-    model.eval()
-    names = lik.column_names
     sums = torch.zeros(len(names), dtype=torch.float64, device=device)
     counts = torch.zeros(len(names), dtype=torch.float64, device=device)
     n = 0
-    for xb in iterate(x, batch_size, device):
-        z = model.q_z(xb).sample((n_samples,))  # (L, B, H)
-        per_column = model.p_x(z).log_prob_columns(xb).mean(0)  # (B, n_columns)
-        observed = _observed_columns(lik, xb)
-        sums += per_column.double().sum(0)
-        counts += observed.double().sum(0)
-        n += xb.shape[0]
-    model.train(was_training)
-    torch.set_rng_state(state)
+    try:
+        with inference(model):
+            for xb in model_batches(model, x, batch_size):
+                z = model.q_z(xb).sample((n_samples,))  # (L, B, H)
+                per_column = model.p_x(z).log_prob_columns(xb).mean(0)  # (B, n_columns)
+                observed = _observed_columns(lik, xb)
+                sums += per_column.double().sum(0)
+                counts += observed.double().sum(0)
+                n += xb.shape[0]
+    finally:
+        torch.set_rng_state(state)
     out = {}
     for name, s, c in zip(names, sums.tolist(), counts.tolist()):
         out[name] = {"log_lik": s / c if c else math.nan, "observed": int(c)}

@@ -17,7 +17,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
@@ -26,6 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import adam, distributed, likelihoods, objectives
+from .config import TrainConfig  # the settings dataclass (torch-free, shared with the CLI); re-exported here
 from .batches import TensorSource, as_tensor, gather, inference, is_streamed, iterate, make_source
 from .errors import TrainingError
 from .model import Model
@@ -33,71 +34,6 @@ from .model import Model
 
 AMP_DTYPES = {"bf16": torch.bfloat16}
 
-
-
-@dataclass
-class TrainConfig:
-    """Training settings. Defaults follow common practice (Adam 1e-3, batch 128)."""
-
-    epochs: int = 100
-    batch_size: int = 128
-    lr: float = 1e-3
-    weight_decay: float = 0.0
-    beta: float = 1.0
-    warmup: float = 0.0  # epochs over which the KL weight rises linearly from 0 to beta
-    free_bits: float = 0.0  # nats per latent unit (Kingma et al. 2016)
-    n_samples: int = 1  # z draws per example for the ELBO
-    iw_samples: int = 0  # >= 2: train on the IWAE_k bound instead
-    grad_clip: float | None = None  # max global gradient norm
-    early_stopping: int | None = None  # patience in epochs on the validation ELBO
-    min_delta: float = 0.0
-    restore_best: bool = True  # after early stopping, go back to the best validation weights
-    seed: int = 0
-    device: str = "auto"
-    progress: bool | None = None  # None: a bar only when stderr is a terminal
-    eval_batch_size: int = 4096
-    threads: int = 0  # CPU intra-op threads; 0: automatic (the fastest of 1, 2 and all cores, timed at the start)
-    compile: bool = False  # torch.compile the loss step; falls back to eager (with a warning) if it fails
-    amp: str | None = None  # "bf16": bfloat16 autocast for the networks; likelihood and KL stay float32
-    dynamic_binarize: bool = False  # the training data hold probabilities; each batch is a fresh Bernoulli draw
-    skip_nonfinite: bool = False  # skip batches whose loss or gradients are non-finite (counted: skipped_batches)
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 0,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "beta": self.beta >= 0,
-            "warmup": self.warmup >= 0,
-            "free_bits": self.free_bits >= 0,
-            "n_samples": self.n_samples >= 1,
-            "iw_samples": self.iw_samples >= 0,
-            "eval_batch_size": self.eval_batch_size >= 1,
-            "threads": self.threads >= 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"invalid training setting {name}={getattr(self, name)!r}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be positive, got {self.grad_clip}")
-        if self.early_stopping is not None and self.early_stopping < 1:
-            raise ValueError(f"early_stopping patience must be >= 1, got {self.early_stopping}")
-        if self.amp is not None and self.amp not in AMP_DTYPES:
-            raise ValueError(
-                f"amp must be one of {', '.join(AMP_DTYPES)} (or off), got {self.amp!r}; float16 would need "
-                "loss scaling, which vaekit does not do"
-            )
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown training setting(s): {', '.join(sorted(unknown))}")
-        return cls(**d)
 
 
 class History(list):
@@ -188,14 +124,16 @@ def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, d
         torch.manual_seed(int(np.random.SeedSequence([seed, rank, epoch]).generate_state(1)[0]))
 
 
-def _elbo_sums(model: Model, x, batch_size: int, n_samples: int = 1) -> torch.Tensor:
+def _elbo_sums(model: Model, x, batch_size: int, n_samples: int = 1, c: torch.Tensor | None = None) -> torch.Tensor:
     """Sums over ``x`` of the ELBO, log p(x|z) and KL, (3,) float64 on the model's device (no host
-    sync). ``x`` may be a tensor or an array (one on disk is read batch by batch)."""
+    sync). ``x`` may be a tensor or an array (one on disk is read batch by batch); ``c`` the
+    conditions of a conditional model."""
     device = x.device if isinstance(x, torch.Tensor) else next(model.parameters()).device
     sums = torch.zeros(3, device=device, dtype=torch.float64)
     with inference(model):
-        for xb in iterate(x, batch_size, device):
-            t = objectives.elbo(model, xb, n_samples=n_samples)
+        for i, xb in enumerate(iterate(x, batch_size, device)):
+            cb = None if c is None else c[i * batch_size : (i + 1) * batch_size]
+            t = objectives.elbo(model, xb, n_samples=n_samples, c=cb)
             sums += torch.stack([t.elbo.sum(), t.log_px_z.sum(), t.kl.sum()]).double()
     return sums
 
@@ -224,12 +162,12 @@ class LossStep(nn.Module):
         self.amp_dtype = AMP_DTYPES.get(config.amp) if config.amp else None
         self.device_type = device_type
 
-    def forward(self, x: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, beta: float, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         autocast = (torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype is not None
                     else contextlib.nullcontext())
         with autocast:  # the networks run in bf16; Model casts their outputs to float32 for q, p(x|z), KL
             loss, t = objectives.loss(self.model, x, beta=beta, n_samples=self.n_samples,
-                                      free_bits=self.free_bits, iw_samples=self.iw_samples)
+                                      free_bits=self.free_bits, iw_samples=self.iw_samples, c=c)
         sums = torch.stack([t.objective, t.elbo, t.log_px_z, t.kl]).detach().sum(1)  # (4,)
         return loss, sums
 
@@ -244,15 +182,15 @@ def _compiled(step: nn.Module) -> Callable[[torch.Tensor, float], tuple[torch.Te
         return step
     current: list[Callable] = [compiled]
 
-    def run(x: torch.Tensor, beta: float):
+    def run(x: torch.Tensor, beta: float, c: torch.Tensor | None = None):
         if current[0] is step:
-            return step(x, beta)
+            return step(x, beta, c)
         try:
-            return current[0](x, beta)
+            return current[0](x, beta, c)
         except Exception as err:  # noqa: BLE001 - compilation happens lazily, at the first calls
             warnings.warn(f"torch.compile failed ({_first_line(err)}); training continues without it")
             current[0] = step
-            return step(x, beta)
+            return step(x, beta, c)
 
     return run
 
@@ -284,8 +222,8 @@ def _fastest_threads(run: "_Run", candidates: list[int], budget_s: float = 0.03,
     gradients and buffers (batch-norm statistics) put back, the global RNG restored."""
     if len(candidates) < 2:
         return candidates[0]
-    xb = _trial_batch(run)
     rng = torch.get_rng_state()
+    xb, cb = run.split(_trial_batch(run))
     buffers = [b.detach().clone() for b in run.model.buffers()]
     grads = [p.grad for p in run.params]
     best = {n: math.inf for n in candidates}
@@ -296,7 +234,7 @@ def _fastest_threads(run: "_Run", candidates: list[int], budget_s: float = 0.03,
                 torch.set_num_threads(n)
                 steps, started = -1, time.perf_counter()  # step -1 (untimed) warms the thread pool up
                 while True:
-                    loss, _ = run.step(xb, run.config.beta)
+                    loss, _ = run.step(xb, run.config.beta) if cb is None else run.step(xb, run.config.beta, cb)
                     loss.backward()
                     for p in run.params:
                         p.grad = None
@@ -407,10 +345,19 @@ class _Run:
     world_size: int
     params: list[torch.Tensor]
     good: "_GoodCopy"
+    n_features: int = 0  # > 0: a conditional model's batches carry their conditions after this many columns
+    val_condition: torch.Tensor | None = None
+
+    def split(self, xb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A batch and its conditions (None for an unconditional model)."""
+        if not self.n_features:
+            return xb, None
+        x, c = xb[:, : self.n_features].reshape(-1, *self.model.data_shape), xb[:, self.n_features :]
+        return (torch.bernoulli(x) if self.config.dynamic_binarize else x), c
 
 
 def _setup(model: Model, train, val, config: TrainConfig, resume: TrainerState | None, rank: int,
-           world_size: int) -> _Run:
+           world_size: int, condition=None, val_condition=None) -> _Run:
     """Check the settings and the data, put them on the device, build the optimiser and the loss
     step, and restore (or seed) the RNG streams. Nothing here trains."""
     if val is not None and len(val) == 0:
@@ -428,8 +375,12 @@ def _setup(model: Model, train, val, config: TrainConfig, resume: TrainerState |
         likelihoods.check_unit_interval(train, "dynamic binarisation")
     else:
         model.likelihood.validate(train)
+    n_features = 0
+    if getattr(model, "condition_dim", 0) or condition is not None or val_condition is not None:
+        # the conditions travel with the data, as extra columns split off again per batch
+        train, val, val_condition, n_features = _with_conditions(model, train, val, condition, val_condition)
     source = make_source(train, config.batch_size // world_size, device, rank=rank, world_size=world_size,
-                         binarize=config.dynamic_binarize)
+                         binarize=config.dynamic_binarize and not n_features)
     x_val, n_val = None, 0
     if val is not None:
         model.likelihood.validate(val)
@@ -460,8 +411,9 @@ def _setup(model: Model, train, val, config: TrainConfig, resume: TrainerState |
     if config.compile:
         step = _compiled(step)
     params = [p for p in model.parameters() if p.requires_grad]
+    v_c = None if val_condition is None else val_condition[rank::world_size].to(device)
     return _Run(model, config, device, source, x_val, n_val, optimizer, generator, state, step, world_size, params,
-                _GoodCopy(model))
+                _GoodCopy(model), n_features, v_c)
 
 
 class _GoodCopy:
@@ -558,7 +510,8 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     for xb in run.source.batches(run.generator):
         if warmup_steps > 0:
             beta = config.beta * min(1.0, (state.step + 1) / warmup_steps)
-        loss, sums = run.step(xb, beta)
+        xb, cb = run.split(xb)
+        loss, sums = run.step(xb, beta) if cb is None else run.step(xb, beta, cb)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if skip:
@@ -597,7 +550,7 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     if skip:
         row["skipped_batches"] = skipped
     if run.x_val is not None:
-        v_sums = distributed.all_reduce_sum(_elbo_sums(run.model, run.x_val, config.eval_batch_size))
+        v_sums = distributed.all_reduce_sum(_elbo_sums(run.model, run.x_val, config.eval_batch_size, c=run.val_condition))
         v_elbo, v_log_px_z, v_kl = (v_sums / run.n_val).tolist()
         row.update({"val_elbo": v_elbo, "val_log_px_z": v_log_px_z, "val_kl": v_kl})
         if not math.isfinite(v_elbo):
@@ -616,6 +569,8 @@ def fit(
     resume: TrainerState | None = None,
     rank: int = 0,
     world_size: int = 1,
+    condition=None,
+    val_condition=None,
     **overrides: Any,
 ) -> FitResult:
     """Train ``model`` by maximising the (beta-)ELBO or the IWAE bound with Adam; returns a
@@ -639,11 +594,15 @@ def fit(
     so the effective batch stays ``batch_size``. DistributedDataParallel averages the gradients,
     the history holds totals over all processes (validation is sharded and summed too), and at the
     end the processes check that they hold bit-identical weights (``result.replica_digest``).
+
+    A conditional model (``condition_dim`` > 0) takes ``condition`` (and ``val_condition`` with
+    ``val``): one row per example, (N, condition_dim) floats or (N,) class labels; it is then trained
+    on the bound on log p(x|c).
     """
     config = config or TrainConfig()
     if overrides:
         config = TrainConfig.from_dict({**config.to_dict(), **overrides})
-    run = _setup(model, train, val, config, resume, rank, world_size)
+    run = _setup(model, train, val, config, resume, rank, world_size, condition, val_condition)
     state = run.state
     callbacks = ([EarlyStopping(config.early_stopping, config.min_delta, config.restore_best)]
                  if run.x_val is not None else []) + list(callbacks)
@@ -672,3 +631,35 @@ def fit(
     digest = distributed.check_replicas(model) if world_size > 1 else None
     return FitResult(history=History(state.history), state=state, replica_digest=digest,
                      threads=threads if run.device.type == "cpu" else None)
+
+
+def _with_conditions(model: Model, train, val, condition, val_condition):
+    """Check the conditions of a conditional model; returns the training data with its conditions
+    as extra columns, the validation conditions as a tensor and the number of data features."""
+    if not getattr(model, "condition_dim", 0):
+        raise ValueError("this model is not conditional (condition_dim=0); fit it without condition")
+    if condition is None or (val is not None and val_condition is None):
+        raise ValueError("a conditional model needs condition= for the training data (and val_condition= with val)")
+    if is_streamed(train):
+        raise ValueError("a conditional model trains on data in memory; load the data before calling fit")
+    x = as_tensor(train)
+    c = model.condition(as_tensor(condition, dtype=torch.float32 if _floating(condition) else torch.long).cpu(),
+                        x.shape[0]).to(x.device)
+    vc = None
+    if val is not None:
+        vc = model.condition(as_tensor(val_condition, dtype=torch.float32 if _floating(val_condition) else torch.long)
+                             .cpu(), len(val))
+    return torch.cat([x.reshape(x.shape[0], -1), c.to(x.dtype)], 1), val, vc, math.prod(x.shape[1:])
+
+
+def _floating(a) -> bool:
+    return a.is_floating_point() if isinstance(a, torch.Tensor) else np.issubdtype(np.asarray(a).dtype, np.floating)
+
+
+def _track_best(model: Model, state: TrainerState, val_elbo: float, config: TrainConfig) -> None:
+    if val_elbo > state.best_val + config.min_delta:
+        state.best_val, state.best_epoch, state.bad_epochs = val_elbo, state.epoch, 0
+        if config.early_stopping and config.restore_best:
+            state.best_weights = copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()})
+    else:
+        state.bad_epochs += 1

@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import argparse
 
-from .. import demos
+
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="rerun a seed experiment (sine, pinwheel) and compare with its numbers",
-                       description=demos.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       description="Rerun a seed experiment (sine, pinwheel) with vaekit and compare its ELBO with "
+                       "the numbers the original code reported (see vaekit.demos).",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("name", choices=["sine", "pinwheel"])
     p.add_argument("--seed", type=int, default=0, help="seed for weights, shuffling and sampling")
     p.add_argument("--epochs", type=int, default=None, help="override the seed's number of epochs")
@@ -17,6 +19,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import demos
+
     result = demos.run(args.name, seed=args.seed, epochs=args.epochs, progress=args.progress)
     f, rep = result.final, result.experiment.reported
     print(f"{args.name}: after {len(result.history)} epochs, on all {len(result.experiment.data)} points "

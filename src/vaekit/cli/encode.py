@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from .. import generate
 from . import outputs
 
@@ -28,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
     run_ = outputs.open_run(args)
     out = outputs.array_path(run_, args.out, "z.npy", allowed=(".npy", ".npz"))
     data = outputs.input_data(run_, args)
-    mean, scale = generate.encode(run_.model, torch.as_tensor(data.x, dtype=torch.float32))
+    mean, scale = generate.encode(run_.model, data.x)  # batch by batch, also from disk
     written = [out]
     if out.suffix.lower() == ".npz":
         arrays = {"mean": mean.numpy()}

@@ -6,7 +6,7 @@ import json
 import sys
 
 from .. import checkpoint, runs
-from ..evaluate import Evaluation, GapConfig, Metric, evaluate
+from ..evaluation import Evaluation, GapConfig, Metric, evaluate
 from ..train import resolve_device
 from .options import non_negative_int, positive_float, positive_int
 
@@ -69,18 +69,13 @@ def run(args: argparse.Namespace) -> int:
     source = f"{data.name} test split" if source_arg is None else str(source_arg)
     record = {"data": {"source": source, "n": len(data)}, "device": str(device), **result.to_dict()}
     if not args.no_save:
-        path = opened.path / runs.METRICS_FILE
-        metrics = checkpoint.read_json(path) if path.is_file() else {}
-        if not isinstance(metrics, dict):
-            metrics = {}
-        metrics[EVALUATE_KEY] = record  # training's "train" / "val" / "estimator" stay as they are
-        checkpoint.write_json(path, metrics)
+        opened.folder.merge_metrics(EVALUATE_KEY, record)  # training's "train" / "val" / "estimator" stay as they are
     if args.json:
         print(json.dumps(checkpoint._jsonable(record), indent=2))
     else:
         print(format_table(result, f"{args.run}: {source}, {len(data)} examples, seed {args.seed}"))
         if not args.no_save:
-            print(f"written to {opened.path / runs.METRICS_FILE} under \"{EVALUATE_KEY}\"")
+            print(f"written to {opened.folder.metrics_path} under \"{EVALUATE_KEY}\"")
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0

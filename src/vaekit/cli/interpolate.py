@@ -16,7 +16,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="decode points between the encoder means of pairs of examples",
         description="Encode pairs of examples (their posterior means), walk the straight line between the "
         "two codes in --steps points (both ends included) and decode each. Writes an array of shape "
-        "(pairs, steps, *example shape) and, for image or 2-D data, a picture.",
+        "(pairs, steps, *example shape) (for a run trained on a table: a CSV or Parquet table, one row per "
+        "point, its pair and step in front of the original columns) and, for image or 2-D data, a picture.",
     )
     outputs.add_run_argument(p)
     outputs.add_data_arguments(p, "take the examples from")
@@ -24,7 +25,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="indices of two examples in the data; repeat for more rows [default: 0 1]")
     p.add_argument("--steps", type=outputs.positive_steps, default=8, help="points on each line, ends included")
     outputs.add_decode_arguments(p)
-    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/interpolation.npy]")
+    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/interpolation.npy]; for a table run a .csv "
+                   "or .parquet table [default: RUN/interpolation.csv] (.npy: the model-space numbers)")
     outputs.add_png_arguments(p, "interpolation.png")
     return p
 
@@ -32,25 +34,25 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     run_ = outputs.open_run(args)
     shape = outputs.image_shape(run_)
-    out = outputs.array_path(run_, args.out, "interpolation.npy")
+    out = outputs.output_path(run_, args.out, "interpolation")
     png = outputs.png_path(run_, args, "interpolation.png", shape is not None or outputs.is_2d(run_))
     data = outputs.input_data(run_, args)
     pairs = args.pair or [[0, 1]]
     bad = [i for pair in pairs for i in pair if not -len(data) <= i < len(data)]
     if bad:
         raise ValueError(f"example index {bad[0]} is out of range: the data hold {len(data)} examples")
-    a = torch.as_tensor(data.x[[p[0] for p in pairs]], dtype=torch.float32)
-    b = torch.as_tensor(data.x[[p[1] for p in pairs]], dtype=torch.float32)
+    a = torch.as_tensor(outputs.rows(data.x, [p[0] % len(data) for p in pairs]))
+    b = torch.as_tensor(outputs.rows(data.x, [p[1] % len(data) for p in pairs]))
     how = outputs.decode_how(args)
     outputs.seed_everything(args.seed)
     za, _ = generate.encode(run_.model, a)
     zb, _ = generate.encode(run_.model, b)
     z = generate.interpolate(za, zb, args.steps).transpose(0, 1)  # (P, S, H)
     x = generate.decode(run_.model, z, how=how).numpy()
-    flat = np.asarray(runs.format_output(run_, x.reshape(-1, *x.shape[2:])))
-    outputs.write_npy(out, flat.reshape(*x.shape[:2], *flat.shape[1:]))
+    index = np.indices(x.shape[:2]).reshape(2, -1)  # the pair and step of each point
+    written = outputs.write_data(run_, out, x, lead={"pair": index[0], "step": index[1]})
     print(f"wrote {len(pairs)} interpolation(s) of {args.steps} points ({outputs.DESCRIBE_HOW[how]}), "
-          f"array shape {x.shape}, to {out}")
+          f"array shape {x.shape}, to {out} ({written})")
     if png is not None:
         fit = runs.read_input(run_, None, which="train").x
         fig = plots.interpolation_figure(a.numpy(), b.numpy(), x, image_shape=shape, data=None if shape is not None else fit,

@@ -1,6 +1,13 @@
 """What the generation commands (sample, reconstruct, encode, interpolate, traverse) share:
 opening the run, choosing the input data, checking output paths before any work, and writing
-arrays and pictures atomically."""
+arrays, tables and pictures atomically.
+
+Outputs in data space (samples, reconstructions, interpolations, traversals) take the run's
+form: arrays as ``.npy`` / ``.npz`` for array and image runs; for a run trained on a table, a
+table with the original columns, values and categories, as CSV (the default) or Parquet, chosen
+by the extension of ``-o``. A table run's ``-o x.npy`` / ``.npz`` writes the model-space numbers
+instead (standardised numeric columns, 0/1 binary ones, one-hot categories, NaN for missing).
+Nothing is ever pickled."""
 from __future__ import annotations
 
 import argparse
@@ -46,9 +53,9 @@ DESCRIBE_HOW = {"mean": "decoded means", "draw": "draws from p(x|z)", "mode": "m
 
 
 def open_run(args: argparse.Namespace) -> runs.Run:
-    run = runs.open_run(args.run, device=resolve_device(args.device))
-    run.model.eval()
-    return run
+    """The run named on the command line, its model on --device (the generate functions put it in
+    inference mode, ``batches.inference``, while they use it)."""
+    return runs.open_run(args.run, device=resolve_device(args.device))
 
 
 def input_data(run: runs.Run, args: argparse.Namespace) -> Dataset:
@@ -61,6 +68,11 @@ def input_data(run: runs.Run, args: argparse.Namespace) -> Dataset:
     return data
 
 
+def rows(x, which) -> np.ndarray:
+    """Rows ``which`` (a slice or indices) of in-memory or on-disk data, in memory as float32."""
+    return np.asarray(x[which], dtype=np.float32)
+
+
 def array_path(run: runs.Run, given: str | None, default_name: str, allowed=(".npy",)) -> Path:
     path = Path(given) if given else run.path / default_name
     if path.suffix.lower() not in allowed:
@@ -68,6 +80,63 @@ def array_path(run: runs.Run, given: str | None, default_name: str, allowed=(".n
     if not path.parent.exists():
         raise ValueError(f"the folder of the output file {path} does not exist; create it first")
     return path
+
+
+TABLE_FILES = (".csv", ".parquet")
+
+
+def output_path(run: runs.Run, given: str | None, default_stem: str, numeric=(".npy",)) -> Path:
+    """The data-space output file: for a table run ``.csv`` (default) or ``.parquet``, or one of the
+    ``numeric`` suffixes for the model-space numbers; for other runs one of ``numeric``."""
+    if run.schema is None:
+        return array_path(run, given, default_stem + numeric[0], allowed=numeric)
+    path = array_path(run, given, default_stem + ".csv", allowed=(*TABLE_FILES, *numeric))
+    if path.suffix.lower() == ".parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise ValueError(f"writing {path.name} needs pyarrow: pip install 'vaekit[parquet]', or write a .csv") from None
+    return path
+
+
+def is_table_file(path: Path) -> bool:
+    return path.suffix.lower() in TABLE_FILES
+
+
+def as_table(run: runs.Run, x, lead: dict[str, np.ndarray] | None = None):
+    """Model-space rows ``x`` (N, width) as the run's table, with the columns of ``lead`` (e.g. which
+    pair and step a row belongs to) in front."""
+    frame = runs.format_output(run, np.asarray(x))
+    for i, (name, values) in enumerate((lead or {}).items()):
+        while name in frame.columns:  # never hide one of the table's own columns
+            name = "_" + name
+        frame.insert(i, name, np.asarray(values))
+    return frame
+
+
+def write_table(path: Path, frame) -> None:
+    if path.suffix.lower() == ".parquet":
+        buf = io.BytesIO()
+        frame.to_parquet(buf, index=False)
+        atomic_write_bytes(path, buf.getvalue())
+    else:
+        atomic_write_bytes(path, frame.to_csv(index=False).encode())
+
+
+def write_data(run: runs.Run, path: Path, x, lead: dict[str, np.ndarray] | None = None) -> str:
+    """Write data-space output ``x`` (model-space rows, any leading shape) to ``path`` in the run's form;
+    returns how it was written, for the message. A table file gets one row per example, the leading
+    indices as the columns named in ``lead``."""
+    x = np.asarray(x)
+    if run.schema is None:
+        write_npy(path, runs.format_output(run, x))
+        return "array"
+    if is_table_file(path):
+        flat = x.reshape(-1, x.shape[-1])
+        write_table(path, as_table(run, flat, lead))
+        return f"a table of {len(flat)} rows in the {len(run.schema.names)} original columns"
+    write_npy(path, x.astype(np.float32))
+    return "model-space numbers (standardised numeric columns, one-hot categories)"
 
 
 def png_path(run: runs.Run, args: argparse.Namespace, default_name: str, drawable: bool) -> Path | None:
@@ -94,15 +163,22 @@ def add_png_arguments(p: argparse.ArgumentParser, default_name: str) -> None:
     g.add_argument("--no-png", action="store_true", help="write no picture")
 
 
+def _plain(name: str, array) -> np.ndarray:
+    a = np.asarray(array)
+    if a.dtype == object:  # np.savez would pickle it silently; a table belongs in write_table
+        raise TypeError(f"{name} is an object array; it would need pickle to be saved")
+    return a
+
+
 def write_npy(path: Path, array) -> None:
     buf = io.BytesIO()
-    np.save(buf, np.asarray(array), allow_pickle=False)
+    np.save(buf, _plain(path.name, array), allow_pickle=False)
     atomic_write_bytes(path, buf.getvalue())
 
 
 def write_npz(path: Path, **arrays) -> None:
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(v) for k, v in arrays.items()})
+    np.savez(buf, **{k: _plain(f"{path.name}[{k!r}]", v) for k, v in arrays.items()})
     atomic_write_bytes(path, buf.getvalue())
 
 

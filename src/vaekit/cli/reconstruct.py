@@ -4,7 +4,6 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-import torch
 
 from .. import generate, plots, runs
 from .options import positive_int
@@ -17,7 +16,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="encode and decode examples: originals beside reconstructions",
         description="Encode each example, take z ~ q(z|x) (or its mean with --mean-z) and decode it. "
         "Writes an .npz holding 'original' and 'reconstruction' (or only the reconstructions to an .npy) "
-        "and, for image data, originals and reconstructions as paired grids (2-D data: both over the data).",
+        "and, for image data, originals and reconstructions as paired grids (2-D data: both over the data). "
+        "For a run trained on a table: the reconstructed table as CSV or Parquet (by the extension of -o; "
+        ".npz/.npy give the model-space numbers) and the table with its missing cells filled by "
+        "reconstruction, OUT_imputed.csv.",
     )
     outputs.add_run_argument(p)
     outputs.add_data_arguments(p, "reconstruct")
@@ -25,7 +27,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--mean-z", action="store_true", help="decode the posterior mean instead of a draw z ~ q(z|x)")
     outputs.add_decode_arguments(p)
     p.add_argument("-o", "--out", help="output file: .npz (original and reconstruction) or .npy (reconstructions) "
-                   "[default: RUN/reconstructions.npz]")
+                   "[default: RUN/reconstructions.npz]; for a table run also .csv or .parquet "
+                   "[default: RUN/reconstructions.csv]")
     outputs.add_png_arguments(p, "reconstructions.png")
     return p
 
@@ -33,24 +36,27 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     run_ = outputs.open_run(args)
     shape = outputs.image_shape(run_)
-    out = outputs.array_path(run_, args.out, "reconstructions.npz", allowed=(".npz", ".npy"))
+    out = outputs.output_path(run_, args.out, "reconstructions", numeric=(".npz", ".npy"))
     png = outputs.png_path(run_, args, "reconstructions.png", shape is not None or outputs.is_2d(run_))
     data = outputs.input_data(run_, args)
-    x = data.x[: args.n] if args.n else data.x
+    x = outputs.rows(data.x, slice(0, args.n))  # in memory: the originals are written too
     how = outputs.decode_how(args)
     outputs.seed_everything(args.seed)
-    rec = generate.reconstruct(run_.model, torch.as_tensor(x, dtype=torch.float32), how=how, sample_z=not args.mean_z).numpy()
+    rec = generate.reconstruct(run_.model, x, how=how, sample_z=not args.mean_z).numpy()
     if out.suffix.lower() == ".npz":
-        outputs.write_npz(out, original=runs.format_output(run_, x), reconstruction=runs.format_output(run_, rec))
+        outputs.write_npz(out, original=x, reconstruction=rec)
     else:
-        outputs.write_npy(out, runs.format_output(run_, rec))
+        outputs.write_data(run_, out, rec)
+    z_how = "the posterior mean" if args.mean_z else "z ~ q(z|x)"
+    diff = (rec.reshape(len(x), -1) - x.reshape(len(x), -1)).astype(np.float64)
+    observed = ~np.isnan(diff)  # a table's missing cells have nothing to compare with
+    mse = float(np.mean(diff[observed] ** 2)) if observed.any() else float("nan")
+    mae = float(np.mean(np.abs(diff[observed]))) if observed.any() else float("nan")
+    print(f"reconstructed {len(x)} examples ({outputs.DESCRIBE_HOW[how]} of {z_how}) to {out}; "
+          f"mean squared difference {mse:.4g}, mean absolute {mae:.4g} (in the model's data space"
+          f"{', observed values' if not observed.all() else ''})")
     if run_.schema is not None:  # a table: also fill its missing values by reconstruction
         _write_imputed(run_, x, out)
-    diff = rec.reshape(len(x), -1) - x.reshape(len(x), -1)
-    z_how = "the posterior mean" if args.mean_z else "z ~ q(z|x)"
-    print(f"reconstructed {len(x)} examples ({outputs.DESCRIBE_HOW[how]} of {z_how}) to {out}; "
-          f"mean squared difference {float(np.mean(diff ** 2)):.4g}, mean absolute {float(np.mean(np.abs(diff))):.4g} "
-          "(in the model's data space)")
     if png is not None:
         if shape is not None:
             shown = min(len(x), outputs.MAX_TILES // 2)
@@ -70,7 +76,8 @@ def _write_imputed(run_, x, out) -> None:
     from ..checkpoint import atomic_write_text
     from ..tabular import impute
 
-    filled = impute(run_.model, torch.as_tensor(x, dtype=torch.float32)).cpu().numpy()
+    filled = impute(run_.model, x).cpu().numpy()
     path = out.with_name(out.stem + "_imputed.csv")
     atomic_write_text(path, runs.format_output(run_, filled).to_csv(index=False))
-    print(f"{int(np.isnan(np.asarray(x, dtype=np.float64)).sum())} missing values filled by reconstruction: {path}")
+    cells = run_.schema.missing_cells(x)  # cells of the table, not model columns (a category is one cell)
+    print(f"{cells} missing cell(s) of {len(x)} x {len(run_.schema.names)} filled by reconstruction: {path}")

@@ -10,8 +10,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import anomaly, checkpoint, runs
+from .. import anomaly, checkpoint, limits, runs
+from ..batches import inference
 from ..data import read_array
+from ..generate import model_batches, placement
 from ..train import resolve_device
 from .options import positive_int
 
@@ -48,6 +50,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     opened = runs.open_run(args.run, device=device)
+    model = opened.model
+    _, dtype = placement(model)
+    # the shared draws (K, latent_dim), made in float64 then cast to the model's dtype
+    noise_bytes = args.iw_samples * model.latent_dim * (8 + torch.finfo(dtype).bits // 8)
+    limits.require_memory(noise_bytes, f"--iw-samples {args.iw_samples}", "use a smaller --iw-samples")
     data = runs.read_input(opened, args.data, which=args.split)
     n = len(data)
     if n == 0:
@@ -55,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     labels, is_anomaly = _labels(args, data.labels, n)
     kinds = list(anomaly.SCORES) if args.score == "all" else [args.score]
 
-    model = opened.model.eval()
-    x = torch.as_tensor(data.x, device=device)
-    noise = anomaly.common_noise(args.iw_samples, model.latent_dim, args.seed, device)
+    noise = anomaly.common_noise(args.iw_samples, model.latent_dim, args.seed, device, dtype=dtype)
     columns: dict[str, np.ndarray] = {}
-    for kind in kinds:
-        values = [anomaly.raw_score(model, xb, kind, args.iw_samples, noise) for xb in x.split(args.batch_size)]
-        columns[anomaly.SCORES[kind][0]] = torch.cat(values).double().cpu().numpy()
+    with inference(model):
+        for kind in kinds:
+            values = [anomaly.raw_score(model, xb, kind, args.iw_samples, noise)
+                      for xb in model_batches(model, data.x, args.batch_size)]  # from disk too, batch by batch
+            columns[anomaly.SCORES[kind][0]] = torch.cat(values).double().cpu().numpy()
 
     draws = f"; K = L = {args.iw_samples} draws" if kinds != ["kl"] else ""
     lines = [f"scored {n} examples of {data.name} with {opened.path}: {'; '.join(anomaly.SCORES[k][2] for k in kinds)}"

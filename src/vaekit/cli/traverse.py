@@ -48,7 +48,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="start from the encoder mean of example I of --data / --split instead of z = 0")
     outputs.add_data_arguments(p, "take --example from")
     outputs.add_decode_arguments(p)
-    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/traversal.npy]")
+    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/traversal.npy]; for a table run a .csv or "
+                   ".parquet table, one row per point with its unit and value [default: RUN/traversal.csv]")
     outputs.add_png_arguments(p, "traversal.png")
     return p
 
@@ -57,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     run_ = outputs.open_run(args)
     model = run_.model
     shape = outputs.image_shape(run_)
-    out = outputs.array_path(run_, args.out, "traversal.npy")
+    out = outputs.output_path(run_, args.out, "traversal")
     png = outputs.png_path(run_, args, "traversal.png", shape is not None or outputs.is_2d(run_))
     units = args.units if args.units is not None else list(range(min(model.latent_dim, 10)))
     base = torch.zeros(model.latent_dim)
@@ -65,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         data = outputs.input_data(run_, args)
         if not -len(data) <= args.example < len(data):
             raise ValueError(f"example index {args.example} is out of range: the data hold {len(data)} examples")
-        base, _ = generate.encode(model, torch.as_tensor(data.x[[args.example]], dtype=torch.float32))
+        base, _ = generate.encode(model, outputs.rows(data.x, [args.example % len(data)]))
         base = base[0]
     elif args.data or args.split:
         raise ValueError("--data / --split choose where --example comes from; give --example I as well")
@@ -75,11 +76,11 @@ def run(args: argparse.Namespace) -> int:
     how = outputs.decode_how(args)
     outputs.seed_everything(args.seed)
     x = generate.decode(model, z, how=how).numpy()
-    flat = np.asarray(runs.format_output(run_, x.reshape(-1, *x.shape[2:])))
-    outputs.write_npy(out, flat.reshape(*x.shape[:2], *flat.shape[1:]))
+    lead = {"unit": np.repeat(units, len(values)), "value": np.tile(values.numpy(), len(units))}
+    written = outputs.write_data(run_, out, x, lead=lead)
     start = "z = 0" if args.example is None else f"the encoder mean of example {args.example}"
     print(f"traversed units {', '.join(map(str, units))} over {args.steps} values from {start} "
-          f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out}")
+          f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out} ({written})")
     if png is not None:
         fit = runs.read_input(run_, None, which="train").x
         fig = plots.traversal_figure(x, units, values.numpy(), image_shape=shape, data=None if shape is not None else fit,

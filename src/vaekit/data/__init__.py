@@ -1,6 +1,7 @@
 """Data sets and readers. Everything returns plain numpy arrays in a ``Dataset``."""
 from .builtin import BUILTIN, digits, pinwheel, sine
-from .core import Dataset, load, split
+from .core import Dataset, split
+from .sources import load
 from .idx import read_idx, write_idx
 from .disk import DiskArray
 from .readers import read_array, read_path

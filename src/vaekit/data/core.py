@@ -1,13 +1,10 @@
-"""The ``Dataset`` container, the split helper and ``load`` (a built-in name or a path)."""
+"""The ``Dataset`` container and the split helper (``load`` is in ``sources``, above the readers)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from ..errors import DataError
 
 
 @dataclass
@@ -53,22 +50,3 @@ def split(n: int, fractions: tuple[float, ...] = (0.8, 0.1, 0.1), seed: int = 0)
     perm = np.random.default_rng(seed).permutation(n)
     cuts = np.round(np.cumsum(fr)[:-1] * n).astype(int)
     return np.split(perm, cuts)
-
-
-def load(source: str, **options: Any) -> Dataset:
-    """A built-in data set by name (``sine``, ``pinwheel``, ``digits``) or a path: ``.npy``
-    (read from disk batch by batch when large or with ``stream=True``), ``.npz``, a CSV/TSV/Parquet table, an IDX
-    file (MNIST's format, gzip'd or not) or a folder of images. Options: ``binarize`` (pixels
-    > 0.5 become 1), ``stream``, ``label_column``, ``numeric`` / ``binary`` / ``categorical``
-    (column type overrides), ``schema`` (a fitted table preprocessing to apply)."""
-    from .builtin import BUILTIN
-    from .readers import read_path
-
-    if source in BUILTIN:
-        return BUILTIN[source](**options)
-    path = Path(source)
-    if not path.exists():
-        raise DataError(
-            f"no data set or file named {source!r}; give a path or one of: {', '.join(sorted(BUILTIN))}"
-        )
-    return read_path(path, **options)

@@ -13,12 +13,52 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
 from ..errors import DataError
+
+
+def npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran_order, dtype, header bytes) of the ``.npy`` stream ``f`` (at its start), read
+    without allocating the array. Whatever is wrong with the header (bad magic, an unbalanced
+    bracket, a shape that is not a tuple of integers, an unknown dtype) is one ``DataError``."""
+    import numpy.lib.format as npy_format
+
+    try:
+        version = npy_format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = npy_format.read_array_header_1_0(f)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy_format.read_array_header_2_0(f)
+        else:  # format 3.0 (utf-8 field names) has no public reader
+            shape, fortran, dtype = npy_format._read_array_header(f, version)
+        offset = f.tell()
+    except (OSError, zlib.error, zipfile.BadZipFile):
+        raise  # reading failed (a damaged archive member, a disk error), not the header's content
+    except Exception as err:  # numpy raises ValueError, tokenize.TokenError, SyntaxError, EOFError, ...
+        text = (err.args[0] if err.args and isinstance(err.args[0], str) else str(err)).strip().splitlines()
+        raise DataError(f"cannot read {name}: its .npy header is broken "
+                        f"({text[0][:160] if text else type(err).__name__}); save it again with numpy.save") from None
+    if not all(isinstance(s, int) and s >= 0 for s in shape):
+        raise DataError(f"{name} has a broken .npy header (shape {shape!r}); save it again with numpy.save")
+    return tuple(shape), bool(fortran), np.dtype(dtype), int(offset)
+
+
+def check_npy_dtype(dtype: np.dtype, name: str) -> None:
+    """Only real numbers (and booleans) are data: refuse objects, text, records and complex numbers."""
+    if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
+        raise DataError(f"{name} holds {'Python objects' if dtype.hasobject else 'records'} (dtype {dtype}), not a numeric "
+                        "array; save a plain float or integer array")
+    if dtype.kind == "c":
+        raise DataError(f"{name} holds complex numbers (dtype {dtype}); vaekit models real values: save x.real, or the "
+                        "real and imaginary parts as separate features")
+    if dtype.kind not in "biuf":
+        raise DataError(f"{name} does not hold a numeric array (dtype {dtype})")
 
 
 class _RowFile:
@@ -88,6 +128,18 @@ class DiskArray:
                  threshold: float | None = None, _file: _RowFile | None = None) -> None:
         if _file is None:
             path = Path(path)
+            try:
+                with open(path, "rb") as f:
+                    shape, _, dtype, offset = npy_header(f, path.name)
+            except OSError as err:
+                raise DataError(f"cannot read {path}: {err.strerror or err}") from None
+            check_npy_dtype(dtype, path.name)
+            if math.prod(shape) == 0:
+                raise DataError(f"{path.name} holds no examples")
+            need, size = offset + math.prod(shape) * dtype.itemsize, path.stat().st_size
+            if size < need:
+                raise DataError(f"{path.name} is truncated: its header promises {shape} values ({need} bytes), "
+                                f"the file has {size}")
             try:
                 header = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError, EOFError) as err:
@@ -201,8 +253,7 @@ def _from_memmap(x: np.memmap) -> _RowFile:
     if not x.flags.c_contiguous:
         raise DataError(f"{Path(x.filename).name} is stored in Fortran order; rows can only be streamed from "
                         "C order (save it with np.save(path, np.ascontiguousarray(x)))")
-    if x.dtype == object or not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
-        raise DataError(f"{Path(x.filename).name} does not hold a numeric array (dtype {x.dtype})")
+    check_npy_dtype(np.dtype(x.dtype), Path(x.filename).name)
     return _RowFile(Path(x.filename), int(x.offset), tuple(int(s) for s in x.shape), np.dtype(x.dtype))
 
 

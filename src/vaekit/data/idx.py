@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..limits import require_memory
 
 IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 _TYPE_CODES = {np.dtype(v).newbyteorder("="): k for k, v in IDX_TYPES.items()}
@@ -57,6 +58,10 @@ def read_idx(path: str | Path) -> np.ndarray:
                         f"the file holds {have}")
     if have > need:
         raise DataError(f"{path.name} has {have - need} bytes after the {shape} values its header declares")
+    try:  # the native-order copy and the float32 one made from it
+        require_memory(need + 4 * math.prod(shape), f"reading {path.name} (shape {shape})")
+    except ValueError as err:
+        raise DataError(str(err)) from None
     return np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=header).reshape(shape).astype(dtype.newbyteorder("="))
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError
+from ..limits import require_memory
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 _GREY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
@@ -47,12 +48,12 @@ def list_images(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
 
 
 def _open(path: Path):
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     try:
         img = Image.open(path)
         img.load()
-    except (OSError, UnidentifiedImageError, SyntaxError, ValueError) as err:
+    except Exception as err:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, IndexError, ...
         raise DataError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     return img
 
@@ -83,6 +84,11 @@ def load_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray | None, tupl
             raise DataError(f"images differ in size: {files[0].name} is {h0}x{w0} (height x width), "
                             f"{p.relative_to(folder)} is {h}x{w}; resize them to one size first")
     colour = any(img.mode not in _GREY_MODES for img in images)
+    w, h = first.size
+    try:
+        require_memory(4.0 * len(images) * (3 if colour else 1) * h * w, f"{len(images)} images of {h}x{w} pixels")
+    except ValueError as err:
+        raise DataError(str(err)) from None
     x = np.stack([_pixels(img, colour) for img in images])
     for img in images:
         img.close()

@@ -2,6 +2,7 @@
 .parquet), IDX files (MNIST's format) and folders of images. ``read_path`` returns a ``Dataset``."""
 from __future__ import annotations
 
+import math
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -137,8 +138,9 @@ def _open_on_disk(path: Path):
 
 
 def _check(x: np.ndarray, path: Path) -> np.ndarray:
-    if x.dtype == object or not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
-        raise DataError(f"{path.name} does not hold a numeric array (dtype {x.dtype})")
+    from .disk import check_npy_dtype
+
+    check_npy_dtype(np.dtype(x.dtype), path.name)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim == 0 or x.shape[0] == 0 or x.size == 0:
@@ -151,15 +153,67 @@ def _check(x: np.ndarray, path: Path) -> np.ndarray:
     return x
 
 
+def _checked_header(f, name: str, available: int) -> tuple[tuple[int, ...], np.dtype]:
+    """Read and check a .npy header before anything is allocated: a numeric, real dtype; as many
+    bytes as the shape needs; and memory for the array and its float32 copy."""
+    from ..limits import require_memory
+    from .disk import check_npy_dtype, npy_header
+
+    shape, _, dtype, offset = npy_header(f, name)
+    check_npy_dtype(dtype, name)
+    n = math.prod(shape)
+    need = n * dtype.itemsize
+    if available - offset < need:
+        raise DataError(f"{name} is truncated: its header promises {shape} values ({need} bytes), "
+                        f"the file holds {max(0, available - offset)}")
+    try:
+        require_memory(need + 5 * n, f"reading {name} (shape {shape}, {dtype})", "read it streamed from disk (--stream on)")
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    return shape, dtype
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:160] if text else type(err).__name__
+
+
 def _read_npy(path: Path):
-    return np.load(path, allow_pickle=False), None
+    with open(path, "rb") as f:
+        _checked_header(f, path.name, path.stat().st_size)
+        f.seek(0)
+        return np.lib.format.read_array(f, allow_pickle=False), None
 
 
 def _read_npz(path: Path):
-    with np.load(path, allow_pickle=False) as z:
-        keys = list(z.keys())
-        if not keys:
+    try:
+        archive = zipfile.ZipFile(path)
+    except OSError:
+        raise
+    except Exception as err:  # BadZipFile, and NotImplementedError / ValueError for damaged directory entries
+        reason = "not a zip archive, or truncated" if isinstance(err, zipfile.BadZipFile) else _one_line(err)
+        raise DataError(f"{path.name} is not a readable .npz file ({reason}); save it again with numpy.savez") from None
+    with archive:
+        members = {info.filename[:-4]: info for info in archive.infolist() if info.filename.endswith(".npy")}
+        if not members:
             raise DataError(f"{path.name} holds no arrays")
+        keys = list(members)
         xkey = next((k for k in _X_KEYS if k in keys), keys[0])
         ykey = next((k for k in _Y_KEYS if k in keys and k != xkey), None)
-        return z[xkey], (z[ykey] if ykey else None)
+        out = []
+        for key in (xkey, ykey):
+            if key is None:
+                out.append(None)
+                continue
+            name, info = f"{path.name}[{key}]", members[key]
+            try:
+                with archive.open(info) as f:
+                    _checked_header(f, name, info.file_size)
+                with archive.open(info) as f:
+                    out.append(np.lib.format.read_array(f, allow_pickle=False))
+            except DataError:
+                raise
+            except Exception as err:  # zip and zlib raise BadZipFile, zlib.error, EOFError, ValueError, ...
+                raise DataError(f"{name} cannot be read: the archive is corrupted or truncated ({_one_line(err)}); "
+                                "save it again with numpy.savez") from None
+        return out[0], out[1]

@@ -51,6 +51,7 @@ def read_table(path: str | Path, label_column: str | None = None):
         else:
             sep = "\t" if suffix == ".tsv" else ","
             frame = pd.read_csv(path, sep=sep, skipinitialspace=True)
+            _refuse_ragged_rows(path, sep)
             if all(_is_number(c) for c in frame.columns):  # no header row: the first row is data
                 frame = pd.read_csv(path, sep=sep, skipinitialspace=True, header=None)
                 frame.columns = [f"x{i}" for i in range(frame.shape[1])]
@@ -84,6 +85,25 @@ def read_table(path: str | Path, label_column: str | None = None):
     if frame.shape[1] == 0:
         raise DataError(f"{path.name} has no columns left to model")
     return frame.reset_index(drop=True), labels, info
+
+
+def _refuse_ragged_rows(path: Path, sep: str) -> None:
+    """pandas reads a row with too few fields as missing values (and one with a field too many
+    in every row as an index column); both are refused here, naming the line."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        reader = csv.reader(f, delimiter=sep, skipinitialspace=True)
+        expected = None
+        for row in reader:
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue  # blank lines are skipped, as pandas does
+            if expected is None:
+                expected = len(row)
+            elif len(row) != expected:
+                raise DataError(f"{path.name} has ragged rows: line {reader.line_num} has {len(row)} fields, the first "
+                                f"row has {expected}; every row needs the same number of fields (leave a missing "
+                                "value empty, e.g. 1,,3)")
 
 
 def _is_number(text) -> bool:
@@ -235,7 +255,7 @@ class Schema:
             keys = [None if _missing(v) else _key(v) for v in series]
             known = c["values"] if c["kind"] == "binary" else c["categories"]
             lookup = {_key(v): i for i, v in enumerate(known)}
-            codes = np.array([-2 if k is None else lookup.get(k, -1) for k in keys])
+            codes = np.array([-2 if k is None else lookup.get(k, -1) for k in keys], dtype=np.int64)
             if (codes == -1).any():
                 seen: dict[str, int] = {}
                 for k, code in zip(keys, codes):
@@ -248,21 +268,24 @@ class Schema:
                 block = np.full((n, len(known)), np.nan)
                 ok = codes >= 0
                 block[ok] = 0.0
-                block[np.flatnonzero(ok), codes[ok]] = 1.0
+                block[np.flatnonzero(ok), codes[ok].astype(np.intp)] = 1.0  # intp: empty frames give float codes
                 blocks.append(block)
         x = np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.empty((n, 0), np.float32)
         if np.isinf(x).any():
             raise DataError(f"{source} holds infinite values; remove them or leave the cells empty (missing)")
-        report = {"unknown": unknown, "extra_columns": extra, "missing_cells": int(self._missing_cells(x))}
+        report = {"unknown": unknown, "extra_columns": extra, "missing_cells": self.missing_cells(x)}
         return x, report
 
-    def _missing_cells(self, x: np.ndarray) -> int:
+    def missing_cells(self, x: np.ndarray) -> int:
+        """How many cells of the table are missing in model-space rows ``x``: a categorical
+        column's one-hot block counts once, as the one cell it came from."""
+        x = np.asarray(x)
         count, pos = 0, 0
         for c in self.modelled:
             width = len(c["categories"]) if c["kind"] == "categorical" else 1
             count += int(np.isnan(x[:, pos]).sum())
             pos += width
-        return count
+        return int(count)
 
     # -- numbers -> table -----------------------------------------------------------------
     def inverse(self, x: np.ndarray):

@@ -25,7 +25,10 @@ import numpy as np
 import torch
 from torch.distributions import Independent, kl_divergence
 
+from .batches import inference, iterate
+from .generate import placement
 from .model import Model
+from .posteriors import draw
 from .objectives import (
     DEFAULT_MAX_ELEMENTS,
     _diagonal_normal,
@@ -262,24 +265,18 @@ def evaluate(
     if any(k < 1 for k in ks):
         raise ValueError(f"IWAE k must be >= 1, got {list(iwae_k)}")
     gap_config = gaps if isinstance(gaps, GapConfig) else (GapConfig() if gaps else None)
-    device = next(iter(model.parameters()), torch.empty(0)).device
-    x = _as_input(model, data, device)
+    device, dtype = placement(model)
+    x = _as_input(model, data, device, dtype)
     n, h = x.shape[0], model.latent_dim
     d = math.prod(x.shape[1:])
     if bits_per_dim is None:
         bits_per_dim = len(model.data_shape or x.shape[1:]) >= 2
 
-    was_training = model.training
-    model.eval()
     devices = [device] if device.type == "cuda" else []
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            out = _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_per_dim,
-                           active_threshold, collapse_kl, seed, max_elements)
-    finally:
-        model.train(was_training)
-    return out
+    with inference(model), torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_per_dim,
+                        active_threshold, collapse_kl, seed, max_elements)
 
 
 def _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_per_dim,
@@ -288,7 +285,7 @@ def _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_p
     with torch.no_grad():
         # the encoder alone: posterior means (active units) and the KL per unit
         locs, scales, kl_units = [], [], []
-        for xb in _batches(x, max(1, min(4096, pairs))):
+        for xb in iterate(x, max(1, min(4096, pairs))):
             qz = model.q_z(xb)
             closed_kl = _closed_form_kl(qz, model.p_z())
             locs.append(qz.mean)
@@ -300,7 +297,7 @@ def _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_p
 
         closed = "closed-form KL" if closed_kl else "Monte Carlo KL (same draws)"
         draws = []
-        for xb in _batches(x, max(1, pairs // elbo_samples)):
+        for xb in iterate(x, max(1, pairs // elbo_samples)):
             qz = model.q_z(xb)
             draws.append(_elbo_draws(model, xb, qz, qz.sample((elbo_samples,))))
         rec_draws = torch.cat([d[0] for d in draws], 1)  # (L, N)
@@ -408,9 +405,12 @@ def inference_gaps(
         for s in range(0, n, final_batch):
             sl = slice(s, s + final_batch)
             # common random numbers: the same draws for both q's make their difference precise
-            eps = torch.randn(config.final_samples, *enc_loc[sl].shape, device=x.device)
-            for store, (lo, sc) in ((enc_draws, (enc_loc[sl], enc_scale[sl])), (ref_draws, (loc[sl], scale[sl]))):
-                store.append(_elbo_draws(model, x[sl], _diagonal_normal(lo, sc), lo + sc * eps)[1])
+            eps = torch.randn(config.final_samples, *enc_loc[sl].shape, device=x.device, dtype=enc_loc.dtype)
+            # L[q_enc] is the ELBO of the model's own q (full covariance, a flow, two layers: not
+            # the diagonal Gaussian of its moments that starts the refinement)
+            q_enc = model.q_z(x[sl])
+            enc_draws.append(_elbo_draws(model, x[sl], q_enc, draw(q_enc, noise=eps)[0])[1])
+            ref_draws.append(_elbo_draws(model, x[sl], _diagonal_normal(loc[sl], scale[sl]), loc[sl] + scale[sl] * eps)[1])
         enc_draws, ref_draws = torch.cat(enc_draws, 1), torch.cat(ref_draws, 1)  # (S, N)
         # q* alone is a poor proposal: the best diagonal Gaussian is narrower than a correlated
         # posterior, and its importance weights are then heavy-tailed. A defensive mixture
@@ -467,7 +467,7 @@ def _refine(model, x, loc0, scale0, cfg: GapConfig):
     b, h = loc0.shape
     loc = loc0.detach().clone().requires_grad_(True)
     log_scale = scale0.detach().log().clone().requires_grad_(True)
-    check_eps = torch.randn(cfg.check_samples, b, h, device=x.device)
+    check_eps = torch.randn(cfg.check_samples, b, h, device=x.device, dtype=loc0.dtype)
 
     def check() -> torch.Tensor:
         with torch.no_grad():
@@ -475,7 +475,7 @@ def _refine(model, x, loc0, scale0, cfg: GapConfig):
 
     best = check()
     best_loc, best_log_scale = loc.detach().clone(), log_scale.detach().clone()
-    lr = torch.full((b, 1), cfg.lr, device=x.device)
+    lr = torch.full((b, 1), cfg.lr, device=x.device, dtype=loc0.dtype)
     halvings = torch.zeros(b, dtype=torch.long, device=x.device)
     running = torch.ones(b, dtype=torch.bool, device=x.device)
     steps = torch.zeros(b, dtype=torch.long, device=x.device)
@@ -485,7 +485,7 @@ def _refine(model, x, loc0, scale0, cfg: GapConfig):
     for step in range(1, cfg.steps + 1):
         if not bool(running.any()):
             break
-        eps = torch.randn(cfg.samples, b, h, device=x.device)
+        eps = torch.randn(cfg.samples, b, h, device=x.device, dtype=loc0.dtype)
         with torch.enable_grad():
             value = _elbo_with(model, x, loc, log_scale.exp(), eps)
             g_loc, g_log_scale = torch.autograd.grad(-value.sum(), [loc, log_scale])
@@ -522,13 +522,15 @@ def _refine(model, x, loc0, scale0, cfg: GapConfig):
 
 
 # -- helpers -----------------------------------------------------------------------------
-def _as_input(model: Model, data, device: torch.device) -> torch.Tensor:
+def _as_input(model: Model, data, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The data as one tensor on the model's device, in the model's dtype (float64 for the
+    scikit-learn estimator's model)."""
     x = getattr(data, "x", data)  # a vaekit Dataset or an array / tensor
     if isinstance(x, torch.Tensor):
-        x = x.detach().to(device=device, dtype=torch.float32)
+        x = x.detach().to(device=device, dtype=dtype)
     else:
         try:
-            x = torch.as_tensor(np.asarray(x, dtype=np.float32), device=device)
+            x = torch.as_tensor(np.asarray(x, dtype=torch.empty((), dtype=dtype).numpy().dtype), device=device)
         except (TypeError, ValueError):
             raise TypeError(f"evaluate needs an array, a tensor or a vaekit Dataset, got {type(data).__name__}") from None
     if x.dim() < 2 or x.shape[0] == 0:
@@ -548,11 +550,6 @@ def _closed_form_kl(qz, prior) -> bool:
     except NotImplementedError:
         return False
     return True
-
-
-def _batches(x: torch.Tensor, size: int):
-    for start in range(0, x.shape[0], size):
-        yield x[start : start + size]
 
 
 def _np(t: torch.Tensor) -> np.ndarray:

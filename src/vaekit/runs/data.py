@@ -1,0 +1,146 @@
+"""A run's data: the split it was trained on, new data passed through its preprocessing, and
+model-space outputs turned back into the data's own form."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .. import likelihoods
+from ..data import Dataset, load as load_data, split as split_indices
+from ..data.builtin import BUILTIN
+from ..data.tables import Schema, unknown_summary
+from ..errors import DataError
+from ..model import Model
+from ..train import History
+from .folder import RunFolder
+
+
+def load_splits(data_cfg: dict[str, Any], schema: Schema | None = None) -> dict[str, Dataset]:
+    """The run's data (``DataConfig.to_dict()``, as in config.json), split exactly as when it was
+    trained. A table's preprocessing (column types, scales, categories) is fitted on the training
+    rows only, or ``schema`` is applied. With dynamic binarisation the validation and test rows
+    are binarised once (seeded), the training rows stay probabilities."""
+    if data_cfg.get("source") == "array":  # written by vaekit.VAE.save: the rows were never stored
+        raise DataError("this run was trained on in-memory arrays (vaekit.VAE.save), so its data are not stored; "
+                        "give the data to use")
+    full = load_data(data_cfg["source"], **data_cfg.get("options", {}))
+    idx = split_indices(len(full), tuple(data_cfg["split"]["fractions"]), data_cfg["split"]["seed"])
+    parts = dict(zip(("train", "val", "test"), (full.subset(i) for i in idx)))
+    if len(parts["train"]) == 0:
+        raise DataError(f"{data_cfg['source']} leaves no training examples after the split")
+    if full.schema is not None:
+        if schema is None:
+            opts = data_cfg.get("options", {})
+            schema = Schema.fit(parts["train"].frame, numeric=opts.get("numeric", ()), binary=opts.get("binary", ()),
+                                categorical=opts.get("categorical", ()), label_column=opts.get("label_column"))
+        for name, part in parts.items():
+            part.x, part.info["transform_report"] = schema.transform(part.frame, f"the {name} rows")
+            part.schema = schema
+    if data_cfg.get("dynamic_binarize"):
+        x = parts["train"].x
+        if hasattr(x, "chunks"):
+            raise DataError("binarize='dynamic' needs the data in memory; set stream to off, or binarise the file first")
+        likelihoods.check_unit_interval(x, "binarize='dynamic'")
+        for k, name in enumerate(("val", "test"), start=1):
+            parts[name].x = bernoulli_draw(parts[name].x, data_cfg["split"]["seed"] + k)
+    return parts
+
+
+def bernoulli_draw(p: np.ndarray, seed: int) -> np.ndarray:
+    """A fixed (seeded) binarisation x ~ Bernoulli(p) of data holding probabilities."""
+    p = np.asarray(p, dtype=np.float32)
+    return (np.random.default_rng(seed).random(p.shape, dtype=np.float32) < p).astype(np.float32)
+
+
+@dataclass
+class Run:
+    """An opened run folder: ``config`` is config.json as written (``folder.run_config()`` gives
+    the checked ``RunConfig``)."""
+
+    path: Path
+    config: dict[str, Any]
+    model: Model
+    history: History = field(default_factory=History)
+    schema: Schema | None = None  # a table's fitted preprocessing (preprocessing.json)
+
+    @property
+    def folder(self) -> RunFolder:
+        return RunFolder(self.path)
+
+    def data(self, which: str = "test") -> Dataset:
+        return load_splits(self.config["data"], self.schema)[which]
+
+
+def open_run(path, device: str | torch.device = "cpu") -> Run:
+    folder = RunFolder.open(path)
+    config = folder.read_config()
+    model = folder.load_model(device)
+    return Run(path=folder.path, config=config, model=model, history=folder.read_history(),
+               schema=folder.read_preprocessing())
+
+
+def read_schema(run_dir) -> Schema | None:
+    """The fitted table preprocessing saved with a run, or None for other data."""
+    return RunFolder(run_dir).read_preprocessing()
+
+
+def _stderr(message: str) -> None:
+    import sys
+
+    print(message, file=sys.stderr)
+
+
+def read_input(run: Run, source: str | None = None, which: str = "test",
+               log: Callable[[str], None] | None = _stderr) -> Dataset:
+    """Data to feed a trained run's model (evaluate, encode, reconstruct, score): a built-in
+    name or a file, or the run's own split ``which`` when ``source`` is None. The data pass
+    through the run's fitted preprocessing (a table's column scales and categories, static
+    or dynamic binarisation) and are checked against the model. Values of a table never seen
+    in training are treated as missing and reported through ``log`` (not an error)."""
+    data_cfg = run.config["data"]
+    if source is None:
+        data = run.data(which)
+        if which == "train" and data_cfg.get("dynamic_binarize") and not hasattr(data.x, "chunks"):
+            # training saw fresh Bernoulli draws of these probabilities; outside training use one fixed draw
+            data.x = bernoulli_draw(data.x, data_cfg["split"]["seed"])
+    elif source in BUILTIN:
+        data = load_data(source, **(data_cfg.get("options", {}) if source == data_cfg["source"] else {}))
+    else:
+        options = {k: v for k, v in data_cfg.get("options", {}).items() if k != "stream"}
+        if run.schema is not None:
+            options["schema"] = run.schema
+            options["label_column"] = run.schema.label_column
+        if not Path(source).exists():
+            raise DataError(f"no data set or file named {source!r}")
+        data = load_data(source, strict=False, **options)
+        if run.schema is not None and data.schema is None:
+            raise DataError(f"this run was trained on a table; {Path(source).name} is not one (use .csv, .tsv or .parquet)")
+        if run.schema is None and data.schema is not None:
+            raise DataError(f"this run was not trained on a table; {Path(source).name} is one")
+        if data_cfg.get("dynamic_binarize") and not hasattr(data.x, "chunks"):
+            likelihoods.check_unit_interval(data.x, "this run's dynamic binarisation")
+            data.x = bernoulli_draw(data.x, data_cfg["split"]["seed"])
+    report = data.info.get("transform_report") or {}
+    note = unknown_summary(report)
+    if note and log is not None:
+        log(f"vaekit: note: {note}")
+    shape = tuple(run.model.data_shape or ())
+    if tuple(data.x.shape[1:]) != shape:
+        raise DataError(f"the data have shape {tuple(data.x.shape[1:])} per example, but this run's model takes {shape}")
+    run.model.likelihood.validate(data.x)
+    return data
+
+
+def format_output(run: Run, x):
+    """Model-space arrays (samples, reconstructions, imputations) back in the data's own form:
+    for a table, a pandas DataFrame with the original column names, values and categories;
+    otherwise the array itself."""
+    if run.schema is not None:
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        return run.schema.inverse(np.asarray(x))
+    return x

@@ -1,0 +1,205 @@
+"""Train a new run or resume a stopped one: settings -> validated data, likelihood and model ->
+a claimed run folder -> ``fit`` -> weights, history and final metrics in the folder.
+
+Nothing is written until every setting, the device and the data have been checked: a refusal
+leaves no folder behind. Under torchrun (an initialised process group) every process calls these
+with the same settings; rank 0 alone claims the folder, writes files and logs.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from .. import distributed, likelihoods
+from ..config import DataConfig, ModelSpec, RunConfig, SettingError, TrainConfig
+from ..data import Dataset
+from ..data.tables import unknown_summary
+from ..model import Model
+from ..spec import build_model, resolved
+from ..train import FitResult, History, fit, resolve_device
+from .data import load_splits
+from .folder import RunFolder
+from .metrics import final_metrics
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    model: Model
+    history: History
+    metrics: dict[str, Any]
+
+
+@dataclass
+class Prepared:
+    """A run checked and ready to train: settings with every ``auto`` decided, the data, the model."""
+
+    config: RunConfig
+    parts: dict[str, Dataset]
+    likelihood: likelihoods.Likelihood
+    model: Model
+
+
+def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepared:
+    """Check the device, load and split the data, resolve the likelihood and network, build the
+    model (seeded): everything that can refuse a run, before anything is written."""
+    resolve_device(config.train.device)
+    parts = data or load_splits(config.data.to_dict())
+    train_part = parts["train"]
+    x_train, schema = train_part.x, train_part.schema
+    spec = config.model
+    if config.data.binarize == "dynamic":  # the training rows are probabilities, every batch a fresh draw
+        if spec.likelihood not in ("auto", likelihoods.Bernoulli.name):
+            raise SettingError(f"setting likelihood={spec.likelihood!r} is not allowed with binarize='dynamic': "
+                               "expected auto or bernoulli")
+        lik: likelihoods.Likelihood = likelihoods.Bernoulli()
+    else:
+        lik = likelihoods.resolve(spec.likelihood, x_train, scale=spec.scale, schema=schema)
+    if len(parts["val"]):
+        lik.validate(parts["val"].x)
+    data_shape = tuple(x_train.shape[1:])
+    image = train_part.image_shape
+    image_shape = None if image is None or len(data_shape) > 1 else (tuple(image) if len(image) == 3 else (1, *image))
+    spec = resolved(dataclasses.replace(spec, data_shape=data_shape, image_shape=image_shape), lik)
+    train_cfg = dataclasses.replace(config.train, dynamic_binarize=config.data.binarize == "dynamic")
+    torch.manual_seed(train_cfg.seed)
+    model = build_model(spec)  # after seeding: the same seed gives the same initial weights
+    return Prepared(dataclasses.replace(config, model=spec, train=train_cfg), parts, lik, model)
+
+
+def train(settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = print,
+          data: dict[str, Dataset] | None = None) -> TrainResult:
+    """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``)."""
+    ctx = distributed.current()
+    if not ctx.is_main:
+        log = _silent
+    config = settings if isinstance(settings, RunConfig) else RunConfig.from_settings(settings)
+    prep = prepare(config, data)
+    parts, lik, x_train = prep.parts, prep.likelihood, prep.parts["train"].x
+    schema = parts["train"].schema
+    folder = _claim_on_main(ctx, config.out, parts["train"].name)
+    try:
+        if ctx.is_main:
+            facts = {"name": parts["train"].name, "sizes": {k: len(v) for k, v in parts.items()},
+                     "image_shape": parts["train"].image_shape}
+            folder.write_config(prep.config, facts)
+            if schema is not None:
+                folder.write_preprocessing(schema)
+        log(f"run folder: {folder.path}")
+        log(f"data: {parts['train'].name}, {len(parts['train'])} train / {len(parts['val'])} validation / "
+            f"{len(parts['test'])} test examples of shape {tuple(x_train.shape[1:])}; likelihood: {lik.describe()}; "
+            f"network: {prep.config.model.network}" + (" (streamed from disk)" if hasattr(x_train, "chunks") else ""))
+        if schema is not None:
+            log(f"columns: {schema.describe()}")
+            for note in schema.notes:
+                log(f"note: {note}")
+            for part in ("val", "test"):
+                note = unknown_summary(parts[part].info.get("transform_report") or {})
+                if note:
+                    log(f"note ({part} rows): {note}")
+        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log)
+    finally:
+        folder.release()
+
+
+def resume(run_dir, *, epochs: int | None = None, device: str | None = None, progress: bool | None = None,
+           lr: float | None = None, log: Callable[[str], None] = print) -> TrainResult:
+    """Continue a stopped run; the result equals an uninterrupted run with the same settings
+    (also under torchrun with the same number of processes: every process restores its own RNG).
+    Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs."""
+    ctx = distributed.current()
+    if not ctx.is_main:
+        log = _silent
+    try:
+        folder = RunFolder.open(run_dir)
+    except ValueError as err:
+        raise type(err)(f"{err}; nothing to resume") from None
+    raw = folder.read_config()
+    config = folder.run_config()
+    changes = {k: v for k, v in (("epochs", epochs), ("device", device), ("progress", progress), ("lr", lr)) if v is not None}
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
+    resolve_device(config.train.device)
+    with folder.lock() if ctx.is_main else contextlib.nullcontext():
+        model = build_model(config.model)
+        state = folder.load_trainer(model)
+        if state is None:
+            torch.manual_seed(config.train.seed)
+            model = build_model(config.model)
+            log(f"{folder.path} has no checkpoint yet: starting it from epoch 0")
+        else:
+            log(f"resuming {folder.path} from epoch {state.epoch} of {config.train.epochs}")
+        parts = load_splits(raw["data"], folder.read_preprocessing())  # before any write: a refusal changes nothing
+        if ctx.is_main:
+            facts = {k: raw["data"][k] for k in DataConfig.FACTS if k in raw["data"]}
+            extra = {k: raw[k] for k in ("estimator",) if k in raw}
+            folder.write_config(config, facts, extra, created=raw.get("created"))
+        return _fit_and_finish(folder, config, model, parts, state, log)
+
+
+def _fit_and_finish(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state,
+                    log) -> TrainResult:
+    ctx = distributed.current()
+    train_cfg = config.train
+    fitted = None
+    if state is not None and (state.epoch >= train_cfg.epochs or state.stopped_early):
+        history = state.history
+    else:
+        fitted = _fit(folder, config, model, parts, state, ctx)
+        history = fitted.history
+    if ctx.active:
+        digest = (fitted and fitted.replica_digest) or distributed.check_replicas(model)
+        log(f"data-parallel: {ctx.world_size} processes, batches of {train_cfg.batch_size // ctx.world_size} each "
+            f"(effective {train_cfg.batch_size}); weights identical on all processes (sha256 {digest})")
+    if not ctx.is_main:
+        return TrainResult(run_dir=folder.path, model=model, history=history, metrics={})
+    folder.save_model(model)  # the final (or best, after early stopping) weights
+    folder.write_history(history)
+    metrics = final_metrics(model, parts, train_cfg)
+    folder.write_metrics(metrics)
+    summary = f"final ELBO: train {metrics['train']['elbo']:.4f} nats"
+    if "val" in metrics:
+        summary += f", validation {metrics['val']['elbo']:.4f} nats"
+    log(summary + f" per example ({metrics['estimator']})")
+    if "columns" in metrics:
+        cols = metrics["columns"]
+        log(f"per column, {cols['split']} rows ({cols['estimator']}): " + ", ".join(
+            f"{k} {v['log_lik']:.3f}" for k, v in cols["columns"].items()))
+    return TrainResult(run_dir=folder.path, model=model, history=history, metrics=metrics)
+
+
+def _fit(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, ctx) -> FitResult:
+    """The one call of ``vaekit.fit`` in the run layer."""
+    saver = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
+    val = parts["val"].x if len(parts["val"]) else None
+    return fit(model, parts["train"].x, val, config.train, callbacks=[saver] if ctx.is_main else [],
+               resume=state, rank=ctx.rank, world_size=ctx.world_size)
+
+
+def _silent(message: str) -> None:
+    """The log of processes other than rank 0."""
+
+
+def _claim_on_main(ctx: distributed.Context, out: str | None, name: str) -> RunFolder:
+    """Rank 0 claims the folder (and holds its lock); every process gets its path (or the error)."""
+    if not ctx.active:
+        return RunFolder.create(out, name=name)
+    result: tuple[str, Any] = ("ok", None)
+    folder = None
+    if ctx.is_main:
+        try:
+            folder = RunFolder.create(out, name=name)
+            result = ("ok", str(folder.path))
+        except (ValueError, TypeError, OSError) as err:
+            result = ("error", str(err))
+    kind, value = distributed.broadcast_object(result)
+    if kind == "error":
+        raise ValueError(value)
+    return folder if folder is not None else RunFolder(value)
+
+
+__all__ = ["ModelSpec", "Prepared", "TrainConfig", "TrainResult", "prepare", "resume", "train"]

@@ -1,0 +1,118 @@
+"""Start-up: ``vaekit --help``, ``vaekit COMMAND --help`` and argument errors import none of the
+heavy libraries (checked through sys.modules, not timings), and ``import vaekit`` stays light."""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vaekit.cli import COMMANDS
+
+HEAVY = ("torch", "sklearn", "matplotlib", "pandas")
+
+PROBE = """
+import json, sys
+from vaekit.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as e:
+    code = e.code
+print(json.dumps({{"code": code, "heavy": sorted(m for m in {heavy!r} if m in sys.modules)}}), file=sys.stderr)
+"""
+
+
+def _probe(argv):
+    r = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True,
+                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=120)
+    return json.loads(r.stderr.strip().splitlines()[-1]), r
+
+
+# these command modules (owned by the commands, report and tables branches) still import torch at module level,
+# most through cli/outputs.py; strict: once one is made light the mark must go
+STILL_HEAVY = {"evaluate", "sample", "reconstruct", "encode", "interpolate", "traverse", "plot", "report", "score",
+               "impute", "synthesize"}
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["train", "--epochs", "many"],
+                                  ["train", "--lr", "nan"], ["demo", "--help"], ["nosuchcommand"]])
+def test_help_and_argument_errors_import_nothing_heavy(argv):
+    result, r = _probe(argv)
+    assert result["heavy"] == [], (argv, result)
+    assert result["code"] == (0 if "--help" in argv else 2), r.stderr
+    if result["code"] == 2:  # one line, not a usage dump
+        assert r.stderr.strip().count("\n") == 1 and "usage:" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="its module imports torch at module level"))
+    if c in STILL_HEAVY else c for c in COMMANDS])
+def test_every_command_help_is_light(command):
+    result, r = _probe([command, "--help"])
+    assert result["code"] == 0, r.stderr
+    assert result["heavy"] == [], result
+
+
+def test_import_vaekit_is_light_and_names_load_on_use():
+    code = ("import sys, vaekit; light = 'torch' not in sys.modules; spec = vaekit.ModelSpec(data_shape=(3,)); "
+            "still = 'torch' not in sys.modules; vaekit.VAE; print(light, still, 'torch' in sys.modules, "
+            "vaekit.__version__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    import vaekit
+
+    assert r.stdout.split() == ["True", "True", "True", vaekit.__version__]
+
+
+def _import_graph():
+    """vaekit module -> the vaekit modules it imports (module level and inside functions)."""
+    import ast
+    from pathlib import Path
+
+    import vaekit
+
+    root = Path(vaekit.__file__).parent
+    mods = {}
+    for p in root.rglob("*.py"):
+        parts = p.relative_to(root.parent).with_suffix("").parts
+        mods[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = p
+    graph = {m: set() for m in mods}
+    for m, p in mods.items():
+        base = m.split(".") if p.name == "__init__.py" else m.split(".")[:-1]
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    target = ".".join(base[: len(base) - node.level + 1] + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                for alias in node.names:
+                    full = f"{target}.{alias.name}"
+                    graph[m].add(full if full in mods else target)
+            elif isinstance(node, ast.Import):
+                graph[m].update(a.name for a in node.names)
+        graph[m] &= set(mods)
+        graph[m].discard(m)
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _import_graph()
+    assert "vaekit.data.sources" in graph["vaekit.data"]  # the graph sees relative imports
+    state: dict[str, int] = {}
+    cycle: list[str] = []
+
+    def visit(node, path):
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycle.extend(path[path.index(nxt):] + [nxt])
+                return True
+            if nxt not in state and visit(nxt, path + [nxt]):
+                return True
+        state[node] = 2
+        return False
+
+    for start in sorted(graph):
+        if start not in state and visit(start, [start]):
+            break
+    assert cycle == [], " -> ".join(cycle)
