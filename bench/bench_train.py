@@ -346,7 +346,7 @@ def train_table(args) -> None:
                     results[c].append(spawn(c, args, model, threads, epochs, n))
             print(f"\n{model} model {'-'.join(map(str, MODELS[model]))}, N={n}, {epochs} epochs, {threads} thread(s), "
                   f"{args.rounds} rounds; load {load()}")
-            print(f"| contender | steady samples/s | vs lean | whole-run samples/s | vs lean | bound |")
+            print("| contender | steady samples/s | vs lean | whole-run samples/s | vs lean | bound |")
             print("|---|---|---|---|---|---|")
             rows = {}
             for c, rs in results.items():

@@ -17,8 +17,9 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,11 +27,10 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from . import adam, distributed, likelihoods, objectives
-from .config import TrainConfig  # the settings dataclass (torch-free, shared with the CLI); re-exported here
 from .batches import TensorSource, as_tensor, gather, inference, is_streamed, iterate, make_source
+from .config import TrainConfig  # the settings dataclass (torch-free, shared with the CLI); re-exported here
 from .errors import TrainingError
 from .model import Model
-
 
 AMP_DTYPES = {"bf16": torch.bfloat16}
 
@@ -178,7 +178,7 @@ def _compiled(step: nn.Module) -> Callable[[torch.Tensor, float], tuple[torch.Te
     try:
         compiled = torch.compile(step)
     except Exception as err:  # noqa: BLE001 - any failure of the optional compiler means: run eagerly
-        warnings.warn(f"torch.compile is unavailable ({_first_line(err)}); training runs without it")
+        warnings.warn(f"torch.compile is unavailable ({_first_line(err)}); training runs without it", stacklevel=2)
         return step
     current: list[Callable] = [compiled]
 
@@ -188,7 +188,7 @@ def _compiled(step: nn.Module) -> Callable[[torch.Tensor, float], tuple[torch.Te
         try:
             return current[0](x, beta, c)
         except Exception as err:  # noqa: BLE001 - compilation happens lazily, at the first calls
-            warnings.warn(f"torch.compile failed ({_first_line(err)}); training continues without it")
+            warnings.warn(f"torch.compile failed ({_first_line(err)}); training continues without it", stacklevel=2)
             current[0] = step
             return step(x, beta, c)
 
@@ -209,14 +209,14 @@ def thread_candidates() -> list[int]:
     return sorted({n for n in (1, 2, cores) if n <= cores})
 
 
-def _trial_batch(run: "_Run") -> torch.Tensor:
+def _trial_batch(run: _Run) -> torch.Tensor:
     n = min(run.source.batch_size, run.source.per_rank)
     if isinstance(run.source.x, torch.Tensor):
         return run.source.x[:n]
     return as_tensor(gather(run.source.x, np.arange(n)), run.device)
 
 
-def _fastest_threads(run: "_Run", candidates: list[int], budget_s: float = 0.03, rounds: int = 2) -> int:
+def _fastest_threads(run: _Run, candidates: list[int], budget_s: float = 0.03, rounds: int = 2) -> int:
     """Time real training steps (forward and backward on the first batch) at each thread count,
     in rotating rounds, and return the fastest. Nothing of the run changes: no optimiser step,
     gradients and buffers (batch-norm statistics) put back, the global RNG restored."""
@@ -257,7 +257,7 @@ def _fastest_threads(run: "_Run", candidates: list[int], budget_s: float = 0.03,
 
 
 @contextlib.contextmanager
-def cpu_threads(threads: int, run: "_Run", resume: TrainerState | None = None) -> Iterator[int]:
+def cpu_threads(threads: int, run: _Run, resume: TrainerState | None = None) -> Iterator[int]:
     """Set torch's intra-op CPU threads for a training run and restore them afterwards.
 
     ``threads > 0`` is taken as given. ``0`` (automatic) times a few real steps at 1, 2 and all
@@ -344,7 +344,7 @@ class _Run:
     step: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]]
     world_size: int
     params: list[torch.Tensor]
-    good: "_GoodCopy"
+    good: _GoodCopy
     n_features: int = 0  # > 0: a conditional model's batches carry their conditions after this many columns
     val_condition: torch.Tensor | None = None
 
@@ -654,12 +654,3 @@ def _with_conditions(model: Model, train, val, condition, val_condition):
 
 def _floating(a) -> bool:
     return a.is_floating_point() if isinstance(a, torch.Tensor) else np.issubdtype(np.asarray(a).dtype, np.floating)
-
-
-def _track_best(model: Model, state: TrainerState, val_elbo: float, config: TrainConfig) -> None:
-    if val_elbo > state.best_val + config.min_delta:
-        state.best_val, state.best_epoch, state.bad_epochs = val_elbo, state.epoch, 0
-        if config.early_stopping and config.restore_best:
-            state.best_weights = copy.deepcopy({k: v.detach() for k, v in model.state_dict().items()})
-    else:
-        state.bad_epochs += 1
