@@ -66,7 +66,7 @@ def plain_batched_loop(model: vaekit.Model, x: torch.Tensor, k: int, batch: int 
 
 def decoder_gemm_seconds(model: vaekit.Model, rows: int, reps: int = 5) -> float:
     """Seconds for the decoder's matmuls alone on ``rows`` latent draws, at their real shapes."""
-    weights = [m.weight for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    weights = [m.weight.detach() for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
     z = torch.randn(rows, weights[0].shape[1], device=weights[0].device)
     ins = [z] + [torch.randn(rows, w.shape[0], device=w.device) for w in weights[:-1]]
     outs = [torch.empty(rows, w.shape[0], device=w.device) for w in weights]

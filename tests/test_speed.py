@@ -188,7 +188,9 @@ def test_cli_speed_flags_reach_the_run_config(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as err:  # argparse: not one of the choices
         main([*args[:-1], "r2", "--amp", "fp16"])
     assert err.value.code == 2
-    assert main([*args[:-1], "r3", "--threads", "-2"]) == 2
+    with pytest.raises(SystemExit) as err:  # a bad value is a usage error: exit code 2, one line
+        main([*args[:-1], "r3", "--threads", "-2"])
+    assert err.value.code == 2
     assert "threads" in capsys.readouterr().err
     assert not (tmp_path / "r3").exists()
 
