@@ -34,12 +34,15 @@ column-pair trends, overall) against the training rows, and train-on-synthetic /
 accuracy of a random forest predicting the categorical target (cultivar, diagnosis, progression)
 on the real 30 %, beside the same forest trained on the real 70 %.
 
-    python bench/bench_tables.py --quick          # 2 masks, fewer steps: a few minutes on 2 cores
-    python bench/bench_tables.py                  # 5 masks per rate (the README's tables)
+    python bench/bench_tables.py --quick          # 2 masks per rate, 1500 steps, 100 synthesis epochs (the README's tables)
+    python bench/bench_tables.py                  # 5 masks per rate, 3000 steps, 300 synthesis epochs
     python bench/bench_tables.py --skip-synthesis
 
-Timings are wall-clock on whatever machine runs it; under shared load compare ratios only.
+Runtime: --quick took 27 minutes on 2 CPU cores shared with other jobs (load average 10 to 18); on an
+idle machine it should take a fraction of that (not measured). Timings are wall-clock on whatever
+machine runs it; under shared load compare ratios only.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -54,7 +57,7 @@ import torch
 from sklearn.datasets import load_breast_cancer, load_diabetes, load_wine
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
-from vaekit.imputation import MIWAEImputer  # noqa: E402
+from vaekit.imputation import MIWAEImputer
 
 
 # -- tables --------------------------------------------------------------------------------
@@ -133,10 +136,14 @@ def sklearn_imputers(quick: bool) -> dict:
     return {
         "SimpleImputer (mean)": lambda seed: SimpleImputer(strategy="mean"),
         "KNNImputer (k=5)": lambda seed: KNNImputer(n_neighbors=5),
-        "IterativeImputer (BayesianRidge)": lambda seed: IterativeImputer(BayesianRidge(), max_iter=10, random_state=seed),
+        "IterativeImputer (BayesianRidge)": lambda seed: IterativeImputer(
+            BayesianRidge(), max_iter=10, random_state=seed
+        ),
         "IterativeImputer (ExtraTrees)": lambda seed: IterativeImputer(
             ExtraTreesRegressor(n_estimators=trees, min_samples_leaf=2, n_jobs=1, random_state=seed),
-            max_iter=5 if quick else 10, random_state=seed),
+            max_iter=5 if quick else 10,
+            random_state=seed,
+        ),
     }
 
 
@@ -156,9 +163,18 @@ def impute_sklearn(make, masked: pd.DataFrame, seed: int) -> pd.DataFrame:
 def impute_vaekit(masked: pd.DataFrame, seed: int, miwae: bool, steps: int) -> pd.DataFrame:
     batch = 64
     epochs = max(1, round(steps * batch / len(masked)))
-    imp = MIWAEImputer(latent_dim=8, hidden=(128, 128), epochs=epochs, batch_size=batch, lr=1e-3,
-                       iw_samples=20 if miwae else 0, method="importance" if miwae else "reconstruction", k=50,
-                       categorical=categorical_columns(masked), random_state=seed)
+    imp = MIWAEImputer(
+        latent_dim=8,
+        hidden=(128, 128),
+        epochs=epochs,
+        batch_size=batch,
+        lr=1e-3,
+        iw_samples=20 if miwae else 0,
+        method="importance" if miwae else "reconstruction",
+        k=50,
+        categorical=categorical_columns(masked),
+        random_state=seed,
+    )
     return imp.fit_transform(masked)
 
 
@@ -194,8 +210,17 @@ def imputation(args) -> list[dict]:
                     else:
                         filled = impute_sklearn(make, masked, seed)
                     rmse, acc = scores(frame, filled, mask)
-                    rows.append({"table": name, "rate": rate, "seed": seed, "method": contender, "rmse": rmse,
-                                 "accuracy": acc, "seconds": time.perf_counter() - started})
+                    rows.append(
+                        {
+                            "table": name,
+                            "rate": rate,
+                            "seed": seed,
+                            "method": contender,
+                            "rmse": rmse,
+                            "accuracy": acc,
+                            "seconds": time.perf_counter() - started,
+                        }
+                    )
                 print(f"  {name} {int(rate * 100)}% mask {seed}: done", file=sys.stderr, flush=True)
     return rows
 
@@ -221,8 +246,10 @@ def synthesis(args) -> list[dict] | None:
         from ctgan import TVAE
         from sdmetrics.reports.single_table import QualityReport
     except ImportError as err:
-        print(f"synthesis skipped: {err} (pip install ctgan sdmetrics torch==2.13.0; they need pandas < 3)",
-              file=sys.stderr)
+        print(
+            f"synthesis skipped: {err} (pip install ctgan sdmetrics torch==2.13.0; they need pandas < 3)",
+            file=sys.stderr,
+        )
         return None
     from sklearn.ensemble import RandomForestClassifier
 
@@ -239,27 +266,40 @@ def synthesis(args) -> list[dict] | None:
         cats = categorical_columns(frame)
         metadata = {"columns": {c: {"sdtype": "categorical" if c in cats else "numerical"} for c in frame.columns}}
 
-        def vaekit_fit(epochs: int, seconds: float | None = None):
+        def vaekit_fit(epochs: int, seconds: float | None = None, train=train, cats=cats):
             """Train for ``epochs``, or (``seconds``) epoch after epoch until that much time has passed."""
             started = time.perf_counter()
             schema = Schema.fit(train, categorical=cats)
             x, _ = schema.transform(train)
             lik = schema.likelihood()
             torch.manual_seed(0)
-            model = build_model(ModelSpec(data_shape=(x.shape[1],), latent_dim=8, hidden=(128, 128),
-                                          activation="relu", likelihood=lik.config(), network="table"))
+            model = build_model(
+                ModelSpec(
+                    data_shape=(x.shape[1],),
+                    latent_dim=8,
+                    hidden=(128, 128),
+                    activation="relu",
+                    likelihood=lik.config(),
+                    network="table",
+                )
+            )
 
             def out_of_time(_, state):
                 if seconds is not None and time.perf_counter() - started >= seconds:
                     state.stopped_early = True
 
-            history = fit(model, x, None, TrainConfig(epochs=epochs if seconds is None else 10**6, batch_size=64,
-                                                      progress=False, seed=0), callbacks=[out_of_time])
-            sampler = lambda n: synthesize(model, schema, n, seed=0)  # noqa: E731
+            history = fit(
+                model,
+                x,
+                None,
+                TrainConfig(epochs=epochs if seconds is None else 10**6, batch_size=64, progress=False, seed=0),
+                callbacks=[out_of_time],
+            )
+            sampler = lambda n: synthesize(model, schema, n, seed=0)
             sampler.epochs = len(history)
             return sampler
 
-        def tvae_fit(epochs: int):
+        def tvae_fit(epochs: int, train=train, cats=cats):
             torch.manual_seed(0)
             m = TVAE(epochs=epochs, batch_size=64, cuda=False)
             m.fit(train, discrete_columns=cats)
@@ -271,17 +311,53 @@ def synthesis(args) -> list[dict] | None:
             started = time.perf_counter()
             sampler = make(epochs)
             timings[label] = time.perf_counter() - started
-            rows.append(_judge(name, label, epochs, timings[label], sampler(len(train)), train, test, target, metadata,
-                               QualityReport, RandomForestClassifier))
+            rows.append(
+                _judge(
+                    name,
+                    label,
+                    epochs,
+                    timings[label],
+                    sampler(len(train)),
+                    train,
+                    test,
+                    target,
+                    metadata,
+                    QualityReport,
+                    RandomForestClassifier,
+                )
+            )
         # equal time: vaekit trains epoch after epoch for as long as TVAE took
         started = time.perf_counter()
         sampler = vaekit_fit(args.synth_epochs, seconds=timings["TVAE"])
-        rows.append(_judge(name, "vaekit (equal time)", sampler.epochs, time.perf_counter() - started, sampler(len(train)),
-                           train, test, target, metadata, QualityReport, RandomForestClassifier))
+        rows.append(
+            _judge(
+                name,
+                "vaekit (equal time)",
+                sampler.epochs,
+                time.perf_counter() - started,
+                sampler(len(train)),
+                train,
+                test,
+                target,
+                metadata,
+                QualityReport,
+                RandomForestClassifier,
+            )
+        )
         real = RandomForestClassifier(n_estimators=200, random_state=0).fit(_features(train, target), train[target])
         acc = float((real.predict(_features(test, target, like=train)) == test[target]).mean())
-        rows.append({"table": name, "method": "real rows (reference)", "epochs": "", "seconds": "",
-                     "column shapes": "", "column pair trends": "", "quality": "", "TSTR accuracy": f"{acc:.3f}"})
+        rows.append(
+            {
+                "table": name,
+                "method": "real rows (reference)",
+                "epochs": "",
+                "seconds": "",
+                "column shapes": "",
+                "column pair trends": "",
+                "quality": "",
+                "TSTR accuracy": f"{acc:.3f}",
+            }
+        )
         print(f"  {name}: synthesis done", file=sys.stderr, flush=True)
     return rows
 
@@ -298,11 +374,20 @@ def _judge(name, label, epochs, seconds, synth, train, test, target, metadata, Q
     report = QualityReport()
     report.generate(train, synth, metadata, verbose=False)
     props = report.get_properties().set_index("Property")["Score"]
-    forest = Forest(n_estimators=200, random_state=0).fit(_features(synth, target, like=train), synth[target].astype(str))
+    forest = Forest(n_estimators=200, random_state=0).fit(
+        _features(synth, target, like=train), synth[target].astype(str)
+    )
     acc = float((forest.predict(_features(test, target, like=train)) == test[target]).mean())
-    return {"table": name, "method": label, "epochs": epochs, "seconds": f"{seconds:.1f}",
-            "column shapes": f"{props['Column Shapes']:.3f}", "column pair trends": f"{props['Column Pair Trends']:.3f}",
-            "quality": f"{report.get_score():.3f}", "TSTR accuracy": f"{acc:.3f}"}
+    return {
+        "table": name,
+        "method": label,
+        "epochs": epochs,
+        "seconds": f"{seconds:.1f}",
+        "column shapes": f"{props['Column Shapes']:.3f}",
+        "column pair trends": f"{props['Column Pair Trends']:.3f}",
+        "quality": f"{report.get_score():.3f}",
+        "TSTR accuracy": f"{acc:.3f}",
+    }
 
 
 def main() -> None:
@@ -323,14 +408,18 @@ def main() -> None:
     if not args.skip_imputation:
         rows = imputation(args)
         table = summarise(rows, ["table", "rate", "method"], ["rmse", "accuracy", "seconds"])
-        print(f"\nImputation, MCAR masks, mean ± standard error over {args.masks} masks "
-              f"(RMSE on standardised numeric cells, lower is better; categorical accuracy, higher is better)\n")
+        print(
+            f"\nImputation, MCAR masks, mean ± standard error over {args.masks} masks "
+            f"(RMSE on standardised numeric cells, lower is better; categorical accuracy, higher is better)\n"
+        )
         print(markdown(table))
     if not args.skip_synthesis:
         rows = synthesis(args)
         if rows is not None:
-            print("\nSynthesis: SDMetrics quality against the training rows (higher is better) and "
-                  "train-on-synthetic / test-on-real accuracy of a random forest\n")
+            print(
+                "\nSynthesis: SDMetrics quality against the training rows (higher is better) and "
+                "train-on-synthetic / test-on-real accuracy of a random forest\n"
+            )
             print(markdown(pd.DataFrame(rows)))
     print(f"\ntotal {time.perf_counter() - started:.0f} s; load average at end: {os.getloadavg()[0]:.2f}")
 

@@ -111,7 +111,7 @@ def test_interpolate_and_traverse(digits2):
     np.testing.assert_allclose(path[0, -1], run.model.decode(z5)[0].numpy(), rtol=1e-5, atol=1e-6)
     picture(digits2 / "interpolation.png")
 
-    assert main(["traverse", str(digits2), "--units", "1", "--steps", "5", "--range", "0.1,0.9"]) == 0
+    assert main(["traverse", str(digits2), "--units", "2", "--steps", "5", "--range", "0.1,0.9"]) == 0  # z2: index 1
     walk = np.load(digits2 / "traversal.npy")
     assert walk.shape == (1, 5, 64)
     z = np.zeros((5, 2), dtype=np.float32)
@@ -155,7 +155,8 @@ def test_plot_writes_the_figures_and_report_writes_the_page(digits2, capsys):
         (["reconstruct", "RUN", "--data", "pinwheel"], "shape (2,) per example, but this run's model takes (64,)"),
         (["reconstruct", "RUN", "--data", "grey.npy"], "needs values in [0, 1]"),
         (["interpolate", "RUN", "--pair", "0", "9999"], "example index 9999 is out of range"),
-        (["traverse", "RUN", "--units", "0,7"], "unit(s) [7] out of range"),
+        (["traverse", "RUN", "--units", "1,7"], "unit(s) [7] out of range: this model has units 1..2"),
+        (["traverse", "RUN", "--units", "0,1"], "counted from 1"),
         (["traverse", "RUN", "--split", "train"], "give --example I as well"),
         (["plot", "RUN", "overview"], "cannot draw 'overview' for this run: it needs 2-D data"),
         (["plot", "RUN", "pretty"], "unknown figure 'pretty'"),

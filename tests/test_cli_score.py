@@ -145,7 +145,7 @@ def test_the_readme_anomaly_example_trains_without_zeros_and_finds_them(tmp_path
     assert README_DATA in readme
     assert "vaekit score runs/nonzero --data heldout.npz --anomaly-label 0" in readme
     monkeypatch.chdir(tmp_path)
-    exec(README_DATA, {})
+    exec(README_DATA, {})  # noqa: S102 - the README line itself, as a user runs it
     assert main(["train", "--data", "nonzero.npz", "--out", "runs/nonzero", "--epochs", "4", "--hidden", "32",
                  "--no-figures", "--no-progress", "--device", "cpu"]) == 0
     capsys.readouterr()

@@ -78,7 +78,7 @@ def _load(path):
 
 
 def test_evaluate(trained, capsys):
-    kind, run = trained
+    _, run = trained
     _run(capsys, "evaluate", run, "--iw-samples", 20, "--iwae", "none", "--elbo-samples", 2)
     record = json.loads((run / "metrics.json").read_text())["evaluate"]
     assert np.isfinite(record["log_px"]["mean"]) and np.isfinite(record["elbo"]["mean"])
@@ -120,7 +120,7 @@ def test_reconstruct(trained, capsys, tmp_path):
 
 
 def test_encode(trained, capsys, tmp_path):
-    kind, run = trained
+    _, run = trained
     _run(capsys, "encode", run, "--scales", "-o", tmp_path / "z.npz")
     with _load(tmp_path / "z.npz") as z:
         assert z["mean"].shape[1] == 2 and z["scale"].shape == z["mean"].shape and (z["scale"] > 0).all()
@@ -150,7 +150,7 @@ def test_traverse(trained, capsys, tmp_path):
 
 
 def test_plot_and_report(trained, capsys):
-    kind, run = trained
+    _, run = trained
     printed = _run(capsys, "plot", run, "--dpi", 30).split()
     assert printed and all(p.endswith(".png") for p in printed)
     _run(capsys, "report", run, "--dpi", 30)
@@ -158,7 +158,7 @@ def test_plot_and_report(trained, capsys):
 
 
 def test_score(trained, capsys, tmp_path):
-    kind, run = trained
+    _, run = trained
     _run(capsys, "score", run, "--score", "all", "--iw-samples", 20, "-o", tmp_path / "s.csv")
     scores = pd.read_csv(tmp_path / "s.csv")
     assert {"log_px", "recon_log_px_z", "kl"} <= set(scores.columns) and len(scores) > 0

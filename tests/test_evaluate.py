@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import LinearGaussian
 from torch import nn
 
 import vaekit
@@ -11,8 +12,6 @@ from vaekit.batches import inference
 from vaekit.cli import main
 from vaekit.evaluation import GapConfig
 from vaekit.objectives import elements_per_draw
-
-from conftest import LinearGaussian
 
 
 # -- closed forms for the linear-Gaussian model ----------------------------------------------
@@ -380,3 +379,13 @@ def test_evaluate_a_float64_estimator_model():
         assert torch.isfinite(anomaly.raw_score(model, torch.as_tensor(x[:5]), kind, n_samples=8)).all()
     mean, _ = generate.encode(model, x[:5].astype(np.float32))
     assert mean.shape == (5, 2) and generate.reconstruct(model, x[:5]).shape == (5, 3)
+
+
+def test_vaekit_evaluate_is_callable_after_importing_its_module(linear_gaussian):
+    import vaekit.evaluation as module  # the module has its own name, so the function stays vaekit.evaluate
+
+    assert vaekit.evaluate is module.evaluate
+    model, x = linear_gaussian.model(), linear_gaussian.sample(6)
+    a = vaekit.evaluate(model, x, iw_samples=5, iwae_k=(), elbo_samples=2, seed=3)
+    b = module.evaluate(model, x, iw_samples=5, iwae_k=(), elbo_samples=2, seed=3)
+    np.testing.assert_array_equal(a.log_px.values, b.log_px.values)

@@ -1,6 +1,7 @@
 """MIWAE imputation: the training bound, the importance-weighted conditional mean and SIR draws
 against a linear-Gaussian model whose conditionals are known in closed form, and the completed
 tables written by ``vaekit impute`` (observed cells exactly as read)."""
+
 from __future__ import annotations
 
 import math
@@ -113,13 +114,15 @@ def test_bad_sample_counts_are_refused():
 def _table(n=240, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=n)
-    frame = pd.DataFrame({
-        "height": np.round(170 + 10 * z + rng.normal(size=n), 3) + 0.1 + 0.2,  # floats with many digits
-        "rooms": np.clip(np.round(3 + z + 0.5 * rng.normal(size=n)), 0, None).astype(int),
-        "colour": np.where(z > 0.5, "red", np.where(z < -0.5, "blue", "green")),
-        "smoker": np.where(z + rng.normal(size=n) > 0, "yes", "no"),
-        "id": np.arange(n),
-    })
+    frame = pd.DataFrame(
+        {
+            "height": np.round(170 + 10 * z + rng.normal(size=n), 3) + 0.1 + 0.2,  # floats with many digits
+            "rooms": np.clip(np.round(3 + z + 0.5 * rng.normal(size=n)), 0, None).astype(int),
+            "colour": np.where(z > 0.5, "red", np.where(z < -0.5, "blue", "green")),
+            "smoker": np.where(z + rng.normal(size=n) > 0, "yes", "no"),
+            "id": np.arange(n),
+        }
+    )
     for col, rate in (("height", 0.15), ("rooms", 0.2), ("colour", 0.2), ("smoker", 0.1)):
         frame.loc[rng.random(n) < rate, col] = None
     return frame
@@ -132,8 +135,30 @@ def table_run(tmp_path_factory):
     path = root / "people.csv"
     frame.to_csv(path, index=False)
     run = root / "run"
-    assert cli.main(["train", "--data", str(path), "--label-column", "id", "--epochs", "3", "--iw-samples", "5",
-                     "--latent-dim", "2", "--hidden", "16", "--out", str(run), "--no-figures", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--label-column",
+                "id",
+                "--epochs",
+                "3",
+                "--iw-samples",
+                "5",
+                "--latent-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--out",
+                str(run),
+                "--no-figures",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return run, path
 
 
@@ -171,17 +196,36 @@ def test_impute_multiple_stacked_and_separate(table_run, tmp_path):
         _same_observed_cells(copy, original)
     gaps = original["height"].isna()
     assert not np.allclose(copies[0].loc[gaps, "height"], copies[1].loc[gaps, "height"])  # draws differ
-    assert cli.main(["impute", str(run), "--data", str(path), "--multiple", "2", "-k", "4", "--separate",
-                     "-o", str(tmp_path / "each.csv")]) == 0
+    assert (
+        cli.main(
+            [
+                "impute",
+                str(run),
+                "--data",
+                str(path),
+                "--multiple",
+                "2",
+                "-k",
+                "4",
+                "--separate",
+                "-o",
+                str(tmp_path / "each.csv"),
+            ]
+        )
+        == 0
+    )
     for i in (1, 2):
         _same_observed_cells(pd.read_csv(tmp_path / f"each_{i}.csv"), original)
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--separate"], "--separate applies to --multiple"),
-    (["-o", "out.json"], "must end in .csv or .tsv"),
-    (["--multiple", "0"], "expected"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--separate"], "--separate applies to --multiple"),
+        (["-o", "out.json"], "must end in .csv or .tsv"),
+        (["--multiple", "0"], "expected"),
+    ],
+)
 def test_impute_refuses_bad_arguments_in_one_line(table_run, tmp_path, capsys, argv, message):
     run, path = table_run
     argv = [a if a != "out.json" else str(tmp_path / a) for a in argv]
@@ -195,7 +239,9 @@ def test_impute_refuses_bad_arguments_in_one_line(table_run, tmp_path, capsys, a
 
 def test_impute_refuses_a_run_not_trained_on_a_table(tmp_path, capsys):
     run = tmp_path / "sine"
-    assert cli.main(["train", "--data", "sine", "--epochs", "1", "--out", str(run), "--no-figures", "--no-progress"]) == 0
+    assert (
+        cli.main(["train", "--data", "sine", "--epochs", "1", "--out", str(run), "--no-figures", "--no-progress"]) == 0
+    )
     capsys.readouterr()
     assert cli.main(["impute", str(run), "--data", "x.csv"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -227,3 +273,17 @@ def test_imputer_is_a_scikit_learn_estimator():
     copy = clone(imp)
     assert copy.get_params() == imp.get_params() and copy.get_params()["k"] == 9
     assert imp.set_params(k=11).k == 11
+
+
+def test_imputer_from_a_run_matches_the_cli(table_run, tmp_path):
+    from vaekit import runs
+
+    run, path = table_run
+    out = tmp_path / "cli.csv"
+    assert cli.main(["impute", str(run), "--data", str(path), "-o", str(out), "-k", "6"]) == 0
+    imputer = MIWAEImputer.from_run(runs.open_run(run), k=6)
+    done = imputer.transform(pd.read_csv(path).drop(columns="id"))
+    expected = pd.read_csv(out).drop(columns="id")
+    pd.testing.assert_frame_equal(done.reset_index(drop=True), expected, check_dtype=False)
+    with pytest.raises(ValueError, match="not trained on a table"):  # a run without a table schema
+        MIWAEImputer.from_run(type("NoTable", (), {"schema": None, "path": "runs/sine"})())

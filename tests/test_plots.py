@@ -9,9 +9,9 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import norm
+from trained_runs import trained_run
 
 from vaekit import figures, generate, plots, runs
-from trained_runs import trained_run
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,7 @@ def test_training_curves_draw_the_history(sine):
 
 def test_sine_overview_is_the_seed_000_figure(sine):
     data = sine.data("train")
-    fig = plots.overview_2d(sine.model, data.x, sine.history, colour=data.extra["phase"], n_samples=300)
+    fig = figures.overview_2d(sine.model, data.x, sine.history, colour=data.extra["phase"], n_samples=300)
     assert_not_blank(rendered(fig))
     axes = panels(fig)
     assert len(axes) == 4
@@ -103,7 +103,7 @@ def test_sine_overview_is_the_seed_000_figure(sine):
 
 def test_pinwheel_overview_maps_latent_means_by_label(pinwheel):
     data = pinwheel.data("train")
-    fig = plots.overview_2d(pinwheel.model, data.x, pinwheel.history, labels=data.labels)
+    fig = figures.overview_2d(pinwheel.model, data.x, pinwheel.history, labels=data.labels)
     assert_not_blank(rendered(fig))
     axes = panels(fig)
     assert len(axes) == 4 and axes[1].get_title() == "Encoder means by label"
@@ -113,7 +113,7 @@ def test_pinwheel_overview_maps_latent_means_by_label(pinwheel):
     assert len(np.unique(points.get_facecolors(), axis=0)) == 5
     assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["0", "1", "2", "3", "4"]
     with pytest.raises(ValueError, match="2-D points"):
-        plots.overview_2d(pinwheel.model, np.zeros((5, 3)))
+        figures.overview_2d(pinwheel.model, np.zeros((5, 3)))
 
 
 def test_tile_places_every_image():
@@ -147,7 +147,7 @@ def test_image_grid_and_reconstructions(digits2):
 
 def test_image_manifold_decodes_the_grid_it_claims(digits2):
     steps = 6
-    fig = plots.manifold(digits2.model, steps=steps, image_shape=(8, 8))
+    fig = figures.manifold(digits2.model, steps=steps, image_shape=(8, 8))
     assert_not_blank(rendered(fig))
     (ax,) = panels(fig)
     # the grid, built independently: z1 = Phi^-1(p) left to right, z2 = Phi^-1(p) bottom to top
@@ -163,7 +163,7 @@ def test_image_manifold_decodes_the_grid_it_claims(digits2):
 
 def test_2d_manifold_draws_the_decoded_grid(pinwheel, sine):
     steps = 7
-    fig = plots.manifold(pinwheel.model, steps=steps, data=pinwheel.data("train").x)
+    fig = figures.manifold(pinwheel.model, steps=steps, data=pinwheel.data("train").x)
     assert_not_blank(rendered(fig))
     (ax,) = panels(fig)
     lines = ax.get_lines()
@@ -171,7 +171,7 @@ def test_2d_manifold_draws_the_decoded_grid(pinwheel, sine):
     q = norm.ppf(np.linspace(0.05, 0.95, steps))
     row0 = np.stack([q, np.full(steps, q[-1])], 1).astype(np.float32)  # top row: z2 at its largest
     np.testing.assert_allclose(lines[0].get_xydata(), pinwheel.model.decode(torch.as_tensor(row0)).numpy(), rtol=1e-5, atol=1e-6)
-    fig = plots.manifold(sine.model, steps=steps)
+    fig = figures.manifold(sine.model, steps=steps)
     (ax,) = panels(fig)
     (curve,) = ax.get_lines()
     np.testing.assert_allclose(curve.get_xydata(), sine.model.decode(torch.as_tensor(q[:, None], dtype=torch.float32)).numpy(),
@@ -227,12 +227,29 @@ def test_kl_units_bars(digits4):
     np.testing.assert_allclose([b.get_height() for b in bars], np.maximum(kl, 0), rtol=1e-6)
     fig = plots.kl_units(np.array([0.5, 0.001, 2.0]))
     greys = [p for p in panels(fig)[0].patches if p.get_facecolor()[:3] == pytest.approx((0.69, 0.69, 0.69), abs=0.01)]
-    assert len(greys) == 1  # the unit below 0.01 nats
+    assert len(greys) == 1  # the unit below 0.1 nats
+
+
+GREY = (0.69, 0.69, 0.69)
+
+
+def test_kl_units_title_counts_the_bars_it_draws():
+    """The default run's case: two units at 0.03 and 0.015 nats, next to bars of 1-2 nats. The title
+    counts the blue bars, the near-zero ones are grey and labelled with their values."""
+    kl = np.array([1.23, 1.41, 0.032, 1.76, 1.56, 1.71, 0.34, 0.015])
+    (ax,) = panels(plots.kl_units(kl))
+    bars = sorted(ax.patches, key=lambda p: p.get_x())
+    grey = [i + 1 for i, b in enumerate(bars) if b.get_facecolor()[:3] == pytest.approx(GREY, abs=0.01)]
+    assert grey == [3, 8]  # units counted from 1, as on the axis
+    assert ax.get_title().endswith("6 of 8 units carry at least 0.1 nats")
+    assert sorted(t.get_text() for t in ax.texts) == ["0.01", "0.03"]
+    (ax,) = panels(plots.kl_units(kl, threshold=0.01))  # the rule is one argument for bars and title alike
+    assert ax.get_title().endswith("8 of 8 units carry at least 0.01 nats") and not ax.texts
 
 
 def test_traversal_rows_are_units(digits4, pinwheel):
     model = digits4.model
-    fig = plots.traversal(model, units=[3, 1], steps=5, image_shape=(8, 8))
+    fig = figures.traversal(model, units=[3, 1], steps=5, image_shape=(8, 8))
     assert_not_blank(rendered(fig))
     (ax,) = panels(fig)
     values = norm.ppf(np.linspace(0.05, 0.95, 5))
@@ -241,14 +258,14 @@ def test_traversal_rows_are_units(digits4, pinwheel):
     expected = model.decode(torch.as_tensor(z.reshape(-1, 4))).numpy()
     np.testing.assert_allclose(mosaic_of(ax), plots.tile(expected, (8, 8), 5), rtol=1e-5, atol=1e-5)
     assert [t.get_text() for t in ax.get_yticklabels()] == ["$z_{4}$", "$z_{2}$"]
-    fig = plots.traversal(pinwheel.model, steps=6, data=pinwheel.data("test").x)
+    fig = figures.traversal(pinwheel.model, steps=6, data=pinwheel.data("test").x)
     assert_not_blank(rendered(fig))
     assert len(panels(fig)[0].get_lines()) == 2  # one curve per unit
 
 
 def test_interpolation_ends_are_the_examples(digits2, sine):
     x = digits2.data("test").x
-    fig = plots.interpolation(digits2.model, x[:3], x[3:6], steps=6, image_shape=(8, 8))
+    fig = figures.interpolation(digits2.model, x[:3], x[3:6], steps=6, image_shape=(8, 8))
     assert_not_blank(rendered(fig))
     (ax,) = panels(fig)
     mosaic = mosaic_of(ax)
@@ -258,7 +275,7 @@ def test_interpolation_ends_are_the_examples(digits2, sine):
     za, zb = (digits2.model.encode(torch.as_tensor(v)) for v in (x[:1], x[3:4]))
     middle = digits2.model.decode(za + 0.4 * (zb - za)).numpy().reshape(8, 8)  # step 3 of 6 = 2/5 of the way
     np.testing.assert_allclose(mosaic[1:9, 1 + 3 * 9 : 9 + 3 * 9], middle, rtol=1e-5, atol=1e-5)
-    fig = plots.interpolation(sine.model, x_from=sine.data("test").x[:2], x_to=sine.data("test").x[2:4], steps=5)
+    fig = figures.interpolation(sine.model, x_from=sine.data("test").x[:2], x_to=sine.data("test").x[2:4], steps=5)
     assert_not_blank(rendered(fig))
     assert len(panels(fig)[0].get_lines()) == 2
 
@@ -278,8 +295,83 @@ def test_run_figures_choose_by_the_data(sine, pinwheel, digits2, digits4):
     assert names(pinwheel) == ["curves", "overview", "manifold", "kl_units", "traversal", "interpolation"]
     assert names(digits2) == ["curves", "samples", "reconstructions", "manifold", "latent", "kl_units", "traversal",
                               "interpolation"]
-    assert "manifold" not in names(digits4) and "latent" in names(digits4)
-    with pytest.raises(ValueError, match="cannot draw 'manifold' for this run: it needs a latent space of 1 or 2"):
-        figures.choose(figures.view(digits4), ["manifold"])
+    assert "manifold" not in names(digits4) and "latent" in names(digits4)  # a 4-D latent: on request
+    assert figures.choose(figures.view(digits4), ["manifold", "curves"]) == ["manifold", "curves"]
+    with pytest.raises(ValueError, match="cannot draw 'overview' for this run: it needs 2-D data"):
+        figures.choose(figures.view(digits4), ["overview"])
     with pytest.raises(ValueError, match="unknown figure 'nope'"):
         figures.choose(figures.view(digits4), ["nope"])
+
+
+def test_plots_only_draws():
+    """plots.py takes arrays and returns figures: it imports no torch and nothing that runs a model."""
+    import ast
+    from pathlib import Path
+
+    import vaekit.plots
+
+    tree = ast.parse(Path(vaekit.plots.__file__).read_text())
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            imported |= {("." * node.level) + (node.module or "")} | {("." * node.level) + a.name for a in node.names}
+    assert not imported & {"torch", ".model", ".generate", ".runs", ".figures", ".objectives", "."}, imported
+    for name in vaekit.plots.__all__:  # and no function takes a model
+        assert "model" not in getattr(vaekit.plots, name).__code__.co_varnames, name
+
+
+def test_manifold_above_two_units_moves_the_two_most_informative(digits4):
+    model, x = digits4.model, torch.as_tensor(digits4.data("test").x)
+    kl = generate.kl_per_unit(model, x).numpy()
+    a, b = sorted(np.argsort(kl)[-2:])  # the two units with the most KL, found independently
+    steps = 4
+    fig = figures.manifold(model, steps=steps, kl=kl, image_shape=(8, 8))
+    assert_not_blank(rendered(fig))
+    (ax,) = panels(fig)
+    q = norm.ppf(np.linspace(0.05, 0.95, steps))
+    z = np.zeros((steps, steps, 4), dtype=np.float32)  # the other units at the prior mean 0
+    z[:, :, a] = q[None, :]
+    z[:, :, b] = q[::-1, None]
+    decoded = model.decode(torch.as_tensor(z.reshape(-1, 4))).numpy()
+    np.testing.assert_allclose(mosaic_of(ax), plots.tile(decoded, (8, 8), steps), rtol=1e-5, atol=1e-6)
+    title = ax.get_title()
+    assert f"$z_{{{a + 1}}}$ and $z_{{{b + 1}}}$ of 4, the two units with the most KL" in title
+    assert "other units at 0" in title
+    assert ax.get_xlabel() == f"$z_{{{a + 1}}}$" and ax.get_ylabel() == f"$z_{{{b + 1}}}$"
+    with pytest.raises(ValueError, match="this latent has 4 units: give dims"):
+        figures.manifold(model, image_shape=(8, 8))
+    # 'vaekit plot RUN manifold curves', as the README has it, on a run whose latent has more than 2 units
+    from vaekit.cli import main
+
+    assert main(["plot", str(digits4.path), "manifold", "curves"]) == 0
+    assert (digits4.path / "figures" / "manifold.png").is_file()
+
+
+def test_traverse_counts_units_from_1(digits4, tmp_path, capsys):
+    from vaekit.cli import main
+
+    out = tmp_path / "walk.npy"
+    assert main(["traverse", str(digits4.path), "--units", "1,4", "--steps", "3", "-o", str(out), "--no-png"]) == 0
+    assert "traversed units z1, z4 over 3 values" in capsys.readouterr().out
+    walk = np.load(out)
+    q = norm.ppf(np.linspace(0.05, 0.95, 3))
+    for row, index in ((0, 0), (1, 3)):  # z1 is array index 0, z4 index 3
+        z = np.zeros((3, 4), dtype=np.float32)
+        z[:, index] = q
+        np.testing.assert_allclose(walk[row], digits4.model.decode(torch.as_tensor(z)).numpy().reshape(3, -1),
+                                   rtol=1e-5, atol=1e-6)
+    for units, bad in (("0,2", 0), ("2,5", 5)):
+        assert main(["traverse", str(digits4.path), "--units", units, "-o", str(out), "--no-png"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"unit(s) [{bad}] out of range: this model has units 1..4 (counted from 1)" in err and "\n" not in err
+
+
+def test_tsne_without_opentsne_falls_back_to_scikit_learn(digits4, monkeypatch):
+    z = digits4.model.encode(torch.as_tensor(digits4.data("test").x[:100])).numpy()
+    monkeypatch.setitem(sys.modules, "openTSNE", None)  # as if the 'tsne' extra were not installed
+    points, _, how = plots.embed_2d(z, "tsne")
+    assert points.shape == (100, 2) and np.isfinite(points).all() and "scikit-learn" in how
+    again, _, _ = plots.embed_2d(z, "tsne")
+    np.testing.assert_array_equal(points, again)  # seeded: the same run gives the same map

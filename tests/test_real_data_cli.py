@@ -128,6 +128,12 @@ def test_tables_train_and_come_back_as_tables(tmp_path, capsys, suffix):
     assert set(samples["sky"]) <= {"clear", "cloudy", "storm"} and set(samples["count"]) <= set(frame["count"])
     # vaekit reconstruct fills a table's missing values and keeps the observed ones
     assert main(["reconstruct", str(out), "--data", str(tmp_path / "new.csv"), "-o", str(tmp_path / "rec.npz")]) == 0
+    with np.load(tmp_path / "rec.npz", allow_pickle=False) as saved:  # model-space numbers, no pickled objects
+        assert saved["original"].dtype == np.float32 and saved["reconstruction"].shape == saved["original"].shape
+        np.testing.assert_array_equal(np.isnan(saved["original"]), np.isnan(data.x))
+    # cells of the table (the unseen 'hail' counts as missing), not model columns (sky is three one-hot ones)
+    cells = int(new[["temp", "rain", "sky", "count"]].isna().sum().sum()) + 1
+    assert f"{cells} missing cell(s) of 10 x 4 filled" in capsys.readouterr().out
     imputed = pd.read_csv(tmp_path / "rec_imputed.csv")
     assert list(imputed.columns) == ["temp", "rain", "sky", "count"] and not imputed.isna().any().any()
     np.testing.assert_allclose(imputed.loc[observed, "temp"], new.loc[observed, "temp"], rtol=1e-4)
@@ -177,7 +183,7 @@ def bad_inputs(tmp_path):
         (["--data", "empty.csv"], "is empty"),
         (["--data", "ragged.csv"], "ragged rows"),
         (["--data", "inf.csv"], "infinite"),
-        (["--data", "empty.npy"], "cannot read"),
+        (["--data", "empty.npy"], "header is broken"),
         (["--data", "none.npy"], "holds no examples"),
         (["--data", "cut-idx3-ubyte"], "truncated"),
         (["--data", "imgs"], "cannot read image"),

@@ -11,26 +11,33 @@ import subprocess
 import numpy as np
 import pytest
 from PIL import Image
+from trained_runs import trained_run
 
 from vaekit import figures, report, runs
-from vaekit.checkpoint import read_json, write_json
-from trained_runs import trained_run
+from vaekit.checkpoint import read_json
+from vaekit.cli import main
 
 
 @pytest.fixture(scope="module")
 def written(tmp_path_factory):
-    """A copy of a trained run with an 'evaluate' block in metrics.json, its figures and report."""
+    """A copy of a trained run after 'vaekit evaluate' (with the gaps), its figures and report."""
     src = trained_run("pinwheel", tmp_path_factory.getbasetemp())
     path = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(src, path)
+    assert main(["evaluate", str(path), "--iw-samples", "50", "--iwae", "5", "--elbo-samples", "4", "--gaps",
+                 "--gap-steps", "10"]) == 0
     metrics = read_json(path / "metrics.json")
-    metrics["evaluate"] = {"test": {"log_px": -2.345678, "stderr": 0.0123, "k": 1000},
-                           "estimator": "importance sampling, k=1000", "active_units": 2}
-    write_json(path / "metrics.json", metrics)
     run = runs.open_run(path)
     pngs = figures.render(run)
     out = report.write(run, pngs)
     return run, pngs, out, out.read_text(), metrics
+
+
+def cards_of(text):
+    """(name, value, note) of each headline card, as the reader sees them."""
+    found = re.findall(r'<div class="card"><div class="k">(.*?)</div><div class="v[^"]*">(.*?)</div>'
+                       r'(?:<div class="k">(.*?)</div>)?</div>', text)
+    return [tuple(html.unescape(part) for part in card) for card in found]
 
 
 def external_references(text):
@@ -58,12 +65,44 @@ def test_report_holds_config_history_metrics_and_figures(written):
     # the numbers: final metrics, evaluate's block, configuration, history
     for value in (metrics["train"]["elbo"], metrics["val"]["elbo"], metrics["train"]["kl"]):
         assert f"{value:.4f}" in text
-    assert "evaluate (vaekit evaluate)" in text and "test.log_px" in text and "-2.3457" in text
-    assert "importance sampling, k=1000" in text and "active_units" in text
+    ev = metrics["evaluate"]
+    for value in (ev["log_px"]["mean"], ev["log_px"]["mc_stderr"], ev["iwae"]["5"]["mean"], ev["elbo"]["mean"],
+                  ev["gaps"]["amortisation"]["mean"], ev["kl_per_unit"]["mean"][1]):
+        assert report.fmt(value) in text
+    assert "importance sampling with q(z|x) as proposal, k=50" in text
+    for heading in ("Log-likelihood and bounds", "Latent units", "Inference gaps (Cremer et al. 2018)", "At the end of training"):
+        assert f"<h3>{heading}</h3>" in text
+    assert "test.log_px" not in text and "log_px.mean" not in text  # no flattened dotted keys
     assert ">latent_dim<" in text and ">beta<" in text and ">0.2500<" in text
     assert "pinwheel" in text and "classes (train)" in text
     rows = re.search(r"<details><summary>all (\d+) epochs</summary>", text)
     assert rows is None and text.count("<tr>") > len(run.history)  # 25 epochs: one full table
+
+
+def test_headline_cards_hold_log_px_and_elbo(written):
+    run, _, _, text, metrics = written
+    ev = metrics["evaluate"]
+    (name, value, note), (name2, value2, note2) = cards_of(text)[:2]
+    assert name == "log p(x) (nats)" and value == report.fmt(ev["log_px"]["mean"])
+    assert "importance sampling" in note and "k=50" in note and f"MC s.e. {report.fmt(ev['log_px']['mc_stderr'])}" in note
+    assert name2 == "ELBO (nats)" and value2 == report.fmt(ev["elbo"]["mean"]) and "4-sample Monte Carlo" in note2
+    assert ("active units", f"{ev['active_units']['count']} of 2", "Var_x E_q[z_j|x] > 0.01") in cards_of(text)
+    # one row per latent unit, numbered from 1 as everywhere
+    units = re.search(r"<h3>Latent units</h3>.*?<tbody>(.*?)</tbody>", text, flags=re.S).group(1)
+    assert re.findall(r'<tr><td class="num">(\d+)</td>', units) == ["1", "2"]
+    # before 'vaekit evaluate' the cards show the ELBO at the end of training
+    before = {k: v for k, v in metrics.items() if k != "evaluate"}
+    plain = report.build(run, {}, metrics=before, summary={})
+    assert [c[:2] for c in cards_of(plain)[:2]] == [("val ELBO (nats)", report.fmt(before["val"]["elbo"])),
+                                                   ("train ELBO (nats)", report.fmt(before["train"]["elbo"]))]
+
+
+def test_an_evaluate_block_of_another_shape_is_shown_not_lost(written):
+    run, _, _, _, metrics = written
+    odd = {**metrics, "evaluate": {"test": {"log_px": -2.345678, "k": 1000}, "note": "made by hand"}}
+    text = report.build(run, {}, metrics=odd, summary={})
+    assert "<h3>Other numbers</h3>" in text and "-2.3457" in text and "made by hand" in text
+    assert cards_of(text)[0][0] == "val ELBO (nats)"  # no log p(x) card from numbers it cannot name
 
 
 def test_report_without_figures_or_metrics(tmp_path_factory):
@@ -97,9 +136,19 @@ window.addEventListener('error', function (e) { window.__errors.push(String(e.me
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
   var broken = imgs.filter(function (i) { return !(i.complete && i.naturalWidth > 0); }).length;
+  function all(selector) { return Array.prototype.slice.call(document.querySelectorAll(selector)); }
+  function overflows(e) { return e.scrollWidth > e.clientWidth + 1; }
+  var text = function (e) { return e.textContent.trim().slice(0, 80); };
+  var metrics = document.getElementById('metrics');
   var result = {images: imgs.length, broken: broken, errors: window.__errors, width: window.innerWidth,
                 scrollWidth: document.documentElement.scrollWidth,
-                widest: Math.max.apply(null, imgs.map(function (i) { return i.getBoundingClientRect().right; }))};
+                widest: Math.max.apply(null, imgs.map(function (i) { return i.getBoundingClientRect().right; })),
+                // a value is clipped when its cell or card is narrower than its text, or when a metrics
+                // table is wider than its column (only a sideways scroll would show the rest)
+                clipped: all('td, th, .card .k, .card .v').filter(overflows).map(text),
+                hidden: all('#metrics .scroll').filter(overflows).map(text),
+                cards: all('.card').slice(0, 2).map(function (c) { return [text(c.querySelector('.k')), text(c.querySelector('.v'))]; }),
+                metricsHeight: metrics.getBoundingClientRect().height};
   parent.postMessage(JSON.stringify(result), '*');
 });
 </script>"""
@@ -137,6 +186,10 @@ def test_chromium_renders_the_report(written, tmp_path, width):
     assert result["images"] == len(pngs) and result["broken"] == 0 and result["errors"] == []
     assert result["width"] == width
     assert result["scrollWidth"] <= width and result["widest"] <= width + 1  # nothing wider than the screen
+    assert result["clipped"] == [] and result["hidden"] == []
+    ev = written[4]["evaluate"]
+    assert result["cards"] == [["log p(x) (nats)", report.fmt(ev["log_px"]["mean"])], ["ELBO (nats)", report.fmt(ev["elbo"]["mean"])]]
+    assert result["metricsHeight"] < (3600 if width < 600 else 2000), result["metricsHeight"]  # grouped, not one long list
 
     # the report itself (no test script), at the same width, as a picture
     frame.write_text(FRAME.format(src=out.as_uri(), width=width, height=2400))
@@ -148,5 +201,21 @@ def test_chromium_renders_the_report(written, tmp_path, width):
     img = img[:, :width]
     assert img.std() > 20
     ink = (np.abs(img - 255).sum(-1) > 60).mean()
-    assert ink > 0.05, ink  # text and figures, not an empty or error page
+    assert ink > 0.03, ink  # text and figures (the metrics tables come first), not an empty or error page
     shutil.copy(shot, out.parent / f"screenshot-{width}.png")  # to look at after a run
+
+
+def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "--data", "sine", "--epochs", "2", "--latent-dim", "1", "--hidden", "8", "--out", "r",
+                 "--no-progress"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    match = re.fullmatch(r"time: train ([\d.]+) s, data \+ setup \+ final metrics ([\d.]+) s, figures ([\d.]+) s "
+                         r"\((.*)\), report ([\d.]+) s", last)
+    assert match, last
+    per_figure = dict(part.split(" ") for part in match.group(4).split(", "))
+    assert set(per_figure) <= set(figures.KINDS) and len(per_figure) == 4  # the four slowest of the figures drawn
+    assert sum(map(float, per_figure.values())) <= float(match.group(3)) + 0.1
+    history = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
+    assert float(match.group(1)) == pytest.approx(sum(r["seconds"] for r in history), abs=0.06)
+    assert (tmp_path / "r" / "report.html").is_file()

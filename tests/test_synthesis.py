@@ -1,5 +1,6 @@
 """``vaekit synthesize``: synthetic rows with the original columns, dtypes, categories and
 missing-value rates."""
+
 from __future__ import annotations
 
 import math
@@ -17,14 +18,16 @@ RATES = {"height": 0.25, "rooms": 0.1, "colour": 0.3, "smoker": 0.0, "ratio": 0.
 def _table(n=300, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=n)
-    frame = pd.DataFrame({
-        "height": 170 + 10 * z + rng.normal(size=n),
-        "rooms": np.clip(np.round(3 + z), 0, None).astype(int),
-        "colour": np.where(z > 0.5, "red", np.where(z < -0.5, "blue", "green")),
-        "smoker": np.where(z + rng.normal(size=n) > 0, "yes", "no"),
-        "ratio": rng.random(n),
-        "count": rng.integers(0, 50, size=n),  # an integer column without gaps
-    })
+    frame = pd.DataFrame(
+        {
+            "height": 170 + 10 * z + rng.normal(size=n),
+            "rooms": np.clip(np.round(3 + z), 0, None).astype(int),
+            "colour": np.where(z > 0.5, "red", np.where(z < -0.5, "blue", "green")),
+            "smoker": np.where(z + rng.normal(size=n) > 0, "yes", "no"),
+            "ratio": rng.random(n),
+            "count": rng.integers(0, 50, size=n),  # an integer column without gaps
+        }
+    )
     for col, rate in RATES.items():
         if rate:
             frame.loc[rng.random(n) < rate, col] = None
@@ -37,8 +40,26 @@ def table_run(tmp_path_factory):
     path = root / "people.csv"
     _table().to_csv(path, index=False)
     run = root / "run"
-    assert cli.main(["train", "--data", str(path), "--epochs", "3", "--latent-dim", "2", "--hidden", "16",
-                     "--out", str(run), "--no-figures", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--epochs",
+                "3",
+                "--latent-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--out",
+                str(run),
+                "--no-figures",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     return run, path
 
 
@@ -92,7 +113,9 @@ def test_bad_requests_are_refused(table_run, tmp_path, capsys):
     with pytest.raises(ValueError, match="whole number"):
         draw_rows(opened.model, 0)
     sine = tmp_path / "sine"
-    assert cli.main(["train", "--data", "sine", "--epochs", "1", "--out", str(sine), "--no-figures", "--no-progress"]) == 0
+    assert (
+        cli.main(["train", "--data", "sine", "--epochs", "1", "--out", str(sine), "--no-figures", "--no-progress"]) == 0
+    )
     capsys.readouterr()
     assert cli.main(["synthesize", str(sine), "-n", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -1,5 +1,6 @@
 """Experiment tracking read back with the real libraries: TensorBoard's EventAccumulator and
 MLflow's MlflowClient on a local file store, compared with history.jsonl."""
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,27 @@ def _assert_scalars_match(acc, history):
 
 def test_train_log_tensorboard_writes_history_figures_and_hparams(tmp_path, capsys):
     run = tmp_path / "run"
-    assert cli.main(["train", "--data", "sine", "--epochs", "3", "--hidden", "8", "--latent-dim", "1",
-                     "--out", str(run), "--log", "tensorboard", "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                "sine",
+                "--epochs",
+                "3",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "1",
+                "--out",
+                str(run),
+                "--log",
+                "tensorboard",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "TensorBoard events in" in capsys.readouterr().out
     acc = _events(run / "tensorboard")
     history = _history(run)
@@ -59,8 +79,29 @@ def test_train_log_tensorboard_writes_history_figures_and_hparams(tmp_path, caps
 
 def test_train_log_mlflow_logs_params_metrics_and_the_run_folder(tmp_path, capsys):
     run, store = tmp_path / "run", tmp_path / "mlruns"
-    assert cli.main(["train", "--data", "sine", "--epochs", "2", "--hidden", "8", "--latent-dim", "1",
-                     "--out", str(run), "--log", "mlflow", "--log-uri", str(store), "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                "sine",
+                "--epochs",
+                "2",
+                "--hidden",
+                "8",
+                "--latent-dim",
+                "1",
+                "--out",
+                str(run),
+                "--log",
+                "mlflow",
+                "--log-uri",
+                str(store),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     run_id = out.split("MLflow run ")[1].split()[0]
     client = MlflowClient(tracking_uri=store.resolve().as_uri())
@@ -85,8 +126,13 @@ def test_fit_callbacks_log_every_epoch_as_it_ends(tmp_path):
     board = tracking.TensorBoard(tmp_path / "tb")
     flow = tracking.MLflow(tmp_path / "store", experiment="unit")
     seen = []
-    history = fit(model, x, x[:16], TrainConfig(epochs=3, batch_size=32, progress=False),
-                  callbacks=[board, flow, lambda m, state: seen.append(len(state.history))]).history
+    history = fit(
+        model,
+        x,
+        x[:16],
+        TrainConfig(epochs=3, batch_size=32, progress=False),
+        callbacks=[board, flow, lambda m, state: seen.append(len(state.history))],
+    ).history
     board.finish(params={"lr": 1e-3, "hidden": (8,)})
     flow.finish(params={"lr": 1e-3})
     assert seen == [1, 2, 3]

@@ -28,7 +28,6 @@ from torch.distributions import Independent, kl_divergence
 from .batches import inference, iterate
 from .generate import placement
 from .model import Model
-from .posteriors import draw
 from .objectives import (
     DEFAULT_MAX_ELEMENTS,
     _diagonal_normal,
@@ -36,6 +35,7 @@ from .objectives import (
     kl_per_unit,
     log_marginal,
 )
+from .posteriors import draw
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016
 COLLAPSE_KL = 0.1  # nats per example: z then carries at most 0.1 nats (0.14 bits) about x
@@ -554,3 +554,4 @@ def _closed_form_kl(qz, prior) -> bool:
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().double().cpu().numpy()
+

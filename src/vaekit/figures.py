@@ -1,4 +1,9 @@
-"""The figures of a run folder: which ones apply to it, drawing them, writing ``figures/*.png``.
+"""The figures of a model and of a run folder: which ones apply, drawing them, writing ``figures/*.png``.
+
+The functions here that take a ``Model`` (``overview_2d``, ``samples``, ``manifold``, ``traversal``,
+``interpolation``) compute what to draw with it (codes, decoded grids, prior samples) and hand the
+arrays to ``vaekit.plots``, which only draws. Latent units are numbered from 1 in titles; the
+``units`` and ``dims`` arguments are array indices (unit 1 is index 0).
 
 Used by ``vaekit plot``, ``vaekit report`` and at the end of ``vaekit train``. Maps, grids and
 samples are drawn from the run's training split (at most ``MAX_POINTS`` examples, a fixed
@@ -9,9 +14,11 @@ subsets, t-SNE) is seeded, so the same run always gives the same pictures.
 from __future__ import annotations
 
 import math
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,10 +26,13 @@ import torch
 from . import generate, plots, runs
 from .checkpoint import atomic_write_bytes
 from .data import Dataset
+from .model import Model
 
 FIGURES_DIR = "figures"
 MAX_POINTS = 2000
 SEED = 0
+MANIFOLD_STEPS = 15
+TSNE_POINTS = 1000  # examples in the t-SNE map with openTSNE; half as many with scikit-learn's slower t-SNE
 
 
 @dataclass
@@ -36,6 +46,7 @@ class RunView:
     value_range: tuple[float, float]
     colour: np.ndarray | None
     colour_name: str | None
+    kl: np.ndarray | None = None  # KL per latent unit on the held-out examples, once computed
 
     @property
     def model(self):
@@ -92,6 +103,102 @@ def view(run: runs.Run) -> RunView:
                    value_range=(float(np.min(x)), float(np.max(x))), colour=colour, colour_name=colour_name)
 
 
+# -- figures of a model: compute with it, then draw -----------------------------------------
+def _device(model: Model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def overview_2d(model: Model, x, history: Sequence[dict[str, Any]] | None = None, *, labels=None, colour=None,
+                colour_name: str = "true phase", n_samples: int = 500, seed: int = 0):
+    """``plots.overview_2d`` for a model of 2-D data: its encoder means of ``x`` and the decoder
+    means of ``n_samples`` prior draws z ~ p(z) (seeded)."""
+    x = plots._check_2d(x)
+    mean, _ = generate.encode(model, torch.as_tensor(x, dtype=torch.float32))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = model.p_z().sample((int(n_samples),)).to(_device(model))
+    decoded = generate.decode(model, z).numpy().reshape(len(z), -1)
+    return plots.overview_2d(x, mean.numpy(), decoded, z[:, 0].cpu().numpy(), history, labels=labels, colour=colour,
+                             colour_name=colour_name)
+
+
+def samples(model: Model, n: int = 64, *, image_shape: Sequence[int] | None = None, data=None,
+            how: str = "mean", value_range: tuple[float, float] | None = None, seed: int = 0):
+    """Decoded prior samples (seeded): an image grid (``image_shape``), or for 2-D data the samples over the data."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = model.p_z().sample((int(n),))
+        x_new = generate.decode(model, z, how=how).numpy()
+        z = z.cpu()
+    what = {"mean": "decoded means", "draw": "draws from p(x|z)", "mode": "most probable values"}[how]
+    if image_shape is not None:
+        return plots.image_grid(x_new, image_shape, value_range=value_range, title=f"{n} samples: z ~ p(z), {what}")
+    return plots.points_over_data(x_new.reshape(len(x_new), -1), data, colour=z[:, 0].numpy(), colour_name="$z_1$",
+                                  title=f"{n} samples: z ~ p(z), {what}")
+
+
+def most_informative(kl, n: int) -> list[int]:
+    """Indices of the ``n`` latent units with the largest KL per unit, largest first (ties: lower index)."""
+    kl = np.asarray(kl, dtype=np.float64).ravel()
+    return [int(u) for u in np.argsort(-kl, kind="stable")[:n]]
+
+
+def manifold(model: Model, *, steps: int = 15, dims: tuple[int, int] | None = None, kl=None,
+             image_shape: Sequence[int] | None = None, data=None, low: float = 0.05, high: float = 0.95,
+             value_range: tuple[float, float] | None = None):
+    """Decoder means on a ``steps`` x ``steps`` grid through the prior's quantiles in two latent units
+    (``dims``, array indices), the other units at 0, the prior's mean. Without ``dims``: units 1 and 2
+    of a 2-D latent; above two dimensions the two units with the largest KL per unit ``kl`` (H,),
+    which is then required. A 1-D latent gives one row (a curve for 2-D data)."""
+    h = model.latent_dim
+    chosen_by = ""
+    if dims is None and h > 2:
+        if kl is None:
+            raise ValueError(f"this latent has {h} units: give dims=(i, j), the two to move, or kl, "
+                             "the KL per unit, to move the two most informative")
+        if len(np.ravel(kl)) != h:
+            raise ValueError(f"kl has {len(np.ravel(kl))} values but the latent has {h} units")
+        dims = tuple(sorted(most_informative(kl, 2)))
+        chosen_by = ", the two units with the most KL,"
+    dims = (0, 1) if dims is None else (int(dims[0]), int(dims[1]))
+    grid = generate.quantile_grid(h, steps, dims, low, high)  # (R, C, H)
+    decoded = generate.decode(model, grid.to(_device(model))).numpy()  # (R, C, *data_shape)
+    values = generate.prior_quantiles(steps, low, high).numpy()
+    return plots.manifold_figure(decoded, values, dims=dims if h > 1 else None, latent_dim=h, image_shape=image_shape,
+                                 data=data, quantiles=(low, high), value_range=value_range, chosen_by=chosen_by)
+
+
+def traversal(model: Model, *, base=None, units: Sequence[int] | None = None, steps: int = 9,
+              low: float = 0.05, high: float = 0.95, image_shape: Sequence[int] | None = None, data=None,
+              value_range: tuple[float, float] | None = None, how: str = "mean"):
+    """Latent traversals: each unit in ``units`` (array indices; default all, at most 10) moved through
+    the prior's quantiles with the others fixed at ``base`` (default 0), decoded. Images: one row per
+    unit; 2-D data: one curve per unit over the data."""
+    units = list(range(min(model.latent_dim, 10))) if units is None else [int(u) for u in units]
+    base = torch.zeros(model.latent_dim) if base is None else torch.as_tensor(np.asarray(base), dtype=torch.float32)
+    values = generate.prior_quantiles(steps, low, high)
+    z = generate.traverse(base, units, values)  # (U, S, H)
+    decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
+    return plots.traversal_figure(decoded, units, values.numpy(), image_shape=image_shape, data=data,
+                                  value_range=value_range, at_zero=not bool(base.abs().sum()), quantiles=(low, high))
+
+
+def interpolation(model: Model, x_from, x_to, *, steps: int = 8, image_shape: Sequence[int] | None = None,
+                  data=None, value_range: tuple[float, float] | None = None, how: str = "mean"):
+    """Decoded points along straight lines between the encoder means of ``x_from[i]`` and ``x_to[i]``.
+    Images: one row per pair, the originals at both ends; 2-D data: paths over the data."""
+    a = torch.as_tensor(np.asarray(x_from), dtype=torch.float32)
+    b = torch.as_tensor(np.asarray(x_to), dtype=torch.float32)
+    if a.shape != b.shape:
+        raise ValueError(f"interpolation ends differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
+    za, _ = generate.encode(model, a)
+    zb, _ = generate.encode(model, b)
+    z = generate.interpolate(za, zb, steps).transpose(0, 1)  # (P, S, H)
+    decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
+    return plots.interpolation_figure(a.numpy(), b.numpy(), decoded, image_shape=image_shape, data=data,
+                                      value_range=value_range)
+
+
 # -- the kinds of figure -----------------------------------------------------------------------
 @dataclass
 class Kind:
@@ -118,23 +225,17 @@ def _needs_images_or_2d(v: RunView):
         f"it needs image or 2-D data (this run's examples have shape {tuple(v.model.data_shape or ())})")
 
 
-def _needs_small_latent(v: RunView):
-    return _needs_images_or_2d(v) or (None if v.model.latent_dim <= 2 else
-                                      f"it needs a latent space of 1 or 2 dimensions (this run's has {v.model.latent_dim}); "
-                                      "see 'traversal' instead")
-
-
 def _tensor(x) -> torch.Tensor:
     return torch.as_tensor(np.asarray(x), dtype=torch.float32)
 
 
 def _make_overview(v: RunView):
-    return plots.overview_2d(v.model, v.fit.x, v.run.history, labels=v.labels, colour=v.colour,
-                             colour_name=v.colour_name or "value", seed=SEED)
+    return overview_2d(v.model, v.fit.x, v.run.history, labels=v.labels, colour=v.colour,
+                       colour_name=v.colour_name or "value", seed=SEED)
 
 
 def _make_samples(v: RunView):
-    return plots.samples(v.model, 64, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
+    return samples(v.model, 64, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
                          value_range=v.value_range, seed=SEED)
 
 
@@ -147,19 +248,21 @@ def _make_reconstructions(v: RunView):
 
 
 def _make_manifold(v: RunView):
-    steps = 15
-    return plots.manifold(v.model, steps=steps, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
-                          value_range=v.value_range)
+    kl = _kl(v) if v.model.latent_dim > 2 else None  # above two units: the two that carry the most
+    return manifold(v.model, steps=MANIFOLD_STEPS, kl=kl, image_shape=v.image_shape,
+                    data=None if v.image_shape else v.fit.x, value_range=v.value_range)
 
 
 def _make_latent(v: RunView):
     z, _ = generate.encode(v.model, _tensor(v.fit.x))
     return plots.latent_map(z.numpy(), labels=v.labels, colour=v.colour, colour_name=v.colour_name or "value",
-                            method="tsne", max_points=1000, seed=SEED)
+                            method="tsne", max_points=TSNE_POINTS if plots.has_opentsne() else TSNE_POINTS // 2, seed=SEED)
 
 
-def _kl(v: RunView) -> torch.Tensor:
-    return generate.kl_per_unit(v.model, _tensor(v.held_out.x))
+def _kl(v: RunView) -> np.ndarray:
+    if v.kl is None:  # shared by kl_units, manifold and traversal: computed once per view
+        v.kl = generate.kl_per_unit(v.model, _tensor(v.held_out.x)).numpy()
+    return v.kl
 
 
 def _make_kl_units(v: RunView):
@@ -167,9 +270,8 @@ def _make_kl_units(v: RunView):
 
 
 def _make_traversal(v: RunView):
-    kl = _kl(v)
-    units = [int(u) for u in torch.argsort(kl, descending=True)[:10]]  # the most informative units first
-    return plots.traversal(v.model, units=units, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
+    units = most_informative(_kl(v), 10)  # the most informative units first
+    return traversal(v.model, units=units, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
                            value_range=v.value_range)
 
 
@@ -193,7 +295,7 @@ def _make_interpolation(v: RunView):
         a, b = [p[0] for p in chosen], [p[1] for p in chosen]
     else:
         a, b = list(range(pairs)), list(range(pairs, 2 * pairs))
-    return plots.interpolation(v.model, x[a], x[b], steps=8, image_shape=v.image_shape,
+    return interpolation(v.model, x[a], x[b], steps=8, image_shape=v.image_shape,
                                data=None if v.image_shape else v.fit.x, value_range=v.value_range)
 
 
@@ -204,8 +306,9 @@ KINDS: dict[str, Kind] = {
     "samples": Kind("decoded prior samples (image grid, or over the 2-D data)", _make_samples, _needs_images_or_2d,
                     default=lambda v: v.image_shape is not None),  # 2-D runs: part of 'overview'
     "reconstructions": Kind("held-out images beside their reconstructions", _make_reconstructions, _needs_images),
-    "manifold": Kind("decoded grid of latent points through the prior's quantiles (1-D or 2-D latents)",
-                     _make_manifold, _needs_small_latent),
+    "manifold": Kind("decoded grid of latent points through the prior's quantiles (above two latent units: "
+                     "the two with the most KL, the others at 0)", _make_manifold, _needs_images_or_2d,
+                     default=lambda v: v.model.latent_dim <= 2),  # above two: on request, 'traversal' by default
     "latent": Kind("map of encoder means (t-SNE above two dimensions), coloured by label or known value",
                    _make_latent, lambda v: None, default=lambda v: not v.is_2d),  # 2-D runs: part of 'overview'
     "kl_units": Kind("KL per latent unit (nats)", _make_kl_units, lambda v: None),
@@ -231,8 +334,10 @@ def choose(v: RunView, which: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(which))
 
 
-def render(run: runs.Run | str | Path, which: list[str] | None = None, dpi: int = 100) -> dict[str, bytes]:
-    """Draw the chosen figures of a run: name -> PNG bytes."""
+def render(run: runs.Run | str | Path, which: list[str] | None = None, dpi: int = 100,
+           seconds: dict[str, float] | None = None) -> dict[str, bytes]:
+    """Draw the chosen figures of a run: name -> PNG bytes. ``seconds``, when given, receives the
+    wall time each figure took (computing and drawing it), by name."""
     if not isinstance(run, runs.Run):
         run = runs.open_run(run)
     v = view(run)
@@ -240,8 +345,11 @@ def render(run: runs.Run | str | Path, which: list[str] | None = None, dpi: int 
     run.model.eval()
     out = {}
     for name in names:
+        start = time.perf_counter()
         fig = KINDS[name].make(v)
         out[name] = plots.to_png(fig, dpi=dpi)
+        if seconds is not None:
+            seconds[name] = time.perf_counter() - start
     return out
 
 

@@ -25,11 +25,10 @@ Observed cells are never recomputed: the completed table is the input table with
 missing cells replaced (``fill_frame``), so observed values, dtypes and categories are the
 ones that were read.
 """
+
 from __future__ import annotations
 
 import contextlib
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +37,9 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .batches import inference, iterate
 from .model import Model
 
-DEFAULT_K = 50  # importance samples per row (self-normalised weights: consistent as K grows; the paper tests with 10 000)
+DEFAULT_K = (
+    50  # importance samples per row (self-normalised weights: consistent as K grows; the paper tests with 10 000)
+)
 
 
 def _check_k(k: int, what: str = "k") -> int:
@@ -83,8 +84,9 @@ def conditional_mean(model: Model, x, k: int = DEFAULT_K, batch_size: int = 256,
     return torch.cat(out) if out else torch.empty(0, *model.data_shape, device=device)
 
 
-def multiple_imputations(model: Model, x, m: int, k: int = DEFAULT_K, batch_size: int = 256,
-                         seed: int | None = 0) -> torch.Tensor:
+def multiple_imputations(
+    model: Model, x, m: int, k: int = DEFAULT_K, batch_size: int = 256, seed: int | None = 0
+) -> torch.Tensor:
     """(m, N, D): ``m`` completed copies of ``x`` by sampling importance resampling. For each
     copy and row: K draws z_k ~ q(z | x_obs), one index drawn with probability w_k, then
     x_miss ~ p(x_miss | z_index). Observed entries are untouched in every copy."""
@@ -131,8 +133,12 @@ def _like(values, original):
     observed = original.dropna()
     if pd.api.types.is_float_dtype(original.dtype):
         as_float = pd.to_numeric(values, errors="coerce")
-        if as_float.notna().all() and len(observed) and (observed == np.round(observed)).all() \
-                and (as_float == np.round(as_float)).all():
+        if (
+            as_float.notna().all()
+            and len(observed)
+            and (observed == np.round(observed)).all()
+            and (as_float == np.round(as_float)).all()
+        ):
             return as_float.astype("int64")
         if as_float.notna().sum() == values.notna().sum():
             return as_float.astype(original.dtype)
@@ -182,9 +188,24 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
     ``multiple_imputations(X, m)`` gives m completed tables by sampling importance resampling.
     """
 
-    def __init__(self, latent_dim=4, *, hidden=(128, 128), activation="relu", epochs=200, batch_size=64, lr=1e-3,
-                 iw_samples=20, method="importance", k=DEFAULT_K, numeric=(), binary=(), categorical=(),
-                 random_state=0, device="cpu"):
+    def __init__(
+        self,
+        latent_dim=4,
+        *,
+        hidden=(128, 128),
+        activation="relu",
+        epochs=200,
+        batch_size=64,
+        lr=1e-3,
+        iw_samples=20,
+        method="importance",
+        k=DEFAULT_K,
+        numeric=(),
+        binary=(),
+        categorical=(),
+        random_state=0,
+        device="cpu",
+    ):
         self.latent_dim = latent_dim
         self.hidden = hidden
         self.activation = activation
@@ -219,7 +240,8 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         from .data.tables import Schema
         from .spec import ModelSpec, build_model
-        from .train import TrainConfig, fit as train_model
+        from .train import TrainConfig
+        from .train import fit as train_model
 
         if self.method not in ("importance", "reconstruction"):
             raise ValueError(f"method must be 'importance' or 'reconstruction', got {self.method!r}")
@@ -229,12 +251,24 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
         self.schema_ = Schema.fit(frame, numeric=numeric, binary=self.binary, categorical=self.categorical)
         x, _ = self.schema_.transform(frame, "the training table")
         lik = self.schema_.likelihood()
-        spec = ModelSpec(data_shape=(x.shape[1],), latent_dim=int(self.latent_dim), hidden=tuple(self.hidden),
-                         activation=str(self.activation), likelihood=lik.config(), network="table")
+        spec = ModelSpec(
+            data_shape=(x.shape[1],),
+            latent_dim=int(self.latent_dim),
+            hidden=tuple(self.hidden),
+            activation=str(self.activation),
+            likelihood=lik.config(),
+            network="table",
+        )
         seed = int(self.random_state or 0)
-        config = TrainConfig(epochs=int(self.epochs), batch_size=min(int(self.batch_size), len(x)), lr=float(self.lr),
-                             iw_samples=int(self.iw_samples) if self.iw_samples and self.iw_samples > 1 else 0,
-                             seed=seed, device=str(self.device), progress=False)
+        config = TrainConfig(
+            epochs=int(self.epochs),
+            batch_size=min(int(self.batch_size), len(x)),
+            lr=float(self.lr),
+            iw_samples=int(self.iw_samples) if self.iw_samples and self.iw_samples > 1 else 0,
+            seed=seed,
+            device=str(self.device),
+            progress=False,
+        )
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model_ = build_model(spec)
@@ -267,18 +301,17 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
     def multiple_imputations(self, X, m: int = 5) -> list:
         """``m`` completed copies of ``X`` (sampling importance resampling)."""
         frame = self._frame(X, fitting=False)
-        copies = multiple_imputations(self.model_, self._model_rows(frame), m, k=int(self.k),
-                                      seed=int(self.random_state or 0))
+        copies = multiple_imputations(
+            self.model_, self._model_rows(frame), m, k=int(self.k), seed=int(self.random_state or 0)
+        )
         return [self._out(frame, c) for c in copies.cpu().numpy()]
 
     @classmethod
-    def from_run(cls, path, k: int = DEFAULT_K, method: str = "importance") -> "MIWAEImputer":
-        """An imputer around the model of a run folder trained on a table (``vaekit train``)."""
-        from .runs import open_run
-
-        run = open_run(Path(path))
-        if run.schema is None:
-            raise ValueError(f"{path} was not trained on a table; imputation needs one")
+    def from_run(cls, run, k: int = DEFAULT_K, method: str = "importance") -> MIWAEImputer:
+        """An imputer around the model of a run trained on a table: ``run`` is what
+        ``vaekit.runs.open_run(path)`` returns."""
+        if getattr(run, "schema", None) is None:
+            raise ValueError(f"{getattr(run, 'path', run)} was not trained on a table; imputation needs one")
         imputer = cls(k=k, method=method, iw_samples=int(run.config.get("train", {}).get("iw_samples", 0)))
         imputer.model_, imputer.schema_, imputer.history_ = run.model.eval(), run.schema, run.history
         imputer._array_input = False

@@ -1,4 +1,6 @@
-"""Figures: arrays or a model in, a matplotlib ``Figure`` out.
+"""Figures: arrays in, a matplotlib ``Figure`` out. Nothing here runs a model: what needs one
+(encoding, decoding a grid, prior samples) lives in ``vaekit.figures``, which computes the arrays and
+calls the drawing functions below.
 
 Every function builds its own ``matplotlib.figure.Figure`` (no pyplot, so no global figure
 state and no display is needed: PNGs are rendered by the Agg canvas). Save one with
@@ -9,43 +11,41 @@ What the seed documents draw, and where it is here:
 - training curves (ELBO, reconstruction, KL per epoch): ``training_curves``
 - 2-D data coloured by label / true phase / encoder mean, decoded prior samples over the data,
   curves (seed 000's and seed 004's four panels): ``overview_2d``
-- image samples and reconstructions: ``samples``, ``image_grid``, ``reconstruction_grid``
-- the latent manifold through the prior's quantiles (seed 001): ``manifold``
+- image samples and reconstructions: ``image_grid``, ``reconstruction_grid``, ``points_over_data``
+- the latent manifold through the prior's quantiles (seed 001): ``manifold_figure``
 - encoder means, by PCA or t-SNE above two dimensions, coloured by class (seeds 002, 003): ``latent_map``
-- KL per latent unit: ``kl_units``; latent traversals and interpolations: ``traversal``, ``interpolation``
+- KL per latent unit: ``kl_units``; latent traversals and interpolations: ``traversal_figure``,
+  ``interpolation_figure``
+
+Latent units are numbered from 1 in every title and label (z_1 is array index 0).
 """
 from __future__ import annotations
 
 import io
 import math
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
-import torch
-
-from . import generate
-from .model import Model
 
 __all__ = [
     "embed_2d",
     "image_grid",
     "image_rows",
-    "interpolation",
     "interpolation_figure",
     "kl_units",
     "latent_map",
-    "manifold",
+    "manifold_figure",
     "overview_2d",
     "points_over_data",
     "reconstruction_grid",
-    "samples",
     "save",
     "tile",
     "to_png",
     "training_curves",
-    "traversal",
     "traversal_figure",
+    "tsne",
 ]
 
 PANEL = 4.2  # inches per panel
@@ -79,13 +79,9 @@ def save(fig, path: str | os.PathLike, dpi: int | None = None) -> None:
 
 
 def _np(x) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
+    if hasattr(x, "detach"):  # a torch tensor (without importing torch here)
         return x.detach().cpu().numpy()
     return np.asarray(x)
-
-
-def _device(model: Model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _label_colours(labels: np.ndarray):
@@ -214,26 +210,29 @@ def _check_2d(x: np.ndarray, what: str = "data") -> np.ndarray:
 
 
 def overview_2d(
-    model: Model,
     x,
+    code,
+    decoded,
+    prior_z1,
     history: Sequence[dict[str, Any]] | None = None,
     *,
     labels=None,
     colour=None,
     colour_name: str = "true phase",
-    n_samples: int = 500,
-    seed: int = 0,
 ):
-    """The seeds' four panels for 2-D data, in a 2 x 2 grid:
+    """The seeds' four panels for 2-D data ``x`` (N, 2), in a 2 x 2 grid:
 
     (a) the data, coloured by class label (seed 004) or a known continuous value such as the
-    sine curve's true phase (seed 000); (b) the code: with a 1-D latent the data coloured by
-    the encoder mean (seed 000), otherwise the encoder means themselves coloured as in (a)
-    (seed 004; PCA above two dimensions); (c) decoded prior samples (the decoder means of
-    z ~ p(z), coloured by z's first unit) over the data in grey; (d) training curves
-    (ELBO, log p(x|z), -KL), when ``history`` is given.
+    sine curve's true phase (seed 000); (b) the code, from the encoder means ``code`` (N, H): with a
+    1-D latent the data coloured by it (seed 000), otherwise the means themselves coloured as in (a)
+    (seed 004; PCA above two dimensions); (c) ``decoded`` (S, 2), the decoder means of prior samples
+    z ~ p(z), coloured by ``prior_z1`` (S,), their first unit, over the data in grey; (d) training
+    curves (ELBO, log p(x|z), -KL), when ``history`` is given. ``vaekit.figures.overview_2d``
+    computes the arrays from a model.
     """
     x = _check_2d(x)
+    mean = _np(code)
+    decoded = _check_2d(_np(decoded).reshape(len(decoded), -1), "decoded samples")
     fig, axes = _figure(2, 2, height=2 * PANEL - 0.2)
     ax_data, ax_code, ax_samples, ax_curves = axes.ravel()
     labels = None if labels is None else _np(labels)
@@ -243,27 +242,21 @@ def overview_2d(
     _scatter(ax_data, x, labels=labels, colour=colour, colour_name=colour_name, fig=fig)
     _pretty(ax_data, "$x_1$", "$x_2$", "Data" + (f" coloured by {what}" if what else ""), equal=True)
 
-    mean, _ = generate.encode(model, torch.as_tensor(x, dtype=torch.float32))
-    mean = mean.numpy()
-    if model.latent_dim == 1:
+    if mean.shape[1] == 1:
         _scatter(ax_code, x, colour=mean[:, 0], colour_name="encoder mean $\\mu_\\phi(x)$", fig=fig)
         _pretty(ax_code, "$x_1$", "$x_2$", "Data coloured by encoder mean", equal=True)
     else:
-        points, note = (mean[:, :2], "") if model.latent_dim == 2 else (embed_2d(mean, "pca")[0], " (PCA)")
+        points, note = (mean[:, :2], "") if mean.shape[1] == 2 else (embed_2d(mean, "pca")[0], " (PCA)")
         _scatter(ax_code, points, labels=labels, colour=colour, colour_name=colour_name, fig=fig)
         xl, yl = ("$z_1$", "$z_2$") if not note else ("PC 1", "PC 2")
         _pretty(ax_code, xl, yl, f"Encoder means{note}" + (f" by {what}" if what else ""), equal=True)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        z = model.p_z().sample((int(n_samples),)).to(_device(model))
-    decoded = generate.decode(model, z).numpy().reshape(len(z), -1)
     ax_samples.scatter(x[:, 0], x[:, 1], color=DATA_COLOUR, s=6, alpha=0.6, linewidths=0, label="data")
-    sc = ax_samples.scatter(decoded[:, 0], decoded[:, 1], c=z[:, 0].cpu().numpy(), cmap=OVER_DATA_CMAP, s=9,
+    sc = ax_samples.scatter(decoded[:, 0], decoded[:, 1], c=_np(prior_z1), cmap=OVER_DATA_CMAP, s=9,
                             alpha=0.8, linewidths=0, label="decoded samples")
     fig.colorbar(sc, ax=ax_samples, label="$z_1$ of the prior sample", shrink=0.85)
     ax_samples.legend(fontsize=8, loc="best")
-    _pretty(ax_samples, "$x_1$", "$x_2$", f"{len(z)} prior samples $z\\sim\\mathcal{{N}}(0,I)$, decoded means", equal=True)
+    _pretty(ax_samples, "$x_1$", "$x_2$", f"{len(decoded)} prior samples $z\\sim\\mathcal{{N}}(0,I)$, decoded means", equal=True)
 
     if history is not None and len(history):
         _curves_panel(ax_curves, history)
@@ -384,22 +377,6 @@ def image_rows(rows, image_shape: Sequence[int], *, row_labels: Sequence[str] | 
     return fig
 
 
-def samples(model: Model, n: int = 64, *, image_shape: Sequence[int] | None = None, data=None,
-            how: str = "mean", value_range: tuple[float, float] | None = None, seed: int = 0):
-    """Decoded prior samples: an image grid (``image_shape``), or for 2-D data the samples over the data."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        z = model.p_z().sample((int(n),))
-        x_new = generate.decode(model, z, how=how).numpy()
-        z = z.cpu()
-    what = {"mean": "decoded means", "draw": "draws from p(x|z)", "mode": "most probable values"}[how]
-    if image_shape is not None:
-        return image_grid(x_new, image_shape, value_range=value_range,
-                          title=f"{n} samples: z ~ p(z), {what}")
-    return points_over_data(x_new.reshape(len(x_new), -1), data, colour=z[:, 0].numpy(), colour_name="$z_1$",
-                            title=f"{n} samples: z ~ p(z), {what}")
-
-
 def points_over_data(points, data=None, *, colour=None, colour_name: str = "", title: str = "", label: str = "samples"):
     """2-D points (generated or reconstructed) over the data in grey, coloured by ``colour``."""
     points = _check_2d(points, label)
@@ -419,20 +396,27 @@ def points_over_data(points, data=None, *, colour=None, colour_name: str = "", t
 
 
 # -- the latent space ---------------------------------------------------------------------------
-def manifold(model: Model, *, steps: int = 15, dims: tuple[int, int] = (0, 1), image_shape: Sequence[int] | None = None,
-             data=None, low: float = 0.05, high: float = 0.95, value_range: tuple[float, float] | None = None):
-    """The learned manifold: decoder means on a grid of latent points through the prior's quantiles
-    Phi^-1(p), p evenly spaced in [low, high] (``generate.quantile_grid``), other units at 0.
+def manifold_figure(decoded, values, *, dims: tuple[int, int] | None = (0, 1), latent_dim: int | None = None,
+                    image_shape: Sequence[int] | None = None, data=None, quantiles: tuple[float, float] = (0.05, 0.95),
+                    value_range: tuple[float, float] | None = None, chosen_by: str = ""):
+    """The learned manifold: ``decoded`` (R, C, *shape), the decoder means on the grid of latent points
+    ``generate.quantile_grid`` builds through the prior's quantiles ``values`` (C,): column j holds
+    unit ``dims[0]`` at ``values[j]``, row i unit ``dims[1]`` at its i-th largest value; the other
+    units sit at 0, the prior's mean. ``dims=None`` (or R == 1): a 1-D latent, one row.
 
     Images: one tile per grid point, z along ``dims[0]`` left to right and ``dims[1]`` bottom to top
     (tick labels give the z values). 2-D data: the decoded grid drawn as a mesh over the data (a
-    curve for a 1-D latent)."""
-    grid = generate.quantile_grid(model.latent_dim, steps, dims, low, high)  # (R, C, H)
-    decoded = generate.decode(model, grid.to(_device(model))).numpy()  # (R, C, *data_shape)
-    values = generate.prior_quantiles(steps, low, high).numpy()
-    a, b = dims if model.latent_dim > 1 else (0, None)
-    others = "" if model.latent_dim <= 2 else "; other units at 0"
-    title = f"Decoded latent grid: z through the prior's {low:.0%}-{high:.0%} quantiles{others}"
+    curve for a 1-D latent). ``chosen_by`` says in the title why these two units were picked."""
+    decoded, values = _np(decoded), _np(values)
+    low, high = quantiles
+    if latent_dim is None:
+        latent_dim = 1 if dims is None or decoded.shape[0] == 1 else 2
+    a, b = (0, None) if latent_dim == 1 or dims is None else (int(dims[0]), int(dims[1]))
+    if latent_dim <= 2:
+        title = f"Decoded latent grid: z through the prior's {low:.0%}-{high:.0%} quantiles"
+    else:
+        title = (f"Decoded latent grid over $z_{{{a + 1}}}$ and $z_{{{b + 1}}}$ of {latent_dim}{chosen_by}\n"
+                 f"through the prior's {low:.0%}-{high:.0%} quantiles; the other units at 0 (the prior mean)")
     if image_shape is not None:
         cols = [f"{v:.2f}" for v in values]
         rows = [f"{v:.2f}" for v in values[::-1]] if b is not None else [""]
@@ -472,6 +456,35 @@ def manifold(model: Model, *, steps: int = 15, dims: tuple[int, int] = (0, 1), i
     return fig
 
 
+def has_opentsne() -> bool:
+    """Whether openTSNE (the ``tsne`` extra) can be imported."""
+    try:
+        import openTSNE  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, str]:
+    """A 2-D t-SNE embedding (PCA initialisation, seeded) and the name of the code that made it:
+    openTSNE when installed (the ``tsne`` extra; several times faster), else scikit-learn's, with 500
+    iterations instead of its default 1000 to bound the time."""
+    if has_opentsne():
+        import openTSNE
+
+        embedding = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
+                                  n_jobs=1, verbose=False).fit(z)
+        return np.asarray(embedding, dtype=np.float64), "openTSNE"
+    import inspect
+
+    from sklearn.manifold import TSNE
+
+    iterations = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"  # renamed in 1.5
+    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
+                  **{iterations: 500}).fit_transform(z)
+    return points, "scikit-learn"
+
+
 def embed_2d(z, method: str = "auto", *, max_points: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
     """Two coordinates per example for a map of latent codes: the codes themselves when 2-D, else
     PCA or t-SNE (``method``; ``auto`` = t-SNE). t-SNE runs on at most ``max_points`` examples
@@ -490,16 +503,14 @@ def embed_2d(z, method: str = "auto", *, max_points: int = 2000, seed: int = 0) 
         share = pca.explained_variance_ratio_.sum()
         return pca.transform(z), index, f"PCA ({share:.0%} of the variance)"
     if method == "tsne":
-        from sklearn.manifold import TSNE
-
         if n > max_points:
             index = np.sort(np.random.default_rng(seed).choice(n, max_points, replace=False))
             z = z[index]
         if len(z) < 5:
             raise ValueError(f"t-SNE needs at least 5 examples, got {len(z)}")
         perplexity = float(min(30.0, (len(z) - 1) / 3))
-        points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(z)
-        return points, index, f"t-SNE (perplexity {perplexity:.0f}, {len(z)} examples)"
+        points, backend = tsne(z, perplexity, seed)
+        return points, index, f"t-SNE (perplexity {perplexity:.0f}, {len(z)} examples, {backend})"
     raise ValueError(f"unknown embedding method {method!r}; choose auto, pca or tsne")
 
 
@@ -548,9 +559,14 @@ def latent_map(z, *, labels=None, colour=None, colour_name: str = "value", metho
     return fig
 
 
-def kl_units(kl, *, threshold: float = 0.01):
-    """Bar chart of the average KL(q(z_h|x) || p(z_h)) per latent unit h, in nats; units below
-    ``threshold`` nats (carrying next to no information about x) in grey."""
+INFORMATIVE_KL = 0.1  # nats: a unit's average KL bounds what it tells about x (I(x; z_h) <= E_x KL), 0.14 bits
+
+
+def kl_units(kl, *, threshold: float = INFORMATIVE_KL):
+    """Bar chart of the average KL(q(z_h|x) || p(z_h)) per latent unit h = 1..H, in nats. Units below
+    ``threshold`` nats (default 0.1: the unit carries at most that much information about x) are grey,
+    and the title counts the others, so the count and the bars use one rule. Grey bars are labelled
+    with their value, since they are too short to read."""
     kl = _np(kl).astype(np.float64).ravel()
     fig, axes = _figure(1, 1, width=max(PANEL, min(2 * PANEL, 0.35 * len(kl) + 2)), height=3.4)
     ax = axes[0, 0]
@@ -558,12 +574,21 @@ def kl_units(kl, *, threshold: float = 0.01):
     low = kl < threshold
     ax.bar(units[~low], kl[~low], color="#3b6ea5", width=0.7, label=f"at least {threshold:g} nats")
     if low.any():
-        ax.bar(units[low], np.maximum(kl[low], 0), color="#b0b0b0", width=0.7, label=f"below {threshold:g} nats (inactive)")
-        ax.legend(fontsize=8)
+        ax.bar(units[low], np.maximum(kl[low], 0), color="#b0b0b0", width=0.7,
+               label=f"below {threshold:g} nats (next to no information about x)")
+        if len(kl) <= 32:
+            for u, value in zip(units[low], kl[low]):
+                ax.annotate(f"{value:.2f}", (u, max(value, 0)), xytext=(0, 2), textcoords="offset points",
+                            ha="center", va="bottom", fontsize=7, color="#666666")
+        top = float(np.max(kl, initial=0.0))
+        if top > 0:
+            ax.set_ylim(0, 1.4 * top)  # headroom: the legend sits above the bars, not on them
+        ax.legend(fontsize=8, loc="upper right")
     ax.set_xlim(0.3, len(kl) + 0.7)
     ax.set_xticks(units if len(units) <= 32 else units[:: math.ceil(len(units) / 32)])
     _pretty(ax, "latent unit", "KL (nats per example)",
-            f"KL per latent unit, total {kl.sum():.3f} nats\n{int((~low).sum())} of {len(kl)} units at least {threshold:g} nats")
+            f"KL per latent unit, total {kl.sum():.3f} nats\n"
+            f"{int((~low).sum())} of {len(kl)} units carry at least {threshold:g} nats")
     ax.grid(True, axis="y", alpha=0.25)
     ax.grid(False, axis="x")
     return fig
@@ -604,21 +629,6 @@ def _paths_2d(paths: np.ndarray, data, labels: Sequence[str], title: str, colour
     return fig
 
 
-def traversal(model: Model, *, base=None, units: Sequence[int] | None = None, steps: int = 9,
-              low: float = 0.05, high: float = 0.95, image_shape: Sequence[int] | None = None, data=None,
-              value_range: tuple[float, float] | None = None, how: str = "mean"):
-    """Latent traversals: each unit in ``units`` (default all, at most 10) moved through the prior's
-    quantiles with the others fixed at ``base`` (default 0), decoded. Images: one row per unit;
-    2-D data: one curve per unit over the data."""
-    units = list(range(min(model.latent_dim, 10))) if units is None else [int(u) for u in units]
-    base = torch.zeros(model.latent_dim) if base is None else torch.as_tensor(_np(base), dtype=torch.float32)
-    values = generate.prior_quantiles(steps, low, high)
-    z = generate.traverse(base, units, values)  # (U, S, H)
-    decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
-    return traversal_figure(decoded, units, values.numpy(), image_shape=image_shape, data=data, value_range=value_range,
-                            at_zero=not bool(base.abs().sum()), quantiles=(low, high))
-
-
 def traversal_figure(decoded, units: Sequence[int], values, *, image_shape: Sequence[int] | None = None, data=None,
                      value_range: tuple[float, float] | None = None, at_zero: bool = True,
                      quantiles: tuple[float, float] = (0.05, 0.95)):
@@ -636,21 +646,6 @@ def traversal_figure(decoded, units: Sequence[int], values, *, image_shape: Sequ
     return _paths_2d(flat, data, row_labels, f"Latent traversals ({where})",
                      f"value of the moving unit (prior's {quantiles[0]:.0%} to {quantiles[1]:.0%} quantiles)",
                      positions=values)
-
-
-def interpolation(model: Model, x_from, x_to, *, steps: int = 8, image_shape: Sequence[int] | None = None,
-                  data=None, value_range: tuple[float, float] | None = None, how: str = "mean"):
-    """Decoded points along straight lines between the encoder means of ``x_from[i]`` and ``x_to[i]``.
-    Images: one row per pair, the originals at both ends; 2-D data: paths over the data."""
-    a = torch.as_tensor(_np(x_from), dtype=torch.float32)
-    b = torch.as_tensor(_np(x_to), dtype=torch.float32)
-    if a.shape != b.shape:
-        raise ValueError(f"interpolation ends differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
-    za, _ = generate.encode(model, a)
-    zb, _ = generate.encode(model, b)
-    z = generate.interpolate(za, zb, steps).transpose(0, 1)  # (P, S, H)
-    decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
-    return interpolation_figure(a.numpy(), b.numpy(), decoded, image_shape=image_shape, data=data, value_range=value_range)
 
 
 def interpolation_figure(x_from, x_to, decoded, *, image_shape: Sequence[int] | None = None, data=None,

@@ -7,6 +7,7 @@ by drawing whole missingness patterns (rows of the is-missing mask) from the tra
 every column keeps its missing-value rate and the co-missingness of columns is kept, but a
 cell's being missing is independent of its value (missing completely at random).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,5 +57,7 @@ def synthesize(model: Model, schema, n: int, patterns: np.ndarray | None = None,
             col = table[c["name"]]
             if pd.api.types.is_integer_dtype(col.dtype):
                 col = col.astype("Int64")
-            table[c["name"]] = col.astype(object).where(~mask[:, j], None) if col.dtype == object else col.mask(mask[:, j])
+            table[c["name"]] = (
+                col.astype(object).where(~mask[:, j], None) if col.dtype == object else col.mask(mask[:, j])
+            )
     return table

@@ -13,13 +13,15 @@ as it ends; ``logger.finish(params=..., figures=..., artifacts=...)`` adds the r
 ``log_run(run_dir, "tensorboard")`` logs a finished run folder (``vaekit train --log``): its
 history.jsonl epoch by epoch, config.json as parameters, figures/ and, for MLflow, the folder.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -33,8 +35,10 @@ def _need(module: str, extra_hint: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ImportError(f"--log {extra_hint} needs the {extra_hint} package: pip install 'vaekit[tracking]' "
-                          f"(or pip install {extra_hint})") from None
+        raise ImportError(
+            f"--log {extra_hint} needs the {extra_hint} package: pip install 'vaekit[tracking]' "
+            f"(or pip install {extra_hint})"
+        ) from None
 
 
 def check_available(kind: str) -> None:
@@ -86,8 +90,13 @@ class _Logger:
     def log_row(self, row: dict[str, Any], step: int) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def finish(self, params: dict[str, Any] | None = None, metrics: dict[str, float] | None = None,
-               figures: Iterable[Path] = (), artifacts: Path | None = None) -> None:  # pragma: no cover
+    def finish(
+        self,
+        params: dict[str, Any] | None = None,
+        metrics: dict[str, float] | None = None,
+        figures: Iterable[Path] = (),
+        artifacts: Path | None = None,
+    ) -> None:  # pragma: no cover
         raise NotImplementedError
 
 
@@ -238,27 +247,27 @@ def log_run(run_dir: str | Path, kind: str, uri: str | Path | None = None) -> st
     """Log a finished run folder: history.jsonl epoch by epoch, config.json as parameters, the final
     metrics, figures/*.png and (MLflow) the folder as artifacts. TensorBoard writes to RUN/tensorboard
     unless ``uri`` names a folder. Returns where it went."""
-    from . import checkpoint
+    from .runs import RunFolder
 
-    run_dir = Path(run_dir)
     if kind not in KINDS:
         raise ValueError(f"unknown tracker {kind!r}; choose one of: {', '.join(KINDS)}")
+    folder = RunFolder.open(run_dir)
+    run_dir = Path(run_dir)
     logger = create(kind, uri if uri is not None or kind == "mlflow" else run_dir / "tensorboard")
     if isinstance(logger, MLflow):
         logger.run_name = run_dir.name
-    config = checkpoint.read_json(run_dir / checkpoint.CONFIG_FILE)
-    history = checkpoint.read_history(run_dir / checkpoint.HISTORY_FILE)
+    config = folder.read_config()
     params = {k: config[k] for k in ("model", "train", "data") if k in config}
     metrics = {}
-    metrics_file = run_dir / "metrics.json"
-    if metrics_file.is_file():
-        for split, values in checkpoint.read_json(metrics_file).items():
+    if folder.metrics_path.is_file():
+        for split, values in folder.read_metrics().items():
             if isinstance(values, dict) and isinstance(values.get("elbo"), (int, float)):
                 metrics[f"{split}_elbo"] = float(values["elbo"])
-    logger.log_history(history)
-    figures = sorted((run_dir / "figures").glob("*.png")) if (run_dir / "figures").is_dir() else []
-    logger.finish(params=params, metrics=metrics, figures=figures,
-                  artifacts=run_dir if isinstance(logger, MLflow) else None)
+    logger.log_history(folder.read_history())
+    figures = sorted(folder.figures_dir.glob("*.png")) if folder.figures_dir.is_dir() else []
+    logger.finish(
+        params=params, metrics=metrics, figures=figures, artifacts=run_dir if isinstance(logger, MLflow) else None
+    )
     if isinstance(logger, MLflow):
         return f"MLflow run {logger.run_id} in experiment {logger.experiment!r} at {logger.tracking_uri}"
     return f"TensorBoard events in {logger.log_dir} (tensorboard --logdir {logger.log_dir})"

@@ -1,4 +1,5 @@
 """``vaekit impute RUN --data x.csv [--multiple M] -o out.csv``: fill a table's missing cells (MIWAE)."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     outputs.add_run_argument(p)
     p.add_argument("--data", required=True, help="the table to complete (.csv, .tsv, .parquet) with the run's columns")
     p.add_argument("--multiple", type=positive_int, metavar="M", help="M imputations by sampling importance resampling")
-    p.add_argument("--separate", action="store_true", help="with --multiple: write OUT_1.csv ... OUT_M.csv instead of "
-                   "one file with an 'imputation' column")
+    p.add_argument(
+        "--separate",
+        action="store_true",
+        help="with --multiple: write OUT_1.csv ... OUT_M.csv instead of one file with an 'imputation' column",
+    )
     p.add_argument("-k", "--k", type=positive_int, default=DEFAULT_K, help="importance samples per row")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and draws")
     p.add_argument("-o", "--out", help="output table (.csv or .tsv) [default: RUN/imputed.csv]")
@@ -57,8 +61,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.multiple:
         filled = conditional_mean(run_.model, x, k=args.k, seed=args.seed).cpu().numpy()
         atomic_write_text(out, fill_frame(run_.schema, frame, filled).to_csv(index=False, sep=sep))
-        print(f"{n_missing} missing cells in {len(frame)} rows filled by the importance-weighted conditional mean "
-              f"(K={args.k} draws from q(z|x_obs) per row): {out}")
+        print(
+            f"{n_missing} missing cells in {len(frame)} rows filled by the importance-weighted conditional mean "
+            f"(K={args.k} draws from q(z|x_obs) per row): {out}"
+        )
         return 0
     copies = multiple_imputations(run_.model, x, args.multiple, k=args.k, seed=args.seed).cpu().numpy()
     tables = [fill_frame(run_.schema, frame, c) for c in copies]

@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from .. import figures
-from .options import positive_int
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

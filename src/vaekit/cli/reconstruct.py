@@ -6,8 +6,8 @@ import argparse
 import numpy as np
 
 from .. import generate, plots, runs
-from .options import positive_int
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -4,9 +4,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import figures, report
-from .options import positive_int
+from .. import report
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -31,8 +31,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"report file {out} must end in .html")
         if not out.parent.exists():
             raise ValueError(f"the folder of the report file {out} does not exist; create it first")
-    pngs = figures.render(run_, dpi=args.dpi)
-    figures.write(run_.path, pngs)
-    path = report.write(run_, pngs, out=args.out)
+    path, _ = report.write_all(run_, dpi=args.dpi, out=args.out)
     print(path)
     return 0

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import argparse
-
 import math
 
 from .. import generate, limits, plots, runs
-from .options import positive_int
 from . import outputs
+from .options import positive_int
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

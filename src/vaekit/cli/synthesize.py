@@ -1,4 +1,5 @@
 """``vaekit synthesize RUN -n N -o synth.csv``: synthetic rows of a table."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,12 +45,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             train = run_.data("train")
         except (DataError, OSError) as err:
-            raise DataError(f"the run's training table cannot be read for its missing-value rates ({err}); "
-                            "use --no-missing for complete rows") from None
+            raise DataError(
+                f"the run's training table cannot be read for its missing-value rates ({err}); "
+                "use --no-missing for complete rows"
+            ) from None
         patterns = missing_patterns(run_.schema, train.frame)
     table = synthesize(run_.model, run_.schema, args.n, patterns=patterns, seed=args.seed)
     atomic_write_text(out, table.to_csv(index=False, sep="\t" if out.suffix.lower() == ".tsv" else ","))
     holes = int(table.isna().to_numpy().sum())
-    print(f"{args.n} synthetic rows of {len(table.columns)} columns (x ~ p(x|z), z ~ p(z)), "
-          f"{holes} missing cells drawn from the training rows' patterns: {out}")
+    print(
+        f"{args.n} synthetic rows of {len(table.columns)} columns (x ~ p(x|z), z ~ p(z)), "
+        f"{holes} missing cells drawn from the training rows' patterns: {out}"
+    )
     return 0

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 from ..config import RunConfig
 from .options import add_setting, explicit, read_settings_file
@@ -66,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         from .. import tracking
 
         tracking.check_available(log)
+    start = time.perf_counter()
     if "resume" in given:
         allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
         extra = sorted(set(given) - allowed)
@@ -77,20 +79,21 @@ def _run(args: argparse.Namespace) -> int:
         settings = read_settings_file(given.pop("config")) if "config" in given else {}
         settings.update(given)
         result = runs.train(RunConfig.from_settings(settings), log=_log)
+    # where the time went: the epochs' own seconds, the rest of runs.train (data, setup, final metrics), drawing
+    run_s = time.perf_counter() - start  # a resumed history also holds earlier epochs: never more than this
+    spent = {"train": min(run_s, sum(float(r.get("seconds") or 0) for r in result.history)), "run": run_s}
     # under torchrun the other processes are done once training is; only the main one draws
-    code = _figures_and_report(result.run_dir) if draw and distributed.current().is_main else 0
+    code = _figures_and_report(result.run_dir, spent) if draw and distributed.current().is_main else 0
     if log is not None and distributed.current().is_main:
         print(f"logged: {tracking.log_run(result.run_dir, log, log_uri)}")
     return code
 
 
-def _figures_and_report(run_dir) -> int:
-    from .. import figures, report
+def _figures_and_report(run_dir, spent) -> int:
+    from .. import report
 
     try:
-        pngs = figures.render(run_dir)
-        figures.write(run_dir, pngs)
-        path = report.write(run_dir, pngs)
+        path, seconds = report.write_all(run_dir)
     except Exception as err:  # the run is trained and saved; a drawing failure must not hide that
         if os.environ.get("VAEKIT_DEBUG"):
             raise
@@ -98,4 +101,6 @@ def _figures_and_report(run_dir) -> int:
               f"({type(err).__name__}: {err}); retry with 'vaekit report {run_dir}'", file=sys.stderr)
         return 1
     print(f"figures and report: {path}")
+    print(f"time: train {spent['train']:.1f} s, data + setup + final metrics {spent['run'] - spent['train']:.1f} s, "
+          f"{report.describe_seconds(seconds)}")
     return 0

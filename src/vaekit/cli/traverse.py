@@ -14,7 +14,7 @@ def _units(text: str) -> list[int]:
     try:
         units = [int(u) for u in text.split(",") if u.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated unit numbers like 0,1,2, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected comma-separated unit numbers like 1,2,3, got {text!r}") from None
     if not units:
         raise argparse.ArgumentTypeError("give at least one unit")
     return units
@@ -40,7 +40,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "for image or 2-D data, a picture (one row or curve per unit).",
     )
     outputs.add_run_argument(p)
-    p.add_argument("--units", type=_units, help="latent units, counted from 0, e.g. 0,3,5 [default: all, at most 10]")
+    p.add_argument("--units", type=_units, help="latent units, counted from 1 as in every title and table, e.g. 1,4,6 "
+                   "[default: all, at most 10]")
     p.add_argument("--steps", type=outputs.positive_steps, default=9, help="values per unit")
     p.add_argument("--range", type=_range, default=(0.05, 0.95), metavar="LOW,HIGH",
                    help="prior probabilities of the first and last value [default: 0.05,0.95]")
@@ -60,7 +61,11 @@ def run(args: argparse.Namespace) -> int:
     shape = outputs.image_shape(run_)
     out = outputs.output_path(run_, args.out, "traversal")
     png = outputs.png_path(run_, args, "traversal.png", shape is not None or outputs.is_2d(run_))
-    units = args.units if args.units is not None else list(range(min(model.latent_dim, 10)))
+    numbers = args.units if args.units is not None else list(range(1, min(model.latent_dim, 10) + 1))
+    bad = [u for u in numbers if not 1 <= u <= model.latent_dim]
+    if bad:
+        raise ValueError(f"latent unit(s) {bad} out of range: this model has units 1..{model.latent_dim} (counted from 1)")
+    units = [u - 1 for u in numbers]  # array indices
     base = torch.zeros(model.latent_dim)
     if args.example is not None:
         data = outputs.input_data(run_, args)
@@ -76,10 +81,10 @@ def run(args: argparse.Namespace) -> int:
     how = outputs.decode_how(args)
     outputs.seed_everything(args.seed)
     x = generate.decode(model, z, how=how).numpy()
-    lead = {"unit": np.repeat(units, len(values)), "value": np.tile(values.numpy(), len(units))}
+    lead = {"unit": np.repeat(numbers, len(values)), "value": np.tile(values.numpy(), len(units))}
     written = outputs.write_data(run_, out, x, lead=lead)
     start = "z = 0" if args.example is None else f"the encoder mean of example {args.example}"
-    print(f"traversed units {', '.join(map(str, units))} over {args.steps} values from {start} "
+    print(f"traversed units {', '.join(f'z{u}' for u in numbers)} over {args.steps} values from {start} "
           f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out} ({written})")
     if png is not None:
         fit = runs.read_input(run_, None, which="train").x
