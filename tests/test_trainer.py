@@ -152,9 +152,12 @@ def test_automatic_threads_pick_a_candidate_restore_and_change_no_result(data, m
 
     def spy(run, candidates, **kw):
         tried.append(list(candidates))
-        return timed(run, candidates, **kw)
+        return timed(run, candidates, min_run_s=0.0)  # time every count, however short the run
 
     monkeypatch.setattr(train, "_fastest_threads", spy)
+    steps = []
+    real_step = train.LossStep.forward
+    monkeypatch.setattr(train.LossStep, "forward", lambda self, *a, **kw: steps.append(1) or real_step(self, *a, **kw))
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(3)
@@ -162,6 +165,7 @@ def test_automatic_threads_pick_a_candidate_restore_and_change_no_result(data, m
         auto_model = _model()
         auto = fit(auto_model, data, data[:40], cfg)
         assert tried == [[1, 2]] and auto.threads in (1, 2)
+        assert len(steps) > auto.state.step + 4  # the trial ran real steps at both counts
         assert torch.get_num_threads() == 3  # restored
         assert auto.history.column("threads") == [auto.threads] * 2
         given_model = _model()
@@ -173,6 +177,18 @@ def test_automatic_threads_pick_a_candidate_restore_and_change_no_result(data, m
     for k, v in auto_model.state_dict().items():
         assert torch.equal(v, given_model.state_dict()[k]), k
     assert auto.history.column("val_elbo") == given.history.column("val_elbo")
+
+
+def test_a_short_run_is_not_worth_timing_more_threads(data, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(train, "thread_candidates", lambda: [1, 2])
+    counts = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: counts.append(n) or real(n))
+    before = torch.get_num_threads()
+    result = fit(_model(), data, config=TrainConfig(epochs=1, batch_size=50, progress=False))
+    assert result.threads == 1 and 2 not in counts[:-1]  # only the restore may set 2
+    assert torch.get_num_threads() == before
 
 
 def test_resume_reuses_the_recorded_thread_count(data, monkeypatch):

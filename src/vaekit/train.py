@@ -216,10 +216,13 @@ def _trial_batch(run: _Run) -> torch.Tensor:
     return as_tensor(gather(run.source.x, np.arange(n)), run.device)
 
 
-def _fastest_threads(run: _Run, candidates: list[int], budget_s: float = 0.03, rounds: int = 2) -> int:
+def _fastest_threads(run: _Run, candidates: list[int], budget_s: float = 0.03, rounds: int = 2,
+                     min_run_s: float = 1.0) -> int:
     """Time real training steps (forward and backward on the first batch) at each thread count,
-    in rotating rounds, and return the fastest. Nothing of the run changes: no optimiser step,
-    gradients and buffers (batch-norm statistics) put back, the global RNG restored."""
+    in ``rounds`` rounds, and return the fastest. Nothing of the run changes: no optimiser step,
+    gradients and buffers (batch-norm statistics) put back, the global RNG restored. A run that the
+    first candidate would finish in under ``min_run_s`` keeps it: more threads could save less than
+    one step at a bad count costs (on a busy machine a step at 2 threads can take 20x longer)."""
     if len(candidates) < 2:
         return candidates[0]
     rng = torch.get_rng_state()
@@ -228,24 +231,41 @@ def _fastest_threads(run: _Run, candidates: list[int], budget_s: float = 0.03, r
     grads = [p.grad for p in run.params]
     best = {n: math.inf for n in candidates}
     run.model.train()
+
+    def one_step() -> None:
+        loss, _ = run.step(xb, run.config.beta) if cb is None else run.step(xb, run.config.beta, cb)
+        loss.backward()
+        for p in run.params:
+            p.grad = None
+
     try:
-        for _ in range(rounds):
-            for n in candidates:
+        for round_ in range(rounds):
+            fastest = min(best.values())
+            # later rounds retime only the counts that came close: a clearly slower count (many threads on
+            # a busy machine can be 10x slower) costs one step, not a round
+            for n in (candidates if round_ == 0 else [n for n in candidates if best[n] < 1.5 * fastest]):
                 torch.set_num_threads(n)
-                steps, started = -1, time.perf_counter()  # step -1 (untimed) warms the thread pool up
+                started = time.perf_counter()
+                one_step()  # the first step at a new count also wakes its thread pool up
+                first = time.perf_counter() - started
+                if first > 3 * min(best.values()):
+                    best[n] = min(best[n], first)
+                    continue
+                steps, started = 0, time.perf_counter()
                 while True:
-                    loss, _ = run.step(xb, run.config.beta) if cb is None else run.step(xb, run.config.beta, cb)
-                    loss.backward()
-                    for p in run.params:
-                        p.grad = None
+                    one_step()
                     steps += 1
-                    if steps == 0:
-                        started = time.perf_counter()
-                        continue
                     elapsed = time.perf_counter() - started
                     if elapsed > budget_s or steps >= 50:
                         break
                 best[n] = min(best[n], elapsed / steps)
+                if round_ == 0 and n == candidates[0]:
+                    remaining = (run.config.epochs - run.state.epoch) * len(run.source)
+                    if best[n] * remaining < min_run_s:
+                        break
+            else:
+                continue
+            break
     finally:
         torch.set_rng_state(rng)
         with torch.no_grad():
