@@ -166,10 +166,9 @@ def test_score(trained, capsys, tmp_path):
 
 
 # -- tables: cells, not model columns; no test split ------------------------------------------------
+@pytest.mark.parametrize("trained", ["table"], indirect=True)
 def test_reconstruct_counts_the_table_cells_it_fills(trained, capsys, tmp_path):
-    kind, run = trained
-    if kind != "table":
-        pytest.skip("a table run")
+    _, run = trained
     new = _wine(12, seed=3)
     new.to_csv(tmp_path / "new.csv", index=False)
     missing = int(new.isna().sum().sum())
