@@ -81,7 +81,7 @@ def test_trainer_state_round_trip(tmp_path):
     model = _model()
     x = torch.randn(64, 5)
     h = vaekit.fit(model, x, x[:16], vaekit.TrainConfig(epochs=2, batch_size=16, early_stopping=5, progress=False))
-    state = h.state
+    state, h = h.state, h.history
     checkpoint.save_trainer(tmp_path / "t.safetensors", model, state)
     other = _model()
     loaded = checkpoint.load_trainer(tmp_path / "t.safetensors", other)

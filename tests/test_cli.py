@@ -110,7 +110,7 @@ def test_kill_and_resume_a_real_process(tmp_path):
         (["train", "--val-fraction", "0.6", "--test-fraction", "0.6"], "that sum below 1"),
         (["train", "--config", "missing.toml"], "does not exist"),
         (["train", "--resume", "nowhere"], "not a vaekit run folder"),
-        (["train", "--resume", "x", "--lr", "0.1"], "cannot also change: --lr"),
+        (["train", "--resume", "x", "--batch-size", "32"], "cannot also change: --batch-size"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, match):

@@ -95,7 +95,7 @@ def test_fit_with_dynamic_binarisation_learns_grey_digits():
     with pytest.raises(ValueError, match="binary data"):
         vaekit.fit(model, x, val, vaekit.TrainConfig(epochs=1, progress=False, device="cpu"))
     history = vaekit.fit(model, x, val, vaekit.TrainConfig(epochs=15, batch_size=32, progress=False, device="cpu",
-                                                            dynamic_binarize=True))
+                                                            dynamic_binarize=True)).history
     v = history.column("val_elbo")
     assert v[-1] > v[0] + 3 and all(np.isfinite(v))
 
@@ -117,7 +117,7 @@ def test_conv_vae_learns_digits_as_well_as_the_mlp():
                                 likelihood="bernoulli", network=network, **extra)
         model = vaekit.build_model(spec)
         history = vaekit.fit(model, train, val, vaekit.TrainConfig(epochs=40, batch_size=64, lr=1e-3, device="cpu",
-                                                                    progress=False))
+                                                                    progress=False)).history
         results[network] = history.last["val_elbo"]
     print(f"digits, validation ELBO after 40 epochs: conv {results['conv']:.3f}, mlp {results['mlp']:.3f} nats")
     assert results["conv"] > -21 and results["mlp"] > -21  # both learned (untrained: about -44)

@@ -179,7 +179,7 @@ def test_training_from_disk_equals_training_in_memory(tmp_path):
     for train, val in ((x[:250], x[250:]), (disk.subset(np.arange(250)), disk.subset(np.arange(250, 300)))):
         torch.manual_seed(0)
         model = vaekit.build_model(vaekit.ModelSpec(data_shape=(5,), latent_dim=2, hidden=(16,)))
-        history = vaekit.fit(model, train, val, vaekit.TrainConfig(epochs=3, batch_size=32, device="cpu", progress=False))
+        history = vaekit.fit(model, train, val, vaekit.TrainConfig(epochs=3, batch_size=32, device="cpu", progress=False)).history
         weights.append((model.state_dict(), history.column("val_elbo")))
     (wa, ha), (wb, hb) = weights
     for k in wa:

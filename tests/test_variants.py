@@ -287,7 +287,7 @@ def test_variant_trains_evaluates_and_round_trips(kw, tmp_path):
     model = build_model(spec)
     x, c = _data()
     cond = dict(condition=c.numpy()) if spec.condition_dim else {}
-    history = fit(model, x.numpy(), config=TrainConfig(epochs=2, batch_size=20, iw_samples=3, progress=False), **cond)
+    history = fit(model, x.numpy(), config=TrainConfig(epochs=2, batch_size=20, iw_samples=3, progress=False), **cond).history
     assert all(math.isfinite(r["train_elbo"]) for r in history)
     path = checkpoint.save(model, tmp_path / "m.safetensors")
     loaded = checkpoint.load(path)

@@ -472,6 +472,7 @@ def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
             bad_epochs=counters["bad_epochs"],
             best_weights=_unflatten(skeleton["best_weights"], tensors),
             stopped_early=counters["stopped_early"],
+            saved_to=f"{path} (epoch {int(counters['epoch'])})",
         )
     except CheckpointError:
         raise
@@ -496,3 +497,4 @@ class RunCheckpointer:
         save_trainer(self.run_dir / TRAINER_FILE, model, state)
         save(model, self.run_dir / MODEL_FILE)
         write_history(self.run_dir / HISTORY_FILE, state.history)
+        state.saved_to = f"{self.run_dir / TRAINER_FILE} (epoch {state.epoch})"

@@ -536,13 +536,16 @@ class TrainConfig(_Checked):
     progress: bool | None = setting(None, "show a progress bar (none: only when stderr is a terminal)", kind="bool",
                                     optional=True)
     eval_batch_size: int = setting(4096, "examples per batch when evaluating", kind="int", low=1, cli=False)
-    threads: int = setting(0, "CPU threads; 0: automatic (1 for small models)", kind="int", low=0)
+    threads: int = setting(0, "CPU threads; 0: automatic (the fastest of 1, 2 and all cores, timed at the start)",
+                           kind="int", low=0)
     compile: bool = setting(False, "torch.compile the training step (falls back if it fails)", kind="bool")
     amp: str | None = setting(None, "bfloat16 autocast for the networks; likelihood and KL stay float32 (float16 "
                               "would need loss scaling, which vaekit does not do)", kind="str", optional=True,
                               choices=AMP_NAMES)
     dynamic_binarize: bool = setting(False, "the training data hold probabilities; each batch is a fresh Bernoulli "
                                      "draw", kind="bool", cli=False)
+    skip_nonfinite: bool = setting(False, "skip batches whose loss or gradients are non-finite (counted in the "
+                                   "history's skipped_batches) instead of stopping", kind="bool")
 
 
 # -- a whole run ------------------------------------------------------------------------------

@@ -83,7 +83,7 @@ def run(name: str, seed: int = 0, epochs: int | None = None, progress: bool | No
         exp.config = TrainConfig.from_dict({**exp.config.to_dict(), "epochs": epochs})
     torch.manual_seed(seed)
     model = build_model(exp.spec)
-    history = fit(model, exp.data.x, config=exp.config, device="cpu")
+    history = fit(model, exp.data.x, config=exp.config, device="cpu").history
     final = evaluate_elbo(model, torch.as_tensor(exp.data.x), n_samples=n_samples)
     lik = model.likelihood
     if getattr(lik, "scale", None) not in (None, "learned", "predicted"):

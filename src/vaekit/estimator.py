@@ -199,7 +199,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             torch.manual_seed(seed)  # the same random_state gives the same initial weights
             model = build_model(spec)
             trackers = tracking.callbacks(self.log)
-            history = train_model(model, x_train, x_val, config, callbacks=trackers)
+            history = train_model(model, x_train, x_val, config, callbacks=trackers).history
             tracking.finish(trackers, params=self.get_params(deep=False),
                             metrics=tracking.scalars(history[-1]) if history else None)
         self._set_fitted(model, History(dict(row) for row in history), seed,
