@@ -17,6 +17,7 @@ timed on the first ``--time-n`` examples and extrapolated the same way: its batc
 size, so its work is linear in N. The table says which rows are measured and which extrapolated.
 Both compute the same estimator; the script checks that they agree on the shared examples.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -110,10 +111,14 @@ def main() -> None:
     per = vaekit.objectives.elements_per_draw(model, x)
     budget = vaekit.objectives.DEFAULT_MAX_ELEMENTS
     batch = max(1, min(args.n, budget // per // args.k, 4096))
-    print(f"log p(x) with k={args.k} on N={args.n} examples of {args.dims} binary dims; model {args.dims}-{args.hidden}-"
-          f"2x{args.latent} / {args.latent}-{args.hidden}-{args.dims} (Bernoulli); device {args.device}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"log_marginal budget: {budget} values ({per} per draw) -> {batch} examples x {args.k} draws per decoder call")
+    print(
+        f"log p(x) with k={args.k} on N={args.n} examples of {args.dims} binary dims; model {args.dims}-{args.hidden}-"
+        f"2x{args.latent} / {args.latent}-{args.hidden}-{args.dims} (Bernoulli); device {args.device}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"log_marginal budget: {budget} values ({per} per draw) -> {batch} examples x {args.k} draws per decoder call"
+    )
 
     torch.manual_seed(2)
     vaekit.log_marginal(model, x[: min(args.n, 2 * batch)], k=args.k)  # warm-up
@@ -143,15 +148,26 @@ def main() -> None:
     t_bound = decoder_gemm_seconds(model, chunk_rows) * args.n * args.k / chunk_rows
 
     rows = [
-        ("vaekit.log_marginal (batched + chunked)",
-         f"{t_batched:.1f} s (measured, all {args.n})" if timed_x.shape[0] == args.n else
-         f"{t_batched:.1f} s (timed on {timed_x.shape[0]}, x {args.n / timed_x.shape[0]:g})", args.n / t_batched,
-         t_bound / t_batched),
-        ("plain batched loop (20 examples x k draws per call)",
-         f"{t_plain:.1f} s (timed on {plain_x.shape[0]}, x {args.n / plain_x.shape[0]:g})", args.n / t_plain,
-         t_bound / t_plain),
-        ("per-example loop", f"{t_loop:.1f} s (timed on {loop_x.shape[0]}, x {args.n / loop_x.shape[0]:g})",
-         args.n / t_loop, t_bound / t_loop),
+        (
+            "vaekit.log_marginal (batched + chunked)",
+            f"{t_batched:.1f} s (measured, all {args.n})"
+            if timed_x.shape[0] == args.n
+            else f"{t_batched:.1f} s (timed on {timed_x.shape[0]}, x {args.n / timed_x.shape[0]:g})",
+            args.n / t_batched,
+            t_bound / t_batched,
+        ),
+        (
+            "plain batched loop (20 examples x k draws per call)",
+            f"{t_plain:.1f} s (timed on {plain_x.shape[0]}, x {args.n / plain_x.shape[0]:g})",
+            args.n / t_plain,
+            t_bound / t_plain,
+        ),
+        (
+            "per-example loop",
+            f"{t_loop:.1f} s (timed on {loop_x.shape[0]}, x {args.n / loop_x.shape[0]:g})",
+            args.n / t_loop,
+            t_bound / t_loop,
+        ),
     ]
     print()
     print(f"| method | time for N={args.n}, k={args.k} | examples / s | fraction of the decoder's matmul bound |")
@@ -159,10 +175,14 @@ def main() -> None:
     for name, t, rate, frac in rows:
         print(f"| {name} | {t} | {rate:.1f} | {frac:.2f} |")
     print()
-    print(f"mean log p(x) (batched): {batched.log_px.mean():.3f} nats, largest standard error {batched.stderr.max():.4f}; "
-          f"agrees with the loop on the {loop_x.shape[0]} shared examples: {agree}")
-    print(f"log_marginal vs the plain batched loop: {t_plain / t_batched:.2f}x its speed; load average "
-          f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(
+        f"mean log p(x) (batched): {batched.log_px.mean():.3f} nats, largest standard error {batched.stderr.max():.4f}; "
+        f"agrees with the loop on the {loop_x.shape[0]} shared examples: {agree}"
+    )
+    print(
+        f"log_marginal vs the plain batched loop: {t_plain / t_batched:.2f}x its speed; load average "
+        f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     print(f"batched throughput: {args.n * args.k / t_batched:,.0f} decoded draws / s")
 
 

@@ -27,6 +27,7 @@ in the same process and thread count) over the measured steady step time.
     python bench/bench_train.py                    # 60,000 examples, 3 rounds
     python bench/bench_train.py --threads-bench    # the automatic thread choice, idle and beside 2 busy processes
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,11 +106,19 @@ def run_vaekit(x, dims, epochs, threads, seed):
 
     torch.manual_seed(seed)
     d, h, latent = dims
-    model = vaekit.build_model(vaekit.ModelSpec(data_shape=(d,), latent_dim=latent, hidden=(h,), activation="relu",
-                                                likelihood={"name": "bernoulli"}))
+    model = vaekit.build_model(
+        vaekit.ModelSpec(
+            data_shape=(d,), latent_dim=latent, hidden=(h,), activation="relu", likelihood={"name": "bernoulli"}
+        )
+    )
     started = time.perf_counter()
-    result = fit(model, x, config=TrainConfig(epochs=epochs, batch_size=BATCH, lr=LR, device="cpu", progress=False,
-                                              seed=seed, threads=threads))
+    result = fit(
+        model,
+        x,
+        config=TrainConfig(
+            epochs=epochs, batch_size=BATCH, lr=LR, device="cpu", progress=False, seed=seed, threads=threads
+        ),
+    )
     return [r["seconds"] for r in result.history], time.perf_counter() - started, result.threads
 
 
@@ -122,8 +131,10 @@ def run_lean(x, dims, epochs, threads, seed):
 
     def linear(n_in, n_out):  # nn.Linear's initialisation
         bound = 1 / n_in**0.5
-        return [(torch.rand(n_out, n_in) * 2 - 1).mul_(bound).requires_grad_(),
-                (torch.rand(n_out) * 2 - 1).mul_(bound).requires_grad_()]
+        return [
+            (torch.rand(n_out, n_in) * 2 - 1).mul_(bound).requires_grad_(),
+            (torch.rand(n_out) * 2 - 1).mul_(bound).requires_grad_(),
+        ]
 
     w1, b1 = linear(d, h)
     w2, b2 = linear(h, 2 * latent)  # mean and log-variance heads in one Linear
@@ -160,8 +171,10 @@ def _modules(dims):
     from torch import nn
 
     d, h, latent = dims
-    return (nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, 2 * latent)),
-            nn.Sequential(nn.Linear(latent, h), nn.ReLU(), nn.Linear(h, d)))
+    return (
+        nn.Sequential(nn.Linear(d, h), nn.ReLU(), nn.Linear(h, 2 * latent)),
+        nn.Sequential(nn.Linear(latent, h), nn.ReLU(), nn.Linear(h, d)),
+    )
 
 
 def run_dataloader(x, dims, epochs, threads, seed):
@@ -260,8 +273,11 @@ def run_pythae(x, dims, epochs, threads, seed):
         def forward(self, z):
             return ModelOutput(reconstruction=torch.sigmoid(self.net(z)))
 
-    model = VAE(VAEConfig(input_dim=(dims[0],), latent_dim=dims[2], reconstruction_loss="bce"),
-                encoder=Encoder(), decoder=Decoder())
+    model = VAE(
+        VAEConfig(input_dim=(dims[0],), latent_dim=dims[2], reconstruction_loss="bce"),
+        encoder=Encoder(),
+        decoder=Decoder(),
+    )
     times = []
 
     class Timer:  # pythae's callback hooks give the epoch boundaries
@@ -276,11 +292,20 @@ def run_pythae(x, dims, epochs, threads, seed):
 
     with tempfile.TemporaryDirectory() as tmp:
         started = time.perf_counter()
-        config = BaseTrainerConfig(output_dir=tmp, num_epochs=epochs, learning_rate=LR, per_device_train_batch_size=BATCH,
-                                   optimizer_cls="Adam", no_cuda=True, keep_best_on_train=True, seed=seed)
+        config = BaseTrainerConfig(
+            output_dir=tmp,
+            num_epochs=epochs,
+            learning_rate=LR,
+            per_device_train_batch_size=BATCH,
+            optimizer_cls="Adam",
+            no_cuda=True,
+            keep_best_on_train=True,
+            seed=seed,
+        )
         data = torch.as_tensor(x)
-        trainer = BaseTrainer(model, train_dataset=BaseDataset(data, torch.zeros(len(data))), training_config=config,
-                              callbacks=[Timer()])
+        trainer = BaseTrainer(
+            model, train_dataset=BaseDataset(data, torch.zeros(len(data))), training_config=config, callbacks=[Timer()]
+        )
         trainer.train()
         total = time.perf_counter() - started
     return times, total, threads
@@ -300,14 +325,36 @@ def worker(args) -> dict:
     times, total, threads = RUNNERS[args.worker](x, dims, args.epochs, args.threads, args.seed)
     torch.set_num_threads(threads or torch.get_num_threads())
     after = gemm_seconds(dims, BATCH)
-    return {"epoch_seconds": times, "total": total, "gemm": (before + after) / 2, "n": len(x),
-            "steps": -(-len(x) // BATCH), "threads": threads}
+    return {
+        "epoch_seconds": times,
+        "total": total,
+        "gemm": (before + after) / 2,
+        "n": len(x),
+        "steps": -(-len(x) // BATCH),
+        "threads": threads,
+    }
 
 
 # -- driver ------------------------------------------------------------------------------------
 def spawn(name, args, model, threads, epochs, n, env=None) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--data", args.data, "--model", model, "--threads", str(threads),
-           "--epochs", str(epochs), "--n", str(n), "--seed", str(args.seed)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        name,
+        "--data",
+        args.data,
+        "--model",
+        model,
+        "--threads",
+        str(threads),
+        "--epochs",
+        str(epochs),
+        "--n",
+        str(n),
+        "--seed",
+        str(args.seed),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
@@ -342,10 +389,12 @@ def train_table(args) -> None:
         for threads in (1, 2):
             results: dict[str, list[dict]] = {c: [] for c in contenders}
             for r in range(args.rounds):
-                for c in contenders[r % len(contenders):] + contenders[: r % len(contenders)]:
+                for c in contenders[r % len(contenders) :] + contenders[: r % len(contenders)]:
                     results[c].append(spawn(c, args, model, threads, epochs, n))
-            print(f"\n{model} model {'-'.join(map(str, MODELS[model]))}, N={n}, {epochs} epochs, {threads} thread(s), "
-                  f"{args.rounds} rounds; load {load()}")
+            print(
+                f"\n{model} model {'-'.join(map(str, MODELS[model]))}, N={n}, {epochs} epochs, {threads} thread(s), "
+                f"{args.rounds} rounds; load {load()}"
+            )
             print("| contender | steady samples/s | vs lean | whole-run samples/s | vs lean | bound |")
             print("|---|---|---|---|---|---|")
             rows = {}
@@ -374,21 +423,25 @@ def threads_table(args) -> None:
                 results: dict[int, list[dict]] = {t: [] for t in [0, *counts]}
                 for r in range(args.rounds):
                     order = [0, *counts]
-                    for t in order[r % len(order):] + order[: r % len(order)]:
+                    for t in order[r % len(order) :] + order[: r % len(order)]:
                         results[t].append(spawn("vaekit", args, model, t, epochs, n))
                 whole = {t: statistics.median(x["total"] for x in rs if "error" not in x) for t, rs in results.items()}
                 best = min(whole[t] for t in counts)
                 chosen = sorted({x["threads"] for x in results[0] if "error" not in x})
-                print(f"\nthreads, {model} model, {'2 busy processes beside' if loaded else 'idle'} (load {load()}): "
-                      + ", ".join(f"{t} thread(s) {whole[t]:.2f} s" for t in counts)
-                      + f"; automatic {whole[0]:.2f} s (chose {chosen}), {whole[0] / best:.2f}x the best")
+                print(
+                    f"\nthreads, {model} model, {'2 busy processes beside' if loaded else 'idle'} (load {load()}): "
+                    + ", ".join(f"{t} thread(s) {whole[t]:.2f} s" for t in counts)
+                    + f"; automatic {whole[0]:.2f} s (chose {chosen}), {whole[0] / best:.2f}x the best"
+                )
         finally:
             for p in busy:
                 p.kill()
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--quick", action="store_true", help="10,000 examples, 2 rounds: about 5 minutes on 2 cores")
     p.add_argument("--threads-bench", action="store_true", help="only the automatic thread choice, idle and loaded")
     p.add_argument("--rounds", type=int, default=3)

@@ -7,6 +7,7 @@ multiplied by each scale and prints the same numbers from vaekit's own per-epoch
 
     python bench/seed004_pinwheel.py --scales 1,1.66,2,2.4 --activations tanh,relu
 """
+
 import argparse
 import math
 import time
@@ -34,17 +35,30 @@ def main() -> None:
         for scale in (float(s) for s in args.scales.split(",")):
             x = vaekit.datasets.pinwheel(scale=scale).x
             torch.manual_seed(0)
-            model = vaekit.build_model(vaekit.ModelSpec(data_shape=(2,), latent_dim=2, hidden=(64,), activation=act,
-                                                        likelihood={"name": "gaussian", "scale": math.sqrt(SIGMA2)}))
+            model = vaekit.build_model(
+                vaekit.ModelSpec(
+                    data_shape=(2,),
+                    latent_dim=2,
+                    hidden=(64,),
+                    activation=act,
+                    likelihood={"name": "gaussian", "scale": math.sqrt(SIGMA2)},
+                )
+            )
             started = time.perf_counter()
-            result = fit(model, x, config=TrainConfig(epochs=args.epochs, batch_size=256, lr=3e-3, beta=0.25, seed=0,
-                                                      progress=False))
+            result = fit(
+                model,
+                x,
+                config=TrainConfig(epochs=args.epochs, batch_size=256, lr=3e-3, beta=0.25, seed=0, progress=False),
+            )
             history = getattr(result, "history", result)
             first, last = history[0], history[-1]
             recon = [LOG_NORMALISER - row["train_log_px_z"] for row in (first, last)]
-            print(f"| {act} | {scale:g} | {recon[0]:.2f} | {first['train_kl']:.2f} | {recon[1]:.3f} | "
-                  f"{last['train_kl']:.3f} | {recon[1] + 0.25 * last['train_kl']:.3f} | "
-                  f"{time.perf_counter() - started:.0f} |", flush=True)
+            print(
+                f"| {act} | {scale:g} | {recon[0]:.2f} | {first['train_kl']:.2f} | {recon[1]:.3f} | "
+                f"{last['train_kl']:.3f} | {recon[1] + 0.25 * last['train_kl']:.3f} | "
+                f"{time.perf_counter() - started:.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

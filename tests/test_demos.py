@@ -1,4 +1,5 @@
 """The seeds' experiments, rerun with the seeds' settings."""
+
 import math
 
 import pytest

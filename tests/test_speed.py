@@ -1,12 +1,12 @@
 """The lean training path: direct likelihood formulas, device-side metrics, thread settings,
 torch.compile fallback and bf16 autocast."""
+
 import os
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import vaekit
 from vaekit import TrainConfig, fit, likelihoods, objectives
@@ -54,7 +54,9 @@ def test_direct_log_prob_is_the_distributions_log_prob(make, event):
 
 def test_model_log_px_z_matches_p_x():
     torch.manual_seed(0)
-    model = vaekit.build_model(vaekit.ModelSpec(data_shape=(8,), latent_dim=3, hidden=(16,), likelihood={"name": "bernoulli"}))
+    model = vaekit.build_model(
+        vaekit.ModelSpec(data_shape=(8,), latent_dim=3, hidden=(16,), likelihood={"name": "bernoulli"})
+    )
     x = (torch.rand(5, 8) > 0.5).float()
     z = torch.randn(2, 5, 3)
     assert torch.equal(model.log_px_z(z, x), model.p_x(z).log_prob(x))
@@ -67,7 +69,9 @@ def test_unbound_likelihood_refuses():
 
 def _digits_model(seed=0):
     torch.manual_seed(seed)
-    spec = vaekit.ModelSpec(data_shape=(64,), latent_dim=4, hidden=(64,), activation="relu", likelihood={"name": "bernoulli"})
+    spec = vaekit.ModelSpec(
+        data_shape=(64,), latent_dim=4, hidden=(64,), activation="relu", likelihood={"name": "bernoulli"}
+    )
     return vaekit.build_model(spec)
 
 
@@ -89,7 +93,9 @@ def test_explicit_threads_are_taken_and_restored(monkeypatch):
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(2)
-        result = fit(_digits_model(), np.zeros((20, 64), np.float32), config=TrainConfig(epochs=1, threads=1, progress=False))
+        result = fit(
+            _digits_model(), np.zeros((20, 64), np.float32), config=TrainConfig(epochs=1, threads=1, progress=False)
+        )
         assert result.threads == 1 == result.history.last["threads"]
         assert torch.get_num_threads() == 2
         monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a launcher's (torchrun's) choice is kept
@@ -110,12 +116,15 @@ def test_compile_that_fails_falls_back_to_identical_eager_training(tiny_digits, 
     def lazily_broken(module, *args, **kwargs):
         def call(*a, **k):
             raise RuntimeError("InductorError: no working C++ compiler\nlong traceback")
+
         return call
 
     monkeypatch.setattr(torch, "compile", lazily_broken)
     fallback = _digits_model()
     with pytest.warns(UserWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*without it"):
-        h_fallback = fit(fallback, train, val, TrainConfig(epochs=2, batch_size=64, progress=False, compile=True)).history
+        h_fallback = fit(
+            fallback, train, val, TrainConfig(epochs=2, batch_size=64, progress=False, compile=True)
+        ).history
     for k, v in eager.state_dict().items():
         assert torch.equal(v, fallback.state_dict()[k]), k
     assert h_fallback.column("val_elbo") == h_eager.column("val_elbo")
@@ -129,8 +138,10 @@ def test_compile_that_fails_falls_back_to_identical_eager_training(tiny_digits, 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("VAEKIT_TEST_COMPILE"),
-                    reason="compiling takes minutes on a busy CPU; set VAEKIT_TEST_COMPILE=1 to run it")
+@pytest.mark.skipif(
+    not os.environ.get("VAEKIT_TEST_COMPILE"),
+    reason="compiling takes minutes on a busy CPU; set VAEKIT_TEST_COMPILE=1 to run it",
+)
 def test_compiled_training_matches_eager(tiny_digits):
     train, val = tiny_digits
     a, b = _digits_model(), _digits_model()
@@ -138,7 +149,11 @@ def test_compiled_training_matches_eager(tiny_digits):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         h_b = fit(b, train, val, TrainConfig(epochs=3, batch_size=64, progress=False, compile=True)).history
-    fallbacks = [str(w.message) for w in caught if str(w.message).startswith(("torch.compile failed", "torch.compile is unavailable"))]
+    fallbacks = [
+        str(w.message)
+        for w in caught
+        if str(w.message).startswith(("torch.compile failed", "torch.compile is unavailable"))
+    ]
     assert not fallbacks, fallbacks  # it really compiled
     assert abs(h_a.last["val_elbo"] - h_b.last["val_elbo"]) < 0.5
 
@@ -176,8 +191,21 @@ def test_cli_speed_flags_reach_the_run_config(tmp_path, monkeypatch, capsys):
     from vaekit.cli import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["train", "--data", "digits", "--binarize", "--epochs", "2", "--hidden", "16", "--latent-dim", "2",
-            "--no-progress", "--out", "r"]
+    args = [
+        "train",
+        "--data",
+        "digits",
+        "--binarize",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "2",
+        "--no-progress",
+        "--out",
+        "r",
+    ]
     assert main([*args, "--amp", "bf16", "--threads", "1"]) == 0
     import json
 
@@ -206,7 +234,10 @@ def test_standard_normal_prior_shortcuts_are_torchs_normal_bit_for_bit():
     general = Normal(torch.zeros(5), torch.ones(5))
     fast, reference = kl_divergence(q, prior().base_dist), kl_divergence(q, general)
     assert torch.equal(fast, reference)
-    for a, b in zip(torch.autograd.grad(fast.sum(), [mu, log_s], retain_graph=True), torch.autograd.grad(reference.sum(), [mu, log_s])):
+    for a, b in zip(
+        torch.autograd.grad(fast.sum(), [mu, log_s], retain_graph=True),
+        torch.autograd.grad(reference.sum(), [mu, log_s]),
+    ):
         assert torch.equal(a, b)
     z = torch.randn(3, 7, 5, generator=gen)
     assert torch.equal(prior().log_prob(z), torch.distributions.Independent(general, 1).log_prob(z))

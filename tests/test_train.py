@@ -1,5 +1,3 @@
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -14,8 +12,9 @@ from vaekit.train import evaluate_elbo
 
 def _digits_model(seed=0, latent=4):
     torch.manual_seed(seed)
-    spec = vaekit.ModelSpec(data_shape=(64,), latent_dim=latent, hidden=(64,), activation="relu",
-                            likelihood={"name": "bernoulli"})
+    spec = vaekit.ModelSpec(
+        data_shape=(64,), latent_dim=latent, hidden=(64,), activation="relu", likelihood={"name": "bernoulli"}
+    )
     return vaekit.build_model(spec)
 
 
@@ -57,8 +56,11 @@ def test_resume_from_state_continues_exactly(tiny_digits):
 
     def grab(model, state):
         if state.epoch == 2:
+            import os
+            import tempfile
+
             from vaekit import checkpoint
-            import tempfile, os
+
             path = os.path.join(tempfile.mkdtemp(), "trainer.safetensors")
             checkpoint.save_trainer(path, model, state)
             saved["path"] = path
@@ -109,15 +111,23 @@ def test_early_stopping_restores_best(tiny_digits):
 
 def test_warmup_schedule_rises_linearly(tiny_digits):
     train, _ = tiny_digits
-    h = fit(_digits_model(), train, config=TrainConfig(epochs=6, batch_size=100, beta=2.0, warmup=4, progress=False)).history
+    h = fit(
+        _digits_model(), train, config=TrainConfig(epochs=6, batch_size=100, beta=2.0, warmup=4, progress=False)
+    ).history
     betas = h.column("beta")
     np.testing.assert_allclose(betas, [0.5, 1.0, 1.5, 2.0, 2.0, 2.0], rtol=1e-6)
 
 
 def test_large_beta_collapses_kl_and_free_bits_keeps_it(tiny_digits):
     train, _ = tiny_digits
-    h_beta = fit(_digits_model(), train, config=TrainConfig(epochs=15, batch_size=64, beta=20.0, lr=3e-3, progress=False)).history
-    h_free = fit(_digits_model(), train, config=TrainConfig(epochs=15, batch_size=64, beta=20.0, free_bits=1.0, lr=3e-3, progress=False)).history
+    h_beta = fit(
+        _digits_model(), train, config=TrainConfig(epochs=15, batch_size=64, beta=20.0, lr=3e-3, progress=False)
+    ).history
+    h_free = fit(
+        _digits_model(),
+        train,
+        config=TrainConfig(epochs=15, batch_size=64, beta=20.0, free_bits=1.0, lr=3e-3, progress=False),
+    ).history
     assert h_beta.last["train_kl"] < 0.05
     assert h_free.last["train_kl"] > 20 * h_beta.last["train_kl"] and h_free.last["train_kl"] > 0.5
 
@@ -140,8 +150,13 @@ def test_linear_vae_recovers_ppca_maximum_likelihood():
     target = PCA(n_components=h).fit(x).score(x)
 
     torch.manual_seed(0)
-    model = vaekit.Model(MLP(d, 2 * h, hidden=()), MLP(h, d, hidden=()), vaekit.likelihoods.Gaussian("learned"),
-                         latent_dim=h, data_shape=(d,))
+    model = vaekit.Model(
+        MLP(d, 2 * h, hidden=()),
+        MLP(h, d, hidden=()),
+        vaekit.likelihoods.Gaussian("learned"),
+        latent_dim=h,
+        data_shape=(d,),
+    )
     fit(model, x, config=TrainConfig(epochs=300, batch_size=256, lr=1e-2, progress=False))
     torch.manual_seed(1)
     xt = torch.as_tensor(x)

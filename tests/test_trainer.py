@@ -1,6 +1,7 @@
 """The training loop's mechanisms: the FitResult, divergence that leaves a clean and resumable
 checkpoint, skipped non-finite batches, the timed automatic thread choice, and a first epoch
 that does no extra work."""
+
 import json
 import math
 import subprocess
@@ -18,8 +19,9 @@ from vaekit.train import FitResult, TrainConfig, fit
 
 def _model(seed=0):
     torch.manual_seed(seed)
-    spec = vaekit.ModelSpec(data_shape=(64,), latent_dim=4, hidden=(32,), activation="relu",
-                            likelihood={"name": "bernoulli"})
+    spec = vaekit.ModelSpec(
+        data_shape=(64,), latent_dim=4, hidden=(32,), activation="relu", likelihood={"name": "bernoulli"}
+    )
     return vaekit.build_model(spec)
 
 
@@ -220,12 +222,14 @@ def test_first_epoch_does_no_extra_work(data, monkeypatch):
 
 def test_training_never_imports_the_compiler():
     # torch's optimisers import torch._dynamo when the first one is made: seconds of start-up
-    code = ("import sys, numpy as np, vaekit; from vaekit.train import fit, TrainConfig; "
-            "m = vaekit.build_model(vaekit.ModelSpec(data_shape=(8,), latent_dim=2, hidden=(8,), "
-            "likelihood={'name': 'bernoulli'})); "
-            "x = (np.random.default_rng(0).random((40, 8)) > 0.5).astype('float32'); "
-            "fit(m, x, x[:10], TrainConfig(epochs=2, batch_size=20, progress=False)); "
-            "print('torch._dynamo' in sys.modules)")
+    code = (
+        "import sys, numpy as np, vaekit; from vaekit.train import fit, TrainConfig; "
+        "m = vaekit.build_model(vaekit.ModelSpec(data_shape=(8,), latent_dim=2, hidden=(8,), "
+        "likelihood={'name': 'bernoulli'})); "
+        "x = (np.random.default_rng(0).random((40, 8)) > 0.5).astype('float32'); "
+        "fit(m, x, x[:10], TrainConfig(epochs=2, batch_size=20, progress=False)); "
+        "print('torch._dynamo' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-500:]
     assert out.stdout.strip() == "False"
@@ -235,7 +239,10 @@ def test_the_fused_adam_matches_torchs_bit_for_bit_and_loads_its_state():
     torch.manual_seed(0)
     a = [torch.nn.Parameter(torch.randn(4, 3)), torch.nn.Parameter(torch.randn(3))]
     b = [torch.nn.Parameter(t.detach().clone()) for t in a]
-    ours, theirs = vaekit.adam.Adam(a, lr=0.01, weight_decay=0.1), torch.optim.Adam(b, lr=0.01, weight_decay=0.1, fused=True)
+    ours, theirs = (
+        vaekit.adam.Adam(a, lr=0.01, weight_decay=0.1),
+        torch.optim.Adam(b, lr=0.01, weight_decay=0.1, fused=True),
+    )
     for _ in range(3):
         grads = [torch.randn_like(t) for t in a]
         for p, q, g in zip(a, b, grads):
@@ -284,7 +291,10 @@ def test_cli_resume_may_lower_the_learning_rate(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     common = ["--no-progress", "--no-figures"]
-    assert main(["train", "--data", "sine", "--hidden", "8", "--epochs", "2", "--out", "r", "--threads", "1", *common]) == 0
+    assert (
+        main(["train", "--data", "sine", "--hidden", "8", "--epochs", "2", "--out", "r", "--threads", "1", *common])
+        == 0
+    )
     assert main(["train", "--resume", "r", "--epochs", "3", "--lr", "1e-4", *common]) == 0
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["train"]["lr"] == 1e-4

@@ -1,5 +1,6 @@
 """Priors, posteriors, two stochastic layers and the conditional VAE: each against a closed form or
 an independent computation, each through evaluate, log_marginal and checkpoints."""
+
 import math
 
 import numpy as np
@@ -16,9 +17,16 @@ from vaekit.priors import MixtureOfGaussians, StandardNormal
 from vaekit.spec import ModelSpec, build_model, iaf_steps
 from vaekit.train import TrainConfig, fit
 
-VARIANTS = [dict(), dict(prior="mog", n_components=3), dict(prior="vamp", n_components=4), dict(posterior="full"),
-            dict(posterior="iaf", iaf_steps=2), dict(layers=2, top_dim=2), dict(condition_dim=3),
-            dict(condition_dim=3, conditional_prior=True, posterior="iaf")]
+VARIANTS = [
+    dict(),
+    dict(prior="mog", n_components=3),
+    dict(prior="vamp", n_components=4),
+    dict(posterior="full"),
+    dict(posterior="iaf", iaf_steps=2),
+    dict(layers=2, top_dim=2),
+    dict(condition_dim=3),
+    dict(condition_dim=3, conditional_prior=True, posterior="iaf"),
+]
 
 
 def _spec(**kw):
@@ -109,7 +117,9 @@ def test_iaf_log_prob_is_the_change_of_variables_and_inverts_its_draws():
 
 
 def test_full_covariance_log_prob_matches_torch_multivariate_normal():
-    h = torch.randn(5, FullCovariance(3).n_params(), dtype=torch.float64)  # 3 means, 3 log-diagonals, 3 below the diagonal
+    h = torch.randn(
+        5, FullCovariance(3).n_params(), dtype=torch.float64
+    )  # 3 means, 3 log-diagonals, 3 below the diagonal
     q = FullCovariance(3)(h)
     L = q.scale_tril
     assert torch.equal(L, L.tril()) and bool((L.diagonal(dim1=-2, dim2=-1) > 0).all())
@@ -144,8 +154,14 @@ def _correlated_posterior_model(lg, family):
             encoder.bias[2 * lg.h :] = L[rows, cols]
         else:
             encoder.bias[lg.h :] = -0.5 * (M / lg.sigma**2).diagonal().log()
-    model = vaekit.Model(encoder, decoder, vaekit.likelihoods.Gaussian(lg.sigma), posterior=posterior,
-                         latent_dim=lg.h, data_shape=(lg.d,))
+    model = vaekit.Model(
+        encoder,
+        decoder,
+        vaekit.likelihoods.Gaussian(lg.sigma),
+        posterior=posterior,
+        latent_dim=lg.h,
+        data_shape=(lg.d,),
+    )
     return model, cov
 
 
@@ -181,8 +197,9 @@ def _linear_two_layer(seed=0):
     """layers=2 with linear networks and z1's prior scale fixed: a linear-Gaussian model,
     z2 ~ N(0, I), z1 ~ N(A z2 + a, diag s^2), x ~ N(W z1 + b, sigma^2 I)."""
     torch.manual_seed(seed)
-    spec = ModelSpec(data_shape=(4,), latent_dim=2, top_dim=1, layers=2, hidden=(),
-                     likelihood={"name": "gaussian", "scale": 0.5})
+    spec = ModelSpec(
+        data_shape=(4,), latent_dim=2, top_dim=1, layers=2, hidden=(), likelihood={"name": "gaussian", "scale": 0.5}
+    )
     model = build_model(spec)
     lower = model.prior.lower.net[0]
     with torch.no_grad():
@@ -240,8 +257,9 @@ def test_conditional_samples_are_recognised_by_a_digit_classifier():
 
     digits = load_digits()
     x, y = (digits.data / 16 > 0.5).astype(np.float32), digits.target
-    model = build_model(ModelSpec(data_shape=(64,), latent_dim=8, hidden=(128,), likelihood="bernoulli",
-                                  condition_dim=10))
+    model = build_model(
+        ModelSpec(data_shape=(64,), latent_dim=8, hidden=(128,), likelihood="bernoulli", condition_dim=10)
+    )
     fit(model, x, config=TrainConfig(epochs=25, batch_size=64, lr=3e-3, seed=0, progress=False), condition=y)
     classifier = LogisticRegression(max_iter=2000).fit(x, y)
     labels = np.repeat(np.arange(10), 20)
@@ -287,7 +305,9 @@ def test_variant_trains_evaluates_and_round_trips(kw, tmp_path):
     model = build_model(spec)
     x, c = _data()
     cond = dict(condition=c.numpy()) if spec.condition_dim else {}
-    history = fit(model, x.numpy(), config=TrainConfig(epochs=2, batch_size=20, iw_samples=3, progress=False), **cond).history
+    history = fit(
+        model, x.numpy(), config=TrainConfig(epochs=2, batch_size=20, iw_samples=3, progress=False), **cond
+    ).history
     assert all(math.isfinite(r["train_elbo"]) for r in history)
     path = checkpoint.save(model, tmp_path / "m.safetensors")
     loaded = checkpoint.load(path)
@@ -331,22 +351,25 @@ def test_resume_of_a_variant_continues_exactly(tmp_path):
 
 
 # -- the spec: fields, checks, conflicts ---------------------------------------------------------
-@pytest.mark.parametrize("kw, message", [
-    (dict(prior="laplace"), "setting prior='laplace' is not allowed: expected one of normal, mog, vamp"),
-    (dict(posterior="flow"), "setting posterior='flow' is not allowed: expected one of diagonal, full, iaf"),
-    (dict(layers=3), "setting layers=3 is not allowed"),
-    (dict(n_components=5), "n_components=5 applies only to prior mog or vamp"),
-    (dict(prior="mog", n_components=0), "setting n_components=0 is not allowed"),
-    (dict(iaf_steps=2), "iaf_steps=2 applies only to posterior iaf"),
-    (dict(top_dim=2), "top_dim=2 applies only to layers 2"),
-    (dict(layers=2, prior="vamp"), "layers=2 conflicts with prior='vamp'"),
-    (dict(layers=2, posterior="iaf"), "layers=2 conflicts with posterior='iaf'"),
-    (dict(layers=2, condition_dim=3), "layers=2 conflicts with condition_dim=3"),
-    (dict(prior="vamp", posterior="full"), "prior='vamp' conflicts with posterior='full'"),
-    (dict(conditional_prior=True), "conditional_prior=True needs a conditional model"),
-    (dict(condition_dim=3, prior="mog"), "condition_dim=3 conflicts with prior='mog'"),
-    (dict(condition_dim=-1), "setting condition_dim=-1 is not allowed"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(prior="laplace"), "setting prior='laplace' is not allowed: expected one of normal, mog, vamp"),
+        (dict(posterior="flow"), "setting posterior='flow' is not allowed: expected one of diagonal, full, iaf"),
+        (dict(layers=3), "setting layers=3 is not allowed"),
+        (dict(n_components=5), "n_components=5 applies only to prior mog or vamp"),
+        (dict(prior="mog", n_components=0), "setting n_components=0 is not allowed"),
+        (dict(iaf_steps=2), "iaf_steps=2 applies only to posterior iaf"),
+        (dict(top_dim=2), "top_dim=2 applies only to layers 2"),
+        (dict(layers=2, prior="vamp"), "layers=2 conflicts with prior='vamp'"),
+        (dict(layers=2, posterior="iaf"), "layers=2 conflicts with posterior='iaf'"),
+        (dict(layers=2, condition_dim=3), "layers=2 conflicts with condition_dim=3"),
+        (dict(prior="vamp", posterior="full"), "prior='vamp' conflicts with posterior='full'"),
+        (dict(conditional_prior=True), "conditional_prior=True needs a conditional model"),
+        (dict(condition_dim=3, prior="mog"), "condition_dim=3 conflicts with prior='mog'"),
+        (dict(condition_dim=-1), "setting condition_dim=-1 is not allowed"),
+    ],
+)
 def test_spec_refuses_invalid_and_conflicting_variants(kw, message):
     with pytest.raises(ValueError, match=message):
         _spec(**kw)
@@ -395,8 +418,24 @@ def _cli(*argv):
 
 def test_cli_trains_and_resumes_a_variant_and_refuses_a_conflict(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    common = ["train", "--data", "digits", "--binarize", "--hidden", "16", "--latent-dim", "3", "--no-progress",
-              "--no-figures", "--posterior", "iaf", "--prior", "mog", "--n-components", "3"]
+    common = [
+        "train",
+        "--data",
+        "digits",
+        "--binarize",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "3",
+        "--no-progress",
+        "--no-figures",
+        "--posterior",
+        "iaf",
+        "--prior",
+        "mog",
+        "--n-components",
+        "3",
+    ]
     assert _cli(*common, "--epochs", "3", "--out", "a") == 0
     assert _cli(*common, "--epochs", "2", "--out", "b") == 0
     assert _cli("train", "--resume", "b", "--epochs", "3", "--no-progress", "--no-figures") == 0

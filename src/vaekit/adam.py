@@ -10,6 +10,7 @@ same checkpoint layout, so a state saved by either loads into the other.
 ``step(found_inf=flag)``: with a 0-d float tensor flag equal to 1 the kernel changes nothing
 (weights, moments, step counts), decided on the device, as for GradScaler's skipped steps.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,7 +23,9 @@ def available(params: list[torch.Tensor]) -> bool:
     if not hasattr(torch, "_fused_adam_") or not params:
         return False
     devices = {p.device for p in params}
-    return len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+    return (
+        len(devices) == 1 and next(iter(devices)).type in ("cpu", "cuda") and all(p.is_floating_point() for p in params)
+    )
 
 
 class Adam:
@@ -30,15 +33,33 @@ class Adam:
 
     _step_supports_amp_scaling = True  # like torch's fused optimisers: step() honours found_inf
 
-    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        params,
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+    ) -> None:
         self.params = list(params)
         if not available(self.params):
             raise ValueError("the fused Adam kernel needs floating-point CPU or CUDA parameters on one device")
-        self.param_groups = [{"lr": float(lr), "betas": (float(betas[0]), float(betas[1])), "eps": float(eps),
-                              "weight_decay": float(weight_decay), "amsgrad": False, "maximize": False,
-                              "foreach": None, "capturable": False, "differentiable": False, "fused": True,
-                              "decoupled_weight_decay": False, "params": self.params}]
+        self.param_groups = [
+            {
+                "lr": float(lr),
+                "betas": (float(betas[0]), float(betas[1])),
+                "eps": float(eps),
+                "weight_decay": float(weight_decay),
+                "amsgrad": False,
+                "maximize": False,
+                "foreach": None,
+                "capturable": False,
+                "differentiable": False,
+                "fused": True,
+                "decoupled_weight_decay": False,
+                "params": self.params,
+            }
+        ]
         device = self.params[0].device
         self.exp_avg = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
@@ -47,8 +68,10 @@ class Adam:
 
     @property
     def state(self) -> dict[torch.Tensor, dict[str, torch.Tensor]]:
-        return {p: {"step": s, "exp_avg": m, "exp_avg_sq": v}
-                for p, s, m, v in zip(self.params, self.steps, self.exp_avg, self.exp_avg_sq)}
+        return {
+            p: {"step": s, "exp_avg": m, "exp_avg_sq": v}
+            for p, s, m, v in zip(self.params, self.steps, self.exp_avg, self.exp_avg_sq)
+        }
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for p in self.params:
@@ -72,9 +95,23 @@ class Adam:
             return
         torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
-        torch._fused_adam_(params, grads, m, v, [], steps, lr=group["lr"], beta1=beta1, beta2=beta2,
-                           weight_decay=group["weight_decay"], eps=group["eps"], amsgrad=False, maximize=False,
-                           grad_scale=None, found_inf=found_inf)
+        torch._fused_adam_(
+            params,
+            grads,
+            m,
+            v,
+            [],
+            steps,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            amsgrad=False,
+            maximize=False,
+            grad_scale=None,
+            found_inf=found_inf,
+        )
         if found_inf is not None:
             torch._foreach_sub_(steps, [found_inf] * len(steps))
 
@@ -92,8 +129,10 @@ class Adam:
         groups = state_dict["param_groups"]
         n = sum(len(g["params"]) for g in groups)
         if len(groups) != 1 or n != len(self.params):
-            raise ValueError(f"the optimiser state holds {len(groups)} group(s) of {n} parameters; this model has "
-                             f"one group of {len(self.params)}")
+            raise ValueError(
+                f"the optimiser state holds {len(groups)} group(s) of {n} parameters; this model has "
+                f"one group of {len(self.params)}"
+            )
         ids = groups[0]["params"]
         # the moments and step counts only: lr and weight decay stay as constructed, so a resumed run
         # takes the settings it was given (torch's load_state_dict would bring back the saved lr)
@@ -104,7 +143,9 @@ class Adam:
                     continue
                 for name, target in (("exp_avg", self.exp_avg[pos]), ("exp_avg_sq", self.exp_avg_sq[pos])):
                     if tuple(saved[name].shape) != tuple(target.shape):
-                        raise ValueError(f"the optimiser state's {name} for parameter {pos} has shape "
-                                         f"{tuple(saved[name].shape)}, the parameter {tuple(target.shape)}")
+                        raise ValueError(
+                            f"the optimiser state's {name} for parameter {pos} has shape "
+                            f"{tuple(saved[name].shape)}, the parameter {tuple(target.shape)}"
+                        )
                     target.copy_(saved[name])
                 self.steps[pos].fill_(float(saved["step"]))

@@ -8,6 +8,7 @@ that estimators can share random numbers across models and examples).
 - ``TwoLayer``: q(z1|x) q(z2|z1) of the IWAE paper's two stochastic layers (Burda et al. 2016),
   one distribution over the concatenation (z1, z2).
 """
+
 from __future__ import annotations
 
 import torch
@@ -60,7 +61,9 @@ class _NoiseDistribution(Distribution):
 
     def sample_and_log_prob(self, shape=torch.Size(), noise: torch.Tensor | None = None):
         if noise is None:
-            noise = torch.randn(self._extended_shape(torch.Size(shape)), device=self._like.device, dtype=self._like.dtype)
+            noise = torch.randn(
+                self._extended_shape(torch.Size(shape)), device=self._like.device, dtype=self._like.dtype
+            )
         z, log_q = self._draw(noise)
         self._cache = (z, log_q)  # log_prob of the draws just made needs no inversion
         return z, log_q
@@ -157,6 +160,7 @@ class Hierarchical(_NoiseDistribution):
     def _log_prob(self, value: torch.Tensor) -> torch.Tensor:
         a, b = self._split(value)
         return self.first.log_prob(a) + self._second(a).log_prob(b)
+
 
 # -- the families as modules: encoder output h -> q(z|x) -----------------------------------
 class Diagonal(nn.Module):

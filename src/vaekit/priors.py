@@ -3,6 +3,7 @@
 ``c`` is the condition of a conditional VAE (used by ``ConditionalNormal``), ``q_z`` the model's
 encoder distribution x -> q(z|x) (used by ``VampPrior``); a prior ignores what it does not use.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,11 @@ class MixtureOfGaussians(Prior):
             raise ValueError(f"latent_dim and n_components must be >= 1, got {latent_dim} and {n_components}")
         self.latent_dim, self.n_components = int(latent_dim), int(n_components)
         g = torch.Generator().manual_seed(0)
-        start = torch.randn(self.n_components, self.latent_dim, generator=g) if self.n_components > 1 else \
-            torch.zeros(1, self.latent_dim)
+        start = (
+            torch.randn(self.n_components, self.latent_dim, generator=g)
+            if self.n_components > 1
+            else torch.zeros(1, self.latent_dim)
+        )
         self.logits = nn.Parameter(torch.zeros(self.n_components))
         self.loc = nn.Parameter(start)
         self.log_scale = nn.Parameter(torch.zeros(self.n_components, self.latent_dim))
@@ -73,15 +77,17 @@ class VampPrior(Prior):
     K learned pseudo-inputs u_k of the data's shape. The pseudo-inputs start at small random values
     around ``init`` (e.g. the data mean)."""
 
-    def __init__(self, latent_dim: int, data_shape: tuple[int, ...], n_components: int = 10,
-                 init: torch.Tensor | float = 0.5) -> None:
+    def __init__(
+        self, latent_dim: int, data_shape: tuple[int, ...], n_components: int = 10, init: torch.Tensor | float = 0.5
+    ) -> None:
         super().__init__()
         if int(latent_dim) < 1 or int(n_components) < 1:
             raise ValueError(f"latent_dim and n_components must be >= 1, got {latent_dim} and {n_components}")
         self.latent_dim, self.n_components = int(latent_dim), int(n_components)
         g = torch.Generator().manual_seed(0)
-        self.pseudo_inputs = nn.Parameter(torch.as_tensor(init, dtype=torch.float32)
-                                          + 0.01 * torch.randn(self.n_components, *data_shape, generator=g))
+        self.pseudo_inputs = nn.Parameter(
+            torch.as_tensor(init, dtype=torch.float32) + 0.01 * torch.randn(self.n_components, *data_shape, generator=g)
+        )
 
     def forward(self, c: torch.Tensor | None = None, q_z=None) -> Distribution:
         if q_z is None:
@@ -89,7 +95,9 @@ class VampPrior(Prior):
         components = q_z(self.pseudo_inputs)  # batch (K,)
         if not isinstance(components, Independent):
             raise ValueError("the VampPrior needs a diagonal Gaussian posterior")
-        weights = Categorical(logits=torch.zeros(self.n_components, device=self.pseudo_inputs.device), validate_args=False)
+        weights = Categorical(
+            logits=torch.zeros(self.n_components, device=self.pseudo_inputs.device), validate_args=False
+        )
         return MixtureSameFamily(weights, components, validate_args=False)
 
     def config(self) -> dict:

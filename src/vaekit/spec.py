@@ -1,4 +1,5 @@
 """Model specifications: a JSON-able description from which a ``Model`` is rebuilt."""
+
 from __future__ import annotations
 
 import math
@@ -53,8 +54,9 @@ def make_prior(spec: ModelSpec):
         lower = MLP(spec.top_dim, 2 * spec.latent_dim, spec.hidden, spec.activation)  # z2 -> p(z1|z2)
         return TwoLayerPrior(spec.latent_dim, spec.top_dim, lower)
     if spec.conditional_prior:
-        return ConditionalNormal(spec.latent_dim, MLP(spec.condition_dim, 2 * spec.latent_dim, spec.hidden,
-                                                      spec.activation))
+        return ConditionalNormal(
+            spec.latent_dim, MLP(spec.condition_dim, 2 * spec.latent_dim, spec.hidden, spec.activation)
+        )
     if spec.prior == "mog":
         return MixtureOfGaussians(spec.latent_dim, spec.n_components)
     if spec.prior == "vamp":
@@ -67,8 +69,12 @@ def _mlp(spec: ModelSpec, likelihood: likelihoods.Likelihood):
     # a conditional model's encoder sees (x, c) flattened, its decoder (z, c)
     n_in = spec.data_shape if not spec.condition_dim else math.prod(spec.data_shape) + spec.condition_dim
     encoder = MLP(n_in, encoder_outputs(spec), spec.hidden, spec.activation)
-    decoder = MLP(spec.latent_dim + spec.condition_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1],
-                  spec.activation)
+    decoder = MLP(
+        spec.latent_dim + spec.condition_dim,
+        likelihood.param_shape(spec.data_shape),
+        spec.hidden[::-1],
+        spec.activation,
+    )
     return encoder, decoder
 
 
@@ -76,13 +82,22 @@ def _mlp(spec: ModelSpec, likelihood: likelihoods.Likelihood):
 def _conv(spec: ModelSpec, likelihood: likelihoods.Likelihood):
     image = spec.data_shape if len(spec.data_shape) in (2, 3) else spec.image_shape
     if image is None or math.prod(image) != math.prod(spec.data_shape):
-        raise ValueError(f"the conv network needs image data of shape (C, H, W) or (H, W), got {spec.data_shape}; "
-                         "use network 'mlp' for other data")
+        raise ValueError(
+            f"the conv network needs image data of shape (C, H, W) or (H, W), got {spec.data_shape}; "
+            "use network 'mlp' for other data"
+        )
     image = image if len(image) == 3 else (1, *image)
-    encoder = ConvEncoder(image, encoder_outputs(spec), spec.channels, spec.hidden, spec.activation,
-                          event_shape=spec.data_shape)
-    decoder = ConvDecoder(spec.latent_dim, image, likelihood.param_shape(spec.data_shape), spec.channels,
-                          spec.hidden[::-1], spec.activation)
+    encoder = ConvEncoder(
+        image, encoder_outputs(spec), spec.channels, spec.hidden, spec.activation, event_shape=spec.data_shape
+    )
+    decoder = ConvDecoder(
+        spec.latent_dim,
+        image,
+        likelihood.param_shape(spec.data_shape),
+        spec.channels,
+        spec.hidden[::-1],
+        spec.activation,
+    )
     return encoder, decoder
 
 
@@ -93,8 +108,12 @@ def _table(spec: ModelSpec, likelihood: likelihoods.Likelihood):
         raise ValueError(f"the table network needs rows of features, got data of shape {spec.data_shape}")
     n_in = spec.data_shape[0] + spec.condition_dim
     encoder = MissingAware(MLP(2 * n_in, encoder_outputs(spec), spec.hidden, spec.activation))
-    decoder = MLP(spec.latent_dim + spec.condition_dim, likelihood.param_shape(spec.data_shape), spec.hidden[::-1],
-                  spec.activation)
+    decoder = MLP(
+        spec.latent_dim + spec.condition_dim,
+        likelihood.param_shape(spec.data_shape),
+        spec.hidden[::-1],
+        spec.activation,
+    )
     return encoder, decoder
 
 
@@ -112,8 +131,11 @@ def resolved(spec: ModelSpec, likelihood: likelihoods.Likelihood | None = None) 
     without data: a Gaussian with a learned scale) and the network (``default_network``)."""
     import dataclasses
 
-    lik = likelihood if likelihood is not None else likelihoods.resolve(
-        spec.likelihood, scale=spec.scale if isinstance(spec.likelihood, str) else None)
+    lik = (
+        likelihood
+        if likelihood is not None
+        else likelihoods.resolve(spec.likelihood, scale=spec.scale if isinstance(spec.likelihood, str) else None)
+    )
     network = spec.network if spec.network != "auto" else default_network(spec.data_shape, lik)
     return dataclasses.replace(spec, likelihood=lik.config(), network=network)
 
@@ -132,8 +154,15 @@ def build_model(spec: ModelSpec | dict[str, Any]) -> Model:
     encoder, decoder = NETWORKS[spec.network](spec, likelihood)
     if spec.layers == 2:
         decoder = FirstUnits(decoder, spec.latent_dim)  # p(x|z1): the decoder reads z1 of z = (z1, z2)
-    model = Model(encoder, decoder, likelihood, make_prior(spec), posterior=make_posterior(spec),
-                  data_shape=spec.data_shape, condition_dim=spec.condition_dim)
+    model = Model(
+        encoder,
+        decoder,
+        likelihood,
+        make_prior(spec),
+        posterior=make_posterior(spec),
+        data_shape=spec.data_shape,
+        condition_dim=spec.condition_dim,
+    )
     model.spec = spec
     return model
 

@@ -8,6 +8,7 @@ Options: ``threads`` (CPU intra-op threads), ``compile`` (torch.compile of the l
 data-parallel training over processes (``rank``/``world_size``, see ``vaekit.distributed``).
 Schedules (KL warm-up) live here; the model never sees the epoch.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -33,7 +34,6 @@ from .errors import TrainingError
 from .model import Model
 
 AMP_DTYPES = {"bf16": torch.bfloat16}
-
 
 
 class History(list):
@@ -108,8 +108,15 @@ def _rng_state(generator: torch.Generator, device: torch.device, world_size: int
     return state
 
 
-def _set_rng_state(state: dict[str, torch.Tensor], generator: torch.Generator, device: torch.device,
-                   rank: int = 0, world_size: int = 1, seed: int = 0, epoch: int = 0) -> None:
+def _set_rng_state(
+    state: dict[str, torch.Tensor],
+    generator: torch.Generator,
+    device: torch.device,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+    epoch: int = 0,
+) -> None:
     generator.set_state(state["shuffle"].cpu())  # the same on every process: one permutation per epoch
     per_rank = state.get("torch_per_rank")
     if per_rank is not None and per_rank.shape[0] == world_size:
@@ -145,9 +152,11 @@ def evaluate_elbo(model: Model, x: torch.Tensor, batch_size: int = 4096, n_sampl
 
 
 # buffers (the prior's constants) never change, so DDP need not re-send them before every step
-_NO_BUFFER_SYNC = ({"forward_sync_buffers": False}
-                   if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
-                   else {"broadcast_buffers": False})
+_NO_BUFFER_SYNC = (
+    {"forward_sync_buffers": False}
+    if "forward_sync_buffers" in inspect.signature(nn.parallel.DistributedDataParallel).parameters
+    else {"broadcast_buffers": False}
+)
 
 
 class LossStep(nn.Module):
@@ -163,11 +172,21 @@ class LossStep(nn.Module):
         self.device_type = device_type
 
     def forward(self, x: torch.Tensor, beta: float, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        autocast = (torch.autocast(self.device_type, dtype=self.amp_dtype) if self.amp_dtype is not None
-                    else contextlib.nullcontext())
+        autocast = (
+            torch.autocast(self.device_type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
         with autocast:  # the networks run in bf16; Model casts their outputs to float32 for q, p(x|z), KL
-            loss, t = objectives.loss(self.model, x, beta=beta, n_samples=self.n_samples,
-                                      free_bits=self.free_bits, iw_samples=self.iw_samples, c=c)
+            loss, t = objectives.loss(
+                self.model,
+                x,
+                beta=beta,
+                n_samples=self.n_samples,
+                free_bits=self.free_bits,
+                iw_samples=self.iw_samples,
+                c=c,
+            )
         sums = torch.stack([t.objective, t.elbo, t.log_px_z, t.kl]).detach().sum(1)  # (4,)
         return loss, sums
 
@@ -216,8 +235,9 @@ def _trial_batch(run: _Run) -> torch.Tensor:
     return as_tensor(gather(run.source.x, np.arange(n)), run.device)
 
 
-def _fastest_threads(run: _Run, candidates: list[int], budget_s: float = 0.03, rounds: int = 2,
-                     min_run_s: float = 1.0) -> int:
+def _fastest_threads(
+    run: _Run, candidates: list[int], budget_s: float = 0.03, rounds: int = 2, min_run_s: float = 1.0
+) -> int:
     """Time real training steps (forward and backward on the first batch) at each thread count,
     in ``rounds`` rounds, and return the fastest. Nothing of the run changes: no optimiser step,
     gradients and buffers (batch-norm statistics) put back, the global RNG restored. A run that the
@@ -243,7 +263,7 @@ def _fastest_threads(run: _Run, candidates: list[int], budget_s: float = 0.03, r
             fastest = min(best.values())
             # later rounds retime only the counts that came close: a clearly slower count (many threads on
             # a busy machine can be 10x slower) costs one step, not a round
-            for n in (candidates if round_ == 0 else [n for n in candidates if best[n] < 1.5 * fastest]):
+            for n in candidates if round_ == 0 else [n for n in candidates if best[n] < 1.5 * fastest]:
                 torch.set_num_threads(n)
                 started = time.perf_counter()
                 one_step()  # the first step at a new count also wakes its thread pool up
@@ -290,8 +310,13 @@ def cpu_threads(threads: int, run: _Run, resume: TrainerState | None = None) -> 
     """
     before = torch.get_num_threads()
     wanted = threads
-    automatic = (threads == 0 and run.device.type == "cpu" and "OMP_NUM_THREADS" not in os.environ
-                 and run.world_size == 1 and not run.config.compile)
+    automatic = (
+        threads == 0
+        and run.device.type == "cpu"
+        and "OMP_NUM_THREADS" not in os.environ
+        and run.world_size == 1
+        and not run.config.compile
+    )
     try:
         if automatic:
             recorded = resume.history.last.get("threads") if resume is not None and resume.history else None
@@ -339,12 +364,16 @@ class EarlyStopping:
 
 def _check_data_parallel(config: TrainConfig, rank: int, world_size: int):
     if config.batch_size % world_size:
-        raise ValueError(f"batch_size {config.batch_size} must be a multiple of the number of processes "
-                         f"({world_size}): each process takes batch_size / {world_size} examples per step")
+        raise ValueError(
+            f"batch_size {config.batch_size} must be a multiple of the number of processes "
+            f"({world_size}): each process takes batch_size / {world_size} examples per step"
+        )
     ctx = distributed.current()
     if (ctx.rank, ctx.world_size) != (rank, world_size):
-        raise ValueError(f"fit(rank={rank}, world_size={world_size}) needs an initialised process group of that "
-                         f"size (found rank {ctx.rank} of {ctx.world_size}); start it with torchrun")
+        raise ValueError(
+            f"fit(rank={rank}, world_size={world_size}) needs an initialised process group of that "
+            f"size (found rank {ctx.rank} of {ctx.world_size}); start it with torchrun"
+        )
     return ctx
 
 
@@ -376,8 +405,17 @@ class _Run:
         return (torch.bernoulli(x) if self.config.dynamic_binarize else x), c
 
 
-def _setup(model: Model, train, val, config: TrainConfig, resume: TrainerState | None, rank: int,
-           world_size: int, condition=None, val_condition=None) -> _Run:
+def _setup(
+    model: Model,
+    train,
+    val,
+    config: TrainConfig,
+    resume: TrainerState | None,
+    rank: int,
+    world_size: int,
+    condition=None,
+    val_condition=None,
+) -> _Run:
     """Check the settings and the data, put them on the device, build the optimiser and the loss
     step, and restore (or seed) the RNG streams. Nothing here trains."""
     if val is not None and len(val) == 0:
@@ -399,8 +437,14 @@ def _setup(model: Model, train, val, config: TrainConfig, resume: TrainerState |
     if getattr(model, "condition_dim", 0) or condition is not None or val_condition is not None:
         # the conditions travel with the data, as extra columns split off again per batch
         train, val, val_condition, n_features = _with_conditions(model, train, val, condition, val_condition)
-    source = make_source(train, config.batch_size // world_size, device, rank=rank, world_size=world_size,
-                         binarize=config.dynamic_binarize and not n_features)
+    source = make_source(
+        train,
+        config.batch_size // world_size,
+        device,
+        rank=rank,
+        world_size=world_size,
+        binarize=config.dynamic_binarize and not n_features,
+    )
     x_val, n_val = None, 0
     if val is not None:
         model.likelihood.validate(val)
@@ -427,13 +471,29 @@ def _setup(model: Model, train, val, config: TrainConfig, resume: TrainerState |
     step: Callable[[torch.Tensor, float], tuple[torch.Tensor, torch.Tensor]] = LossStep(model, config, device.type)
     if world_size > 1:
         step = nn.parallel.DistributedDataParallel(
-            step, device_ids=[device.index] if device.type == "cuda" else None, **_NO_BUFFER_SYNC)
+            step, device_ids=[device.index] if device.type == "cuda" else None, **_NO_BUFFER_SYNC
+        )
     if config.compile:
         step = _compiled(step)
     params = [p for p in model.parameters() if p.requires_grad]
     v_c = None if val_condition is None else val_condition[rank::world_size].to(device)
-    return _Run(model, config, device, source, x_val, n_val, optimizer, generator, state, step, world_size, params,
-                _GoodCopy(model), n_features, v_c)
+    return _Run(
+        model,
+        config,
+        device,
+        source,
+        x_val,
+        n_val,
+        optimizer,
+        generator,
+        state,
+        step,
+        world_size,
+        params,
+        _GoodCopy(model),
+        n_features,
+        v_c,
+    )
 
 
 class _GoodCopy:
@@ -513,8 +573,10 @@ def _diverged(run: _Run, epoch: int, batch: int | None) -> TrainingError:
         kept = f"the last good checkpoint, {run.state.saved_to}, is kept"
     else:
         kept = "no checkpoint was written before it"
-    return TrainingError(f"{what} became non-finite {where}; {kept}. Try a lower learning rate (lr), gradient "
-                         "clipping (grad_clip) or another likelihood, or skip_nonfinite to skip such batches")
+    return TrainingError(
+        f"{what} became non-finite {where}; {kept}. Try a lower learning rate (lr), gradient "
+        "clipping (grad_clip) or another likelihood, or skip_nonfinite to skip such batches"
+    )
 
 
 def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
@@ -562,15 +624,20 @@ def _train_epoch(run: _Run, epoch: int) -> dict[str, Any]:
     if skip:
         skipped, n_used = int(totals[4]), totals[5]
         if n_used == 0:
-            raise TrainingError(f"every batch of epoch {epoch + 1} was non-finite and skipped; the model cannot "
-                                "train at these settings. Try a lower learning rate (lr) or gradient clipping (grad_clip)")
+            raise TrainingError(
+                f"every batch of epoch {epoch + 1} was non-finite and skipped; the model cannot "
+                "train at these settings. Try a lower learning rate (lr) or gradient clipping (grad_clip)"
+            )
     objective, elbo, log_px_z, kl = (t / n_used for t in totals[:4])
-    row.update({"train_objective": objective, "train_elbo": elbo, "train_log_px_z": log_px_z, "train_kl": kl,
-                "beta": beta})
+    row.update(
+        {"train_objective": objective, "train_elbo": elbo, "train_log_px_z": log_px_z, "train_kl": kl, "beta": beta}
+    )
     if skip:
         row["skipped_batches"] = skipped
     if run.x_val is not None:
-        v_sums = distributed.all_reduce_sum(_elbo_sums(run.model, run.x_val, config.eval_batch_size, c=run.val_condition))
+        v_sums = distributed.all_reduce_sum(
+            _elbo_sums(run.model, run.x_val, config.eval_batch_size, c=run.val_condition)
+        )
         v_elbo, v_log_px_z, v_kl = (v_sums / run.n_val).tolist()
         row.update({"val_elbo": v_elbo, "val_log_px_z": v_log_px_z, "val_kl": v_kl})
         if not math.isfinite(v_elbo):
@@ -624,12 +691,19 @@ def fit(
         config = TrainConfig.from_dict({**config.to_dict(), **overrides})
     run = _setup(model, train, val, config, resume, rank, world_size, condition, val_condition)
     state = run.state
-    callbacks = ([EarlyStopping(config.early_stopping, config.min_delta, config.restore_best)]
-                 if run.x_val is not None else []) + list(callbacks)
+    callbacks = (
+        [EarlyStopping(config.early_stopping, config.min_delta, config.restore_best)] if run.x_val is not None else []
+    ) + list(callbacks)
     show = rank == 0 and (config.progress if config.progress is not None else sys.stderr.isatty())
     with cpu_threads(config.threads, run, resume) as threads:
-        bar = tqdm(range(state.epoch, config.epochs), initial=state.epoch, total=config.epochs,
-                   disable=not show, unit="epoch", dynamic_ncols=True)
+        bar = tqdm(
+            range(state.epoch, config.epochs),
+            initial=state.epoch,
+            total=config.epochs,
+            disable=not show,
+            unit="epoch",
+            dynamic_ncols=True,
+        )
         for epoch in bar:
             row = _train_epoch(run, epoch)
             if run.device.type == "cpu":
@@ -639,8 +713,9 @@ def fit(
             state.optimizer = _clone_state(run.optimizer.state_dict())
             state.rng = _rng_state(run.generator, run.device, world_size)
             run.good.keep(model)
-            bar.set_postfix(elbo=f"{row['train_elbo']:.3f}",
-                            **({"val": f"{row['val_elbo']:.3f}"} if "val_elbo" in row else {}))
+            bar.set_postfix(
+                elbo=f"{row['train_elbo']:.3f}", **({"val": f"{row['val_elbo']:.3f}"} if "val_elbo" in row else {})
+            )
             for callback in callbacks:
                 callback(model, state)
             if state.stopped_early:
@@ -649,8 +724,12 @@ def fit(
     if state.stopped_early and config.restore_best and state.best_weights is not None:
         model.load_state_dict(state.best_weights)
     digest = distributed.check_replicas(model) if world_size > 1 else None
-    return FitResult(history=History(state.history), state=state, replica_digest=digest,
-                     threads=threads if run.device.type == "cpu" else None)
+    return FitResult(
+        history=History(state.history),
+        state=state,
+        replica_digest=digest,
+        threads=threads if run.device.type == "cpu" else None,
+    )
 
 
 def _with_conditions(model: Model, train, val, condition, val_condition):
@@ -663,12 +742,14 @@ def _with_conditions(model: Model, train, val, condition, val_condition):
     if is_streamed(train):
         raise ValueError("a conditional model trains on data in memory; load the data before calling fit")
     x = as_tensor(train)
-    c = model.condition(as_tensor(condition, dtype=torch.float32 if _floating(condition) else torch.long).cpu(),
-                        x.shape[0]).to(x.device)
+    c = model.condition(
+        as_tensor(condition, dtype=torch.float32 if _floating(condition) else torch.long).cpu(), x.shape[0]
+    ).to(x.device)
     vc = None
     if val is not None:
-        vc = model.condition(as_tensor(val_condition, dtype=torch.float32 if _floating(val_condition) else torch.long)
-                             .cpu(), len(val))
+        vc = model.condition(
+            as_tensor(val_condition, dtype=torch.float32 if _floating(val_condition) else torch.long).cpu(), len(val)
+        )
     return torch.cat([x.reshape(x.shape[0], -1), c.to(x.dtype)], 1), val, vc, math.prod(x.shape[1:])
 
 

@@ -1,4 +1,5 @@
 """The seeds' data sets, generated or read offline."""
+
 from __future__ import annotations
 
 import numpy as np
