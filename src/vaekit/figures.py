@@ -25,11 +25,9 @@ import numpy as np
 import torch
 
 from . import generate, plots, runs
-from .checkpoint import atomic_write_bytes
 from .data import Dataset
 from .model import Model
 
-FIGURES_DIR = "figures"
 MAX_POINTS = 2000
 SEED = 0
 MANIFOLD_STEPS = 15
@@ -497,12 +495,5 @@ def render(
 
 
 def write(run_dir: str | Path, pngs: dict[str, bytes]) -> list[Path]:
-    """Write ``figures/NAME.png`` for each rendered figure, atomically."""
-    folder = Path(run_dir) / FIGURES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in pngs.items():
-        path = folder / f"{name}.png"
-        atomic_write_bytes(path, data)
-        paths.append(path)
-    return paths
+    """Write ``figures/NAME.png`` for each rendered figure, atomically (through the run's ``RunFolder``)."""
+    return runs.RunFolder(run_dir).write_figures(pngs)

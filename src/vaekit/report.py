@@ -19,9 +19,7 @@ import numpy as np
 
 from . import figures, runs
 from ._version import __version__
-from .checkpoint import atomic_write_text, read_json
 
-REPORT_FILE = "report.html"
 HISTORY_ROWS = 25  # rows of the short history table; the full one is folded below it
 
 CSS = """
@@ -438,8 +436,7 @@ def build(
 ) -> str:
     """The report's HTML text for an opened run and its rendered figures (name -> PNG bytes)."""
     if metrics is None:
-        path = run.path / runs.METRICS_FILE
-        metrics = read_json(path) if path.is_file() else {}
+        metrics = run.folder.read_metrics()
     summary = data_summary(run) if summary is None else summary
     cfg = run.config
     title = f"vaekit run: {run.path.resolve().name}"
@@ -505,9 +502,7 @@ def write(run: runs.Run | str | Path, pngs: dict[str, bytes] | None = None, out:
     if pngs is None:
         pngs = figures.render(run)
     text = build(run, pngs)
-    path = Path(out) if out is not None else run.path / REPORT_FILE
-    atomic_write_text(path, text)
-    return path
+    return run.folder.write_report(text, out)
 
 
 def write_all(
