@@ -25,6 +25,7 @@ PyOD's VAE gets as many epochs as vaekit's ran.
 Runtime (measured on 2 CPU cores shared with other jobs, load average about 9): the ten-class
 run took 60 min of wall time, 23 min in vaekit and 37 min in the baselines (nearly all PyOD's VAE).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -69,8 +70,15 @@ def splits(task: str, seed: int, held_out: int | None):
 def vaekit_scores(x_train, x_test, seed, latent_dim, hidden, epochs):
     """The three scores of one VAE, trained with early stopping on the validation ELBO of
     10 % of the (normal) training rows; also returns the epochs it ran."""
-    vae = VAE(latent_dim=latent_dim, hidden=hidden, epochs=epochs, validation_fraction=VALIDATION,
-              early_stopping=PATIENCE, random_state=seed, device="cpu").fit(x_train)
+    vae = VAE(
+        latent_dim=latent_dim,
+        hidden=hidden,
+        epochs=epochs,
+        validation_fraction=VALIDATION,
+        early_stopping=PATIENCE,
+        random_state=seed,
+        device="cpu",
+    ).fit(x_train)
     x = torch.as_tensor(x_test, dtype=torch.float64)
     out = {}
     for kind in anomaly.SCORES:
@@ -93,8 +101,9 @@ def baseline_scores(x_train, x_test, seed, latent_dim, epochs):
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        detector = PyodVAE(latent_dim=latent_dim, epoch_num=epochs, batch_size=128, random_state=seed, verbose=0,
-                           device="cpu")  # as many epochs as vaekit's VAE ran, otherwise PyOD's defaults
+        detector = PyodVAE(
+            latent_dim=latent_dim, epoch_num=epochs, batch_size=128, random_state=seed, verbose=0, device="cpu"
+        )  # as many epochs as vaekit's VAE ran, otherwise PyOD's defaults
         detector.fit(x_train)
         out["PyOD VAE (reconstruction error)"] = detector.decision_function(x_test)
     return out
@@ -104,7 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--classes", default="0,3,6,9", help="digit classes to hold out, one at a time")
-    parser.add_argument("--epochs", type=int, default=MAX_EPOCHS, help="most epochs of the VAEs (early stopping ends them sooner)")
+    parser.add_argument(
+        "--epochs", type=int, default=MAX_EPOCHS, help="most epochs of the VAEs (early stopping ends them sooner)"
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -150,10 +161,12 @@ def main() -> None:
         cells = [f"{np.mean(tables[t][name]):.3f} +- {np.std(tables[t][name]):.3f}" for t in TASKS]
         print(f"| {name} | {' | '.join(cells)} |")
     print()
-    print(f"settings: digits latent 8, hidden 128,128; breast cancer latent 4, hidden 64,64; Gaussian likelihood "
-          f"with learned scale (auto on standardised data); at most {args.epochs} epochs, early stopping after "
-          f"{PATIENCE} epochs without a better validation ELBO on {VALIDATION:.0%} of the training rows (ran "
-          f"{min(ran)}-{max(ran)}, median {int(np.median(ran))}); PCA with the same number of components as latent_dim")
+    print(
+        f"settings: digits latent 8, hidden 128,128; breast cancer latent 4, hidden 64,64; Gaussian likelihood "
+        f"with learned scale (auto on standardised data); at most {args.epochs} epochs, early stopping after "
+        f"{PATIENCE} epochs without a better validation ELBO on {VALIDATION:.0%} of the training rows (ran "
+        f"{min(ran)}-{max(ran)}, median {int(np.median(ran))}); PCA with the same number of components as latent_dim"
+    )
     print(pyod_note)
     print(f"time: vaekit {seconds['vaekit']:.0f} s, baselines {seconds['baselines']:.0f} s ({args.threads} thread(s))")
 

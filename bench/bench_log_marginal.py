@@ -4,6 +4,10 @@ per-example loop, for k importance samples on N examples of 784 binary dimension
     python bench/bench_log_marginal.py             # N=10000, k=1000; times subsets (about 2 minutes on 2 CPU cores)
     python bench/bench_log_marginal.py --full      # times log_marginal on all N (about 12 minutes on 2 busy CPU cores)
     python bench/bench_log_marginal.py --device cuda --full
+    python bench/bench_log_marginal.py --n 400 --time-n 200 --loop-n 20    # a quick look
+
+Besides examples/s, each row gives the fraction of the decoder's matmul bound: the time its GEMMs
+alone take for the same N x k draws (timed at log_marginal's chunk shape) over the method's time.
 
 The model is a small MLP VAE with a Bernoulli decoder (784 -> 100 -> 2x8, 8 -> 100 -> 784) with
 random weights; the data are random binary vectors made here (the cost does not depend on training).
@@ -13,10 +17,12 @@ timed on the first ``--time-n`` examples and extrapolated the same way: its batc
 size, so its work is linear in N. The table says which rows are measured and which extrapolated.
 Both compute the same estimator; the script checks that they agree on the shared examples.
 """
+
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import time
 
 import torch
@@ -44,6 +50,36 @@ def per_example_loop(model: vaekit.Model, x: torch.Tensor, k: int) -> torch.Tens
         log_w = model.p_x(z).log_prob(xi) + model.p_z().log_prob(z) - qz.log_prob(z)  # (k, 1)
         out.append(torch.logsumexp(log_w, 0) - math.log(k))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def plain_batched_loop(model: vaekit.Model, x: torch.Tensor, k: int, batch: int = 20) -> torch.Tensor:
+    """The plain batched way: ``batch`` examples x k draws per decoder call, torch distributions."""
+    out = []
+    for start in range(0, x.shape[0], batch):
+        xb = x[start : start + batch]
+        qz = model.q_z(xb)
+        z = qz.sample((k,))  # (k, B, H)
+        log_w = model.p_x(z).log_prob(xb) + model.p_z().log_prob(z) - qz.log_prob(z)  # (k, B)
+        out.append(torch.logsumexp(log_w.double(), 0) - math.log(k))
+    return torch.cat(out)
+
+
+def decoder_gemm_seconds(model: vaekit.Model, rows: int, reps: int = 5) -> float:
+    """Seconds for the decoder's matmuls alone on ``rows`` latent draws, at their real shapes."""
+    weights = [m.weight.detach() for m in model.decoder.modules() if isinstance(m, torch.nn.Linear)]
+    z = torch.randn(rows, weights[0].shape[1], device=weights[0].device)
+    ins = [z] + [torch.randn(rows, w.shape[0], device=w.device) for w in weights[:-1]]
+    outs = [torch.empty(rows, w.shape[0], device=w.device) for w in weights]
+    for a, w, o in zip(ins, weights, outs):
+        torch.mm(a, w.t(), out=o)
+    best = math.inf
+    for _ in range(reps):
+        start = time.perf_counter()
+        for a, w, o in zip(ins, weights, outs):
+            torch.mm(a, w.t(), out=o)
+        best = min(best, time.perf_counter() - start)
+    return best
 
 
 def timed(fn, device: str):
@@ -75,10 +111,14 @@ def main() -> None:
     per = vaekit.objectives.elements_per_draw(model, x)
     budget = vaekit.objectives.DEFAULT_MAX_ELEMENTS
     batch = max(1, min(args.n, budget // per // args.k, 4096))
-    print(f"log p(x) with k={args.k} on N={args.n} examples of {args.dims} binary dims; model {args.dims}-{args.hidden}-"
-          f"2x{args.latent} / {args.latent}-{args.hidden}-{args.dims} (Bernoulli); device {args.device}; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"log_marginal budget: {budget} values ({per} per draw) -> {batch} examples x {args.k} draws per decoder call")
+    print(
+        f"log p(x) with k={args.k} on N={args.n} examples of {args.dims} binary dims; model {args.dims}-{args.hidden}-"
+        f"2x{args.latent} / {args.latent}-{args.hidden}-{args.dims} (Bernoulli); device {args.device}; "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+    )
+    print(
+        f"log_marginal budget: {budget} values ({per} per draw) -> {batch} examples x {args.k} draws per decoder call"
+    )
 
     torch.manual_seed(2)
     vaekit.log_marginal(model, x[: min(args.n, 2 * batch)], k=args.k)  # warm-up
@@ -99,21 +139,50 @@ def main() -> None:
     se = batched.stderr[: loop_x.shape[0]]
     agree = bool(torch.all(diff < 5 * math.sqrt(2) * se + 1e-3))
 
+    torch.manual_seed(3)
+    plain_x = x[: min(args.n, args.time_n)]
+    plain, t_plain_part = timed(lambda: plain_batched_loop(model, plain_x, args.k), args.device)
+    t_plain = t_plain_part * args.n / plain_x.shape[0]
+    # the decoder's matmul bound: its GEMMs on N x k draws, timed at log_marginal's chunk shape
+    chunk_rows = batch * min(args.k, max(1, budget // per // batch))
+    t_bound = decoder_gemm_seconds(model, chunk_rows) * args.n * args.k / chunk_rows
+
     rows = [
-        ("vaekit.log_marginal (batched + chunked)",
-         f"{t_batched:.1f} s (measured, all {args.n})" if timed_x.shape[0] == args.n else
-         f"{t_batched:.1f} s (timed on {timed_x.shape[0]}, x {args.n / timed_x.shape[0]:g})", args.n / t_batched, 1.0),
-        (f"per-example loop", f"{t_loop:.1f} s (timed on {loop_x.shape[0]}, x {args.n / loop_x.shape[0]:g})",
-         args.n / t_loop, t_loop / t_batched),
+        (
+            "vaekit.log_marginal (batched + chunked)",
+            f"{t_batched:.1f} s (measured, all {args.n})"
+            if timed_x.shape[0] == args.n
+            else f"{t_batched:.1f} s (timed on {timed_x.shape[0]}, x {args.n / timed_x.shape[0]:g})",
+            args.n / t_batched,
+            t_bound / t_batched,
+        ),
+        (
+            "plain batched loop (20 examples x k draws per call)",
+            f"{t_plain:.1f} s (timed on {plain_x.shape[0]}, x {args.n / plain_x.shape[0]:g})",
+            args.n / t_plain,
+            t_bound / t_plain,
+        ),
+        (
+            "per-example loop",
+            f"{t_loop:.1f} s (timed on {loop_x.shape[0]}, x {args.n / loop_x.shape[0]:g})",
+            args.n / t_loop,
+            t_bound / t_loop,
+        ),
     ]
     print()
-    print(f"| method | time for N={args.n}, k={args.k} | examples / s | time / log_marginal time |")
+    print(f"| method | time for N={args.n}, k={args.k} | examples / s | fraction of the decoder's matmul bound |")
     print("|---|---|---|---|")
-    for name, t, rate, ratio in rows:
-        print(f"| {name} | {t} | {rate:.1f} | {ratio:.2f} |")
+    for name, t, rate, frac in rows:
+        print(f"| {name} | {t} | {rate:.1f} | {frac:.2f} |")
     print()
-    print(f"mean log p(x) (batched): {batched.log_px.mean():.3f} nats, largest standard error {batched.stderr.max():.4f}; "
-          f"agrees with the loop on the {loop_x.shape[0]} shared examples: {agree}")
+    print(
+        f"mean log p(x) (batched): {batched.log_px.mean():.3f} nats, largest standard error {batched.stderr.max():.4f}; "
+        f"agrees with the loop on the {loop_x.shape[0]} shared examples: {agree}"
+    )
+    print(
+        f"log_marginal vs the plain batched loop: {t_plain / t_batched:.2f}x its speed; load average "
+        f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}"
+    )
     print(f"batched throughput: {args.n * args.k / t_batched:,.0f} decoded draws / s")
 
 

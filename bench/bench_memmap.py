@@ -11,6 +11,7 @@ streamed memory stays roughly flat while time grows linearly with the rows.
     python bench/bench_memmap.py                 # N = 20,000, D = 512, 2 epochs
     python bench/bench_memmap.py --rows 50000 --features 784 --epochs 2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,8 +62,9 @@ def write_rows(path: Path, n: int, d: int, seed: int = 0, block: int = 20_000) -
 def run(path: Path, stream: str, epochs: int, work: Path) -> dict:
     out = work / f"run-{path.stem}-{stream}-{time.time_ns()}"
     env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2")}
-    res = subprocess.run([sys.executable, "-c", CHILD, str(path), stream, str(epochs), str(out)],
-                         capture_output=True, text=True, env=env)
+    res = subprocess.run(
+        [sys.executable, "-c", CHILD, str(path), stream, str(epochs), str(out)], capture_output=True, text=True, env=env
+    )
     if res.returncode:
         raise SystemExit(f"child failed:\n{res.stderr}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -86,8 +88,10 @@ def main() -> None:
             files.append(p)
         modes = ["on"] + ([] if args.skip_memory else ["off"])
         results = {(m, n): run(p, m, args.epochs, work) for n, p in zip(sizes, files) for m in modes}
-    print(f"training {args.epochs} epochs on N x {args.features} float32 (80% train), MLP 64 hidden, latent 8, "
-          "Gaussian scale 0.3, batch 256, CPU")
+    print(
+        f"training {args.epochs} epochs on N x {args.features} float32 (80% train), MLP 64 hidden, latent 8, "
+        "Gaussian scale 0.3, batch 256, CPU"
+    )
     header = f"{'data':<22}{'rows':>10}{'file MB':>10}{'peak RSS MB':>13}{'epoch s':>10}{'rows/s':>10}{'total s':>9}"
     print(header)
     print("-" * len(header))
@@ -96,14 +100,18 @@ def main() -> None:
             r = results[(m, n)]
             mb = n * args.features * 4 / 2**20
             label = "streamed from disk" if m == "on" else "loaded into memory"
-            print(f"{label:<22}{n:>10}{mb:>10.0f}{r['peak_mb']:>13.0f}{r['fit_s']:>10.2f}"
-                  f"{0.8 * n / r['fit_s']:>10.0f}{r['total_s']:>9.1f}")
+            print(
+                f"{label:<22}{n:>10}{mb:>10.0f}{r['peak_mb']:>13.0f}{r['fit_s']:>10.2f}"
+                f"{0.8 * n / r['fit_s']:>10.0f}{r['total_s']:>9.1f}"
+            )
     print()
     for m in modes:
         a, b = results[(m, sizes[0])], results[(m, sizes[1])]
         label = "streamed" if m == "on" else "in memory"
-        print(f"{label}: 10N / N  peak RSS x{b['peak_mb'] / a['peak_mb']:.2f}, epoch time x{b['fit_s'] / a['fit_s']:.2f} "
-              f"(rows x{sizes[1] / sizes[0]:.0f})")
+        print(
+            f"{label}: 10N / N  peak RSS x{b['peak_mb'] / a['peak_mb']:.2f}, epoch time x{b['fit_s'] / a['fit_s']:.2f} "
+            f"(rows x{sizes[1] / sizes[0]:.0f})"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ bytes, truncation) or one of the named bad inputs of issue 11. Each outcome is o
 - silent: a checkpoint or checksummed JSON file loaded with changed content.
 Point PYTHONPATH at another checkout to count an older vaekit the same way.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -66,6 +67,7 @@ def read(path, **options):
     def go():
         data = datasets.load(str(path), **options)
         np.asarray(data.x[:64])
+
     return go
 
 
@@ -94,14 +96,21 @@ def named_cases(d: Path):
     save_image(images / "a.png", np.random.default_rng(0).random((8, 8)))
     good = (images / "a.png").read_bytes()
     (images / "b.png").write_bytes(good[: len(good) // 2])
-    cases = [("huge shape .npy", read(d / "huge.npy")), ("huge shape .npy, --stream on", read(d / "huge.npy", stream=True)),
-             ("unbalanced bracket .npy", read(d / "bracket.npy")),
-             ("unbalanced bracket .npy, --stream on", read(d / "bracket.npy", stream=True)),
-             ("complex .npy", read(d / "complex.npy")), ("complex .npy, --stream on", read(d / "complex.npy", stream=True)),
-             ("CSV row with too few fields", read(d / "ragged.csv")), ("CSV rows with one field too many", read(d / "index.csv")),
-             ("truncated .npz", read(d / "cut.npz")), ("garbled .npz", read(d / "garbled.npz")),
-             ("IDX with wrong magic", read(d / "magic-idx3-ubyte")), ("IDX claiming 2^93 values", read(d / "size-idx3-ubyte")),
-             ("truncated PNG in a folder", read(images))]
+    cases = [
+        ("huge shape .npy", read(d / "huge.npy")),
+        ("huge shape .npy, --stream on", read(d / "huge.npy", stream=True)),
+        ("unbalanced bracket .npy", read(d / "bracket.npy")),
+        ("unbalanced bracket .npy, --stream on", read(d / "bracket.npy", stream=True)),
+        ("complex .npy", read(d / "complex.npy")),
+        ("complex .npy, --stream on", read(d / "complex.npy", stream=True)),
+        ("CSV row with too few fields", read(d / "ragged.csv")),
+        ("CSV rows with one field too many", read(d / "index.csv")),
+        ("truncated .npz", read(d / "cut.npz")),
+        ("garbled .npz", read(d / "garbled.npz")),
+        ("IDX with wrong magic", read(d / "magic-idx3-ubyte")),
+        ("IDX claiming 2^93 values", read(d / "size-idx3-ubyte")),
+        ("truncated PNG in a folder", read(images)),
+    ]
     return cases
 
 
@@ -122,8 +131,15 @@ def reader_cases(d: Path, rng: random.Random, n: int):
     write_idx(d / "src-idx3-ubyte", (np.abs(x) * 50).astype(np.uint8).reshape(12, 1, 4))
     img = io.BytesIO()
     Image.fromarray(np.random.default_rng(2).integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(img, format="PNG")
-    sources = {".npy": npy_bytes(x), ".npz": buf.getvalue(), ".csv": frame_csv.encode(), ".tsv": frame_csv.replace(",", "\t").encode(),
-               ".parquet": pq.getvalue(), "-idx3-ubyte": (d / "src-idx3-ubyte").read_bytes(), ".png": img.getvalue()}
+    sources = {
+        ".npy": npy_bytes(x),
+        ".npz": buf.getvalue(),
+        ".csv": frame_csv.encode(),
+        ".tsv": frame_csv.replace(",", "\t").encode(),
+        ".parquet": pq.getvalue(),
+        "-idx3-ubyte": (d / "src-idx3-ubyte").read_bytes(),
+        ".png": img.getvalue(),
+    }
     for suffix, good in sources.items():
         for i in range(n):
             name = f"fuzz{i}{suffix}"
@@ -142,11 +158,18 @@ def reader_cases(d: Path, rng: random.Random, n: int):
 # -- checkpoints ---------------------------------------------------------------------------------------------
 def checkpoint_cases(d: Path, rng: random.Random, n_model: int, n_trainer: int, n_json: int):
     torch.manual_seed(0)
-    spec = vaekit.ModelSpec(data_shape=(5,), latent_dim=2, hidden=(8,), activation="relu",
-                            likelihood={"name": "gaussian", "scale": "learned"})
+    spec = vaekit.ModelSpec(
+        data_shape=(5,),
+        latent_dim=2,
+        hidden=(8,),
+        activation="relu",
+        likelihood={"name": "gaussian", "scale": "learned"},
+    )
     model = vaekit.build_model(spec)
     x = torch.randn(48, 5)
-    state = vaekit.fit(model, x, x[:16], vaekit.TrainConfig(epochs=2, batch_size=16, early_stopping=5, progress=False)).state
+    state = vaekit.fit(
+        model, x, x[:16], vaekit.TrainConfig(epochs=2, batch_size=16, early_stopping=5, progress=False)
+    ).state
     raw = vaekit.save(model, d / "m.safetensors").read_bytes()
     checkpoint.save_trainer(d / "t.safetensors", model, state)
     traw = (d / "t.safetensors").read_bytes()
@@ -171,6 +194,7 @@ def checkpoint_cases(d: Path, rng: random.Random, n_model: int, n_trainer: int, 
             other = vaekit.build_model(spec)
             v = view(checkpoint.load_trainer(path, other))
             return v[:-1] == ref[:-1] and all(torch.equal(v[-1][k], ref[-1][k]) for k in ref[-1]) and same(other)
+
         return go
 
     header_end = 8 + struct.unpack("<Q", raw[:8])[0]
@@ -193,14 +217,21 @@ def checkpoint_cases(d: Path, rng: random.Random, n_model: int, n_trainer: int, 
     raised = d / "raised.safetensors"
     raised.write_bytes(traw.replace(b'\\"epoch\\": 2', b'\\"epoch\\": 3', 1))
     yield "trainer.safetensors, epoch counter raised", load_trainer(raised)
-    content = {"format_version": checkpoint.FORMAT_VERSION, "model": spec.to_dict(), "train": {"epochs": 5, "lr": 0.001}}
+    content = {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "model": spec.to_dict(),
+        "train": {"epochs": 5, "lr": 0.001},
+    }
     for i in range(n_json):
         name = ("config.json", "preprocessing.json")[i % 2]
         folder = d / f"json{i}"
         folder.mkdir()
         checkpoint.write_json(folder / name, content)
         (folder / name).write_bytes(damage((folder / name).read_bytes(), rng, flips_only=True))
-        yield "config.json / preprocessing.json, 1-bit flips", (lambda p=folder / name: checkpoint.read_json(p) == content)
+        yield (
+            "config.json / preprocessing.json, 1-bit flips",
+            (lambda p=folder / name: checkpoint.read_json(p) == content),
+        )
 
 
 def main(argv=None) -> int:
@@ -218,25 +249,35 @@ def main(argv=None) -> int:
         named, readers, ckpt = (Path(tmp) / part for part in ("named", "readers", "ckpt"))
         for folder in (named, readers, ckpt):
             folder.mkdir()
-        groups = [named_cases(named), reader_cases(readers, rng, args.per_reader),
-                  checkpoint_cases(ckpt, rng, 450, 150, 200)]
+        groups = [
+            named_cases(named),
+            reader_cases(readers, rng, args.per_reader),
+            checkpoint_cases(ckpt, rng, 450, 150, 200),
+        ]
         for group in groups:
             for label, fn in group:
                 result, message = outcome(fn)
-                key = label if not label.startswith(("huge", "unbalanced", "complex", "CSV", "truncated", "garbled", "IDX")) \
+                key = (
+                    label
+                    if not label.startswith(("huge", "unbalanced", "complex", "CSV", "truncated", "garbled", "IDX"))
                     else "issue 11's named bad inputs"
+                )
                 rows.setdefault(key, Counter())[result] += 1
                 if result in ("crash", "silent"):
                     bad.append(f"{label}: {result} {message}")
-    print(f"vaekit {vaekit.__version__} from {Path(vaekit.__file__).parent}; seed {args.seed}; "
-          f"{time.perf_counter() - started:.0f} s\n")
+    print(
+        f"vaekit {vaekit.__version__} from {Path(vaekit.__file__).parent}; seed {args.seed}; "
+        f"{time.perf_counter() - started:.0f} s\n"
+    )
     print("| input | tried | read | refused cleanly | crashes | silent loads |")
     print("|---|---:|---:|---:|---:|---:|")
     total = Counter()
     for key, c in rows.items():
         total.update(c)
         print(f"| {key} | {sum(c.values())} | {c['read']} | {c['refused']} | {c['crash']} | {c['silent']} |")
-    print(f"| **all** | {sum(total.values())} | {total['read']} | {total['refused']} | {total['crash']} | {total['silent']} |")
+    print(
+        f"| **all** | {sum(total.values())} | {total['read']} | {total['refused']} | {total['crash']} | {total['silent']} |"
+    )
     if args.show:
         for line in bad:
             print(line)

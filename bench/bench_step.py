@@ -9,6 +9,7 @@ epochs; the checkouts alternate and every measurement is repeated ``--repeats`` 
 table shows the best (least disturbed) repeat. "CPU" is the process's own CPU time per step, which
 a busy machine disturbs less than the wall-clock time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,11 @@ def worker(case: str, epochs: int, batch: int, threads: int, amp: str | None) ->
     d, h, z, n = CASES[case]
     x = (torch.rand(n, d, generator=torch.Generator().manual_seed(0)) > 0.5).float()
     torch.manual_seed(0)
-    model = vaekit.build_model(vaekit.ModelSpec(data_shape=(d,), latent_dim=z, hidden=(h,), activation="relu",
-                                                likelihood={"name": "bernoulli"}))
+    model = vaekit.build_model(
+        vaekit.ModelSpec(
+            data_shape=(d,), latent_dim=z, hidden=(h,), activation="relu", likelihood={"name": "bernoulli"}
+        )
+    )
     extra = {"threads": threads} if "threads" in TrainConfig.__dataclass_fields__ else {}
     if amp:
         extra["amp"] = amp
@@ -55,9 +59,13 @@ def main(argv=None) -> int:
     p.add_argument("--against", help="the src/ folder of another vaekit checkout")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch", type=int, default=128)
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch threads; 0: leave them to vaekit (TrainConfig.threads=0) or, for a checkout "
-                   "without that setting, to torch's default")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 0: leave them to vaekit (TrainConfig.threads=0) or, for a checkout "
+        "without that setting, to torch's default",
+    )
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cases", default=",".join(CASES))
     p.add_argument("--amp", choices=["bf16"], help="also time this checkout with bf16 autocast")
@@ -79,10 +87,21 @@ def main(argv=None) -> int:
         for case in args.cases.split(","):
             for name, tree, amp in variants:
                 env = {**os.environ, "PYTHONPATH": tree}
-                cmd = [sys.executable, __file__, "--worker", case, amp, "--epochs", str(args.epochs),
-                       "--batch", str(args.batch), "--threads", str(args.threads)]
+                cmd = [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    case,
+                    amp,
+                    "--epochs",
+                    str(args.epochs),
+                    "--batch",
+                    str(args.batch),
+                    "--threads",
+                    str(args.threads),
+                ]
                 out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-                line = next((l for l in out.stdout.splitlines() if l.startswith("RESULT ")), None)
+                line = next((row for row in out.stdout.splitlines() if row.startswith("RESULT ")), None)
                 if line is None:
                     raise SystemExit(f"{name} {case} failed: {out.stderr.strip().splitlines()[-1:]}")
                 r = json.loads(line[7:])
@@ -94,10 +113,16 @@ def main(argv=None) -> int:
     except OSError:
         load = "n/a"
     threads = "default" if args.threads == 0 else args.threads
-    print(f"\nms per training step (batch {args.batch}, threads: {threads}, best of {args.repeats}; "
-          f"load average after: {load})\n")
+    print(
+        f"\nms per training step (batch {args.batch}, threads: {threads}, best of {args.repeats}; "
+        f"load average after: {load})\n"
+    )
     names = [v[0] for v in variants]
-    print("| model | " + " | ".join(f"{n}: wall | {n}: CPU" for n in names) + (" | CPU this / other |" if "other" in names else " |"))
+    print(
+        "| model | "
+        + " | ".join(f"{n}: wall | {n}: CPU" for n in names)
+        + (" | CPU this / other |" if "other" in names else " |")
+    )
     print("|---|" + "---:|" * (2 * len(names) + ("other" in names)))
     for case in args.cases.split(","):
         cells = []

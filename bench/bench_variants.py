@@ -23,6 +23,7 @@ as loaded when run (print ``uptime`` beside it); compare the rows' ratios, not t
 
     PYTHONPATH=src python bench/bench_variants.py --epochs 300 --k 1000
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,8 +60,11 @@ def digits_split(seed: int = 0):
 def run(epochs: int, k: int, hidden: int, latent: int, only: list[str] | None = None) -> list[dict]:
     train, test = digits_split()
     # one-time set-up (the first optimiser imports torch._dynamo) before any row's clock starts
-    fit(build_model(ModelSpec(data_shape=(64,), latent_dim=2, hidden=(8,), likelihood="bernoulli")), train[:100],
-        config=TrainConfig(epochs=1, progress=False))
+    fit(
+        build_model(ModelSpec(data_shape=(64,), latent_dim=2, hidden=(8,), likelihood="bernoulli")),
+        train[:100],
+        config=TrainConfig(epochs=1, progress=False),
+    )
     rows = []
     for name, variant, iw in ROWS:
         if only and not any(o.lower() in name.lower() for o in only):
@@ -68,8 +72,14 @@ def run(epochs: int, k: int, hidden: int, latent: int, only: list[str] | None = 
         torch.manual_seed(0)
         if variant.get("layers") == 2:
             variant = {**variant, "top_dim": max(1, latent // 2)}
-        spec = ModelSpec(data_shape=(64,), latent_dim=latent, hidden=(hidden, hidden), activation="tanh",
-                         likelihood="bernoulli", **variant)
+        spec = ModelSpec(
+            data_shape=(64,),
+            latent_dim=latent,
+            hidden=(hidden, hidden),
+            activation="tanh",
+            likelihood="bernoulli",
+            **variant,
+        )
         model = build_model(spec)
         config = TrainConfig(epochs=epochs, batch_size=100, lr=1e-3, iw_samples=iw, seed=0, progress=False)
         started = time.perf_counter()
@@ -78,20 +88,33 @@ def run(epochs: int, k: int, hidden: int, latent: int, only: list[str] | None = 
         torch.manual_seed(1)
         lm = log_marginal(model, test, k=k)
         values = lm.log_px.double()
-        rows.append({"name": name, "log_px": float(values.mean()),
-                     "se": float(values.std() / math.sqrt(len(values))), "mc_se": float(lm.stderr.mean()),
-                     "seconds": seconds, "params": sum(p.numel() for p in model.parameters())})
-        print(f"  {name}: {rows[-1]['log_px']:.2f} nats, {seconds:.0f} s", flush=True)
+        rows.append(
+            {
+                "name": name,
+                "log_px": float(values.mean()),
+                "se": float(values.std() / math.sqrt(len(values))),
+                "mc_se": float(lm.stderr.mean()),
+                "seconds": seconds,
+                "params": sum(p.numel() for p in model.parameters()),
+            }
+        )
+        print("  " + _line(rows[-1]), flush=True)  # each row as soon as it is done
     return rows
 
 
 def table(rows: list[dict], epochs: int, k: int) -> str:
-    lines = [f"| model | test log p(x), nats (k={k}) | MC se | training s ({epochs} epochs) | parameters |",
-             "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['name']} | {r['log_px']:.2f} +- {r['se']:.2f} | {r['mc_se']:.3f} | {r['seconds']:.0f} | "
-                     f"{r['params']} |")
+    lines = [
+        f"| model | test log p(x), nats (k={k}) | MC se | training s ({epochs} epochs) | parameters |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [_line(r) for r in rows]
     return "\n".join(lines)
+
+
+def _line(r: dict) -> str:
+    return (
+        f"| {r['name']} | {r['log_px']:.2f} +- {r['se']:.2f} | {r['mc_se']:.3f} | {r['seconds']:.0f} | {r['params']} |"
+    )
 
 
 def main() -> None:

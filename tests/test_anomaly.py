@@ -1,4 +1,5 @@
 """The three anomaly scores against closed forms, and common random numbers."""
+
 import math
 
 import numpy as np

@@ -1,8 +1,12 @@
+import hashlib
 import json
 import os
+import random
+import struct
 
 import pytest
 import torch
+from safetensors.torch import save as st_save
 
 import vaekit
 from vaekit import checkpoint
@@ -11,8 +15,15 @@ from vaekit.errors import CheckpointError
 
 def _model():
     torch.manual_seed(0)
-    return vaekit.build_model(vaekit.ModelSpec(data_shape=(5,), latent_dim=2, hidden=(8,), activation="tanh",
-                                               likelihood={"name": "gaussian", "scale": "learned"}))
+    return vaekit.build_model(
+        vaekit.ModelSpec(
+            data_shape=(5,),
+            latent_dim=2,
+            hidden=(8,),
+            activation="tanh",
+            likelihood={"name": "gaussian", "scale": "learned"},
+        )
+    )
 
 
 def test_save_load_round_trip(tmp_path):
@@ -81,7 +92,7 @@ def test_trainer_state_round_trip(tmp_path):
     model = _model()
     x = torch.randn(64, 5)
     h = vaekit.fit(model, x, x[:16], vaekit.TrainConfig(epochs=2, batch_size=16, early_stopping=5, progress=False))
-    state = h.state
+    state, h = h.state, h.history
     checkpoint.save_trainer(tmp_path / "t.safetensors", model, state)
     other = _model()
     loaded = checkpoint.load_trainer(tmp_path / "t.safetensors", other)
@@ -98,11 +109,6 @@ def test_trainer_state_round_trip(tmp_path):
 
 
 # -- format 2: the checksum covers the metadata; strict loading; format 1 still loads ---------------------
-import hashlib
-import random
-import struct
-
-from safetensors.torch import save as st_save
 
 
 def _v1_digest(tensors):  # the tensors-only checksum of format 1, copied here so the test does not lean on the code
@@ -141,11 +147,11 @@ def test_activation_key_flip_is_refused(tmp_path):
     the default activation. Format 2: the checksum catches it; format 1: the strict key check does."""
     model = _model()
     data = vaekit.save(model, tmp_path / "m.safetensors").read_bytes()
-    (tmp_path / "flip.safetensors").write_bytes(_flip_key(data, b'activation', b'activatioN'))
+    (tmp_path / "flip.safetensors").write_bytes(_flip_key(data, b"activation", b"activatioN"))
     with pytest.raises(CheckpointError, match="flip.safetensors is corrupted: its tensors or metadata"):
         vaekit.load(tmp_path / "flip.safetensors")
     old = _write_v1(tmp_path / "old.safetensors", model.state_dict(), {"spec": model.spec.to_dict()})
-    (tmp_path / "old_flip.safetensors").write_bytes(_flip_key(old.read_bytes(), b'activation', b'activatioN'))
+    (tmp_path / "old_flip.safetensors").write_bytes(_flip_key(old.read_bytes(), b"activation", b"activatioN"))
     with pytest.raises(CheckpointError, match="old_flip.safetensors: the model spec has unknown key.*'activatioN'"):
         vaekit.load(tmp_path / "old_flip.safetensors")
 
@@ -159,22 +165,39 @@ def test_format_1_checkpoints_still_load(tmp_path):
         assert torch.equal(v, again.state_dict()[k])
     # the trainer file of format 1 (no spec entry), written as today's save_trainer wrote it
     tensors = {}
-    skeleton = {"model": checkpoint._flatten(dict(model.state_dict()), "model", tensors),
-                "optimizer": checkpoint._flatten(state.optimizer, "optimizer", tensors),
-                "rng": checkpoint._flatten(state.rng, "rng", tensors), "best_weights": None}
-    counters = {"epoch": state.epoch, "step": state.step, "best_val": state.best_val, "best_epoch": state.best_epoch,
-                "bad_epochs": state.bad_epochs, "stopped_early": state.stopped_early}
-    _write_v1(tmp_path / "t.safetensors", tensors, {"skeleton": skeleton, "counters": counters,
-                                                    "history": list(state.history)})
+    skeleton = {
+        "model": checkpoint._flatten(dict(model.state_dict()), "model", tensors),
+        "optimizer": checkpoint._flatten(state.optimizer, "optimizer", tensors),
+        "rng": checkpoint._flatten(state.rng, "rng", tensors),
+        "best_weights": None,
+    }
+    counters = {
+        "epoch": state.epoch,
+        "step": state.step,
+        "best_val": state.best_val,
+        "best_epoch": state.best_epoch,
+        "bad_epochs": state.bad_epochs,
+        "stopped_early": state.stopped_early,
+    }
+    _write_v1(
+        tmp_path / "t.safetensors",
+        tensors,
+        {"skeleton": skeleton, "counters": counters, "history": list(state.history)},
+    )
     loaded = checkpoint.load_trainer(tmp_path / "t.safetensors", _model())
     assert (loaded.epoch, loaded.step, loaded.history) == (2, state.step, list(state.history))
     for i, s in state.optimizer["state"].items():
         for name, t in s.items():
             assert torch.equal(t, loaded.optimizer["state"][i][name])
     # format 1's metadata are outside its checksum, so a raised epoch counter is caught by the consistency check
-    _write_v1(tmp_path / "t3.safetensors", tensors, {"skeleton": skeleton, "counters": {**counters, "epoch": 3},
-                                                     "history": list(state.history)})
-    with pytest.raises(CheckpointError, match="t3.safetensors: its epoch counter says 3 completed epochs but its history holds 2"):
+    _write_v1(
+        tmp_path / "t3.safetensors",
+        tensors,
+        {"skeleton": skeleton, "counters": {**counters, "epoch": 3}, "history": list(state.history)},
+    )
+    with pytest.raises(
+        CheckpointError, match="t3.safetensors: its epoch counter says 3 completed epochs but its history holds 2"
+    ):
         checkpoint.load_trainer(tmp_path / "t3.safetensors", _model())
 
 
@@ -221,26 +244,47 @@ def test_broken_structure_gives_one_checkpoint_error_not_a_key_error(tmp_path):
     tensors, meta = _raw_trainer_parts(model, state, tmp_path)
     opt = meta["skeleton"]["optimizer"]
     pairs = dict((k, v) for k, v in opt["__dict__"])
-    bad_param = {"__dict__": [["state", {"__dict__": [[99, pairs["state"]["__dict__"][0][1]]]}],
-                              ["param_groups", pairs["param_groups"]]]}
-    wrong_shape = {"__dict__": [["state", {"__dict__": [[0, pairs["state"]["__dict__"][1][1]]]}],
-                                ["param_groups", pairs["param_groups"]]]}
+    bad_param = {
+        "__dict__": [
+            ["state", {"__dict__": [[99, pairs["state"]["__dict__"][0][1]]]}],
+            ["param_groups", pairs["param_groups"]],
+        ]
+    }
+    wrong_shape = {
+        "__dict__": [
+            ["state", {"__dict__": [[0, pairs["state"]["__dict__"][1][1]]]}],
+            ["param_groups", pairs["param_groups"]],
+        ]
+    }
     groups = pairs["param_groups"]
-    nan_lr = {"__dict__": [["state", pairs["state"]],
-                           ["param_groups", [{"__dict__": [[k, {"__float__": "nan"} if k == "lr" else v]
-                                                           for k, v in g["__dict__"]]} for g in groups]]]}
+    nan_lr = {
+        "__dict__": [
+            ["state", pairs["state"]],
+            [
+                "param_groups",
+                [
+                    {"__dict__": [[k, {"__float__": "nan"} if k == "lr" else v] for k, v in g["__dict__"]]}
+                    for g in groups
+                ],
+            ],
+        ]
+    }
     cases = [
         ({"skeleton": {**meta["skeleton"], "optimizer": nan_lr}}, "learning rate is nan"),
-        ({"skeleton": {**meta["skeleton"], "optimizer": {"__dict__": [["state", {"__dict__": []}]]}}},
-         "optimiser state is corrupted \\(it must hold exactly"),
+        (
+            {"skeleton": {**meta["skeleton"], "optimizer": {"__dict__": [["state", {"__dict__": []}]]}}},
+            "optimiser state is corrupted \\(it must hold exactly",
+        ),
         ({"skeleton": {**meta["skeleton"], "optimizer": bad_param}}, "state entry 99 names no parameter"),
         ({"skeleton": {**meta["skeleton"], "optimizer": wrong_shape}}, "has shape"),
         ({"skeleton": {**meta["skeleton"], "rng": {"__dict__": []}}}, "random-number state is corrupted"),
         ({"skeleton": {k: v for k, v in meta["skeleton"].items() if k != "rng"}}, "lacks key\\(s\\) 'rng'"),
         ({"counters": {**meta["counters"], "epochs": 1}}, "the counters has unknown key\\(s\\) 'epochs'"),
         ({"extra": 1}, "the header has unknown key\\(s\\) 'extra'"),
-        ({"skeleton": {**meta["skeleton"], "model": {"__dict__": [["nope", {"__tensor__": "missing"}]]}}},
-         "not a usable trainer checkpoint \\(KeyError"),
+        (
+            {"skeleton": {**meta["skeleton"], "model": {"__dict__": [["nope", {"__tensor__": "missing"}]]}}},
+            "not a usable trainer checkpoint \\(KeyError",
+        ),
     ]
     for change, match in cases:
         path = _rewrite(tmp_path / "edited.safetensors", tensors, {**meta, **change})
@@ -248,9 +292,11 @@ def test_broken_structure_gives_one_checkpoint_error_not_a_key_error(tmp_path):
             checkpoint.load_trainer(path, _model())
     # spec records: an unknown likelihood option, a missing likelihood name, an unknown likelihood
     spec = model.spec.to_dict()
-    for lik, match in [({"name": "gaussian", "scale": "learned", "scael": 1}, "unknown key\\(s\\) 'scael'"),
-                       ({"scale": "learned"}, "unknown likelihood None"),
-                       ({"name": "gaussiam"}, "unknown likelihood 'gaussiam'")]:
+    for lik, match in [
+        ({"name": "gaussian", "scale": "learned", "scael": 1}, "unknown key\\(s\\) 'scael'"),
+        ({"scale": "learned"}, "unknown likelihood None"),
+        ({"name": "gaussiam"}, "unknown likelihood 'gaussiam'"),
+    ]:
         path = tmp_path / "m.safetensors"
         checkpoint.write_tensors(path, model.state_dict(), {"spec": {**spec, "likelihood": lik}})
         with pytest.raises(CheckpointError, match=match):
@@ -259,8 +305,15 @@ def test_broken_structure_gives_one_checkpoint_error_not_a_key_error(tmp_path):
     with pytest.raises(CheckpointError, match="the model spec lacks key\\(s\\) 'data_shape'"):
         vaekit.load(path)
     # a trainer state written for another architecture (config.json edited and re-checksummed) is refused
-    other = vaekit.build_model(vaekit.ModelSpec(data_shape=(5,), latent_dim=2, hidden=(8,), activation="relu",
-                                                likelihood={"name": "gaussian", "scale": "learned"}))
+    other = vaekit.build_model(
+        vaekit.ModelSpec(
+            data_shape=(5,),
+            latent_dim=2,
+            hidden=(8,),
+            activation="relu",
+            likelihood={"name": "gaussian", "scale": "learned"},
+        )
+    )
     with pytest.raises(CheckpointError, match="different model \\(spec differs in activation\\)"):
         checkpoint.load_trainer(tmp_path / "t.safetensors", other)
 
@@ -301,8 +354,17 @@ def test_450_random_bit_flips_never_load_silently(tmp_path):
 def _state_view(state):
     tensors = {}
     skeleton = checkpoint._flatten({"opt": state.optimizer, "rng": state.rng, "best": state.best_weights}, "s", tensors)
-    return (json.dumps(skeleton), state.epoch, state.step, list(state.history), state.best_epoch, state.bad_epochs,
-            repr(state.best_val), state.stopped_early, {k: v.clone() for k, v in tensors.items()})
+    return (
+        json.dumps(skeleton),
+        state.epoch,
+        state.step,
+        list(state.history),
+        state.best_epoch,
+        state.bad_epochs,
+        repr(state.best_val),
+        state.stopped_early,
+        {k: v.clone() for k, v in tensors.items()},
+    )
 
 
 def test_trainer_bit_flips_and_truncations_are_refused(tmp_path):
@@ -334,8 +396,13 @@ def test_checksummed_json_files(tmp_path):
     assert checkpoint.read_json(tmp_path / "config.json") == config
     assert '"sha256"' in (tmp_path / "config.json").read_text()
     text = (tmp_path / "config.json").read_text()
-    for old, new in [('"relu"', '"rulu"'), ('"activation"', '"activatioN"'), ('"latent_dim": 2', '"latent_dim": 3'),
-                     ('"sha256"', '"sha257"'), ('"sha256": "', '"sha256": "0')]:
+    for old, new in [
+        ('"relu"', '"rulu"'),
+        ('"activation"', '"activatioN"'),
+        ('"latent_dim": 2', '"latent_dim": 3'),
+        ('"sha256"', '"sha257"'),
+        ('"sha256": "', '"sha256": "0'),
+    ]:
         (tmp_path / "config.json").write_text(text.replace(old, new, 1))
         with pytest.raises(CheckpointError, match="config.json is corrupted"):
             checkpoint.read_json(tmp_path / "config.json")
@@ -394,8 +461,19 @@ def test_run_folders_corrupted_config_is_refused_and_format_1_runs_resume(tmp_pa
     from vaekit.cli import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["train", "--data", "sine", "--latent-dim", "1", "--hidden", "8", "--epochs", "1", "--no-progress",
-            "--no-figures"]
+    args = [
+        "train",
+        "--data",
+        "sine",
+        "--latent-dim",
+        "1",
+        "--hidden",
+        "8",
+        "--epochs",
+        "1",
+        "--no-progress",
+        "--no-figures",
+    ]
     assert main([*args, "--out", "r"]) == 0
     config_text = (tmp_path / "r" / "config.json").read_text()
     assert '"sha256"' in config_text and '"latent_dim": 1' in config_text
@@ -409,7 +487,10 @@ def test_run_folders_corrupted_config_is_refused_and_format_1_runs_resume(tmp_pa
     assert checkpoint.read_tensors(tmp_path / "r" / "model.safetensors")[1]["format_version"] == 1
     assert main(["train", "--resume", "r", "--epochs", "2", "--no-progress"]) == 0
     assert len((tmp_path / "r" / "history.jsonl").read_text().splitlines()) == 2
-    assert checkpoint.read_tensors(tmp_path / "r" / "trainer.safetensors")[1]["format_version"] == checkpoint.FORMAT_VERSION
+    assert (
+        checkpoint.read_tensors(tmp_path / "r" / "trainer.safetensors")[1]["format_version"]
+        == checkpoint.FORMAT_VERSION
+    )
 
 
 def test_a_trainer_file_is_not_a_model(tmp_path):
@@ -422,8 +503,11 @@ def test_a_trainer_file_is_not_a_model(tmp_path):
 def test_damaged_history_file_is_one_line(tmp_path):
     checkpoint.write_history(tmp_path / "history.jsonl", [{"epoch": 1, "train_elbo": -3.0}, {"epoch": 2}])
     assert [r["epoch"] for r in checkpoint.read_history(tmp_path / "history.jsonl")] == [1, 2]
-    for text, match in [('{"epoch": 1}\n3\n', "line 2 is not a record"), ('{"epoch": 1\n', "corrupted"),
-                        (b"\xff\xfe{}", "not UTF-8")]:
+    for text, match in [
+        ('{"epoch": 1}\n3\n', "line 2 is not a record"),
+        ('{"epoch": 1\n', "corrupted"),
+        (b"\xff\xfe{}", "not UTF-8"),
+    ]:
         (tmp_path / "history.jsonl").write_bytes(text if isinstance(text, bytes) else text.encode())
         with pytest.raises(CheckpointError, match=match):
             checkpoint.read_history(tmp_path / "history.jsonl")

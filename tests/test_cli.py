@@ -20,8 +20,23 @@ def exit_code(argv):
 
 
 def _train(tmp_path, *extra):
-    return main(["train", "--data", "digits", "--binarize", "--epochs", "3", "--hidden", "32",
-                 "--latent-dim", "2", "--no-progress", "--no-figures", *extra])
+    return main(
+        [
+            "train",
+            "--data",
+            "digits",
+            "--binarize",
+            "--epochs",
+            "3",
+            "--hidden",
+            "32",
+            "--latent-dim",
+            "2",
+            "--no-progress",
+            "--no-figures",
+            *extra,
+        ]
+    )
 
 
 def test_train_end_to_end_writes_a_run_folder(tmp_path, capsys, monkeypatch):
@@ -35,7 +50,7 @@ def test_train_end_to_end_writes_a_run_folder(tmp_path, capsys, monkeypatch):
     config = json.loads((run / "config.json").read_text())
     assert config["model"]["likelihood"] == {"name": "bernoulli"}
     assert config["train"]["epochs"] == 3 and config["data"]["sizes"]["test"] > 0
-    history = [json.loads(l) for l in (run / "history.jsonl").read_text().splitlines()]
+    history = [json.loads(row) for row in (run / "history.jsonl").read_text().splitlines()]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["val"]["elbo"] < 0 and "Monte Carlo" in metrics["estimator"]
@@ -77,13 +92,33 @@ def test_same_seed_same_weights_and_resume_is_exact(tmp_path, monkeypatch):
 def test_kill_and_resume_a_real_process(tmp_path):
     """Kill a training process mid-run; --resume ends with the uninterrupted run's weights."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    args = [sys.executable, "-m", "vaekit", "train", "--data", "sine", "--latent-dim", "1", "--hidden", "16",
-            "--epochs", "60", "--batch-size", "32", "--no-progress", "--no-figures", "--seed", "2"]
+    args = [
+        sys.executable,
+        "-m",
+        "vaekit",
+        "train",
+        "--data",
+        "sine",
+        "--latent-dim",
+        "1",
+        "--hidden",
+        "16",
+        "--epochs",
+        "60",
+        "--batch-size",
+        "32",
+        "--no-progress",
+        "--no-figures",
+        "--seed",
+        "2",
+    ]
     subprocess.run(args + ["--out", str(tmp_path / "full")], check=True, env=env, capture_output=True)
-    proc = subprocess.Popen(args + ["--out", str(tmp_path / "killed")], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        args + ["--out", str(tmp_path / "killed")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     trainer = tmp_path / "killed" / "trainer.safetensors"
     import time
+
     deadline = time.time() + 60
     while not trainer.exists() and time.time() < deadline:
         time.sleep(0.05)
@@ -92,8 +127,21 @@ def test_kill_and_resume_a_real_process(tmp_path):
     proc.wait()
     done = len((tmp_path / "killed" / "history.jsonl").read_text().splitlines())
     assert 0 < done < 60, done  # really interrupted
-    r = subprocess.run([sys.executable, "-m", "vaekit", "train", "--resume", str(tmp_path / "killed"), "--no-progress", "--no-figures"],
-                       env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vaekit",
+            "train",
+            "--resume",
+            str(tmp_path / "killed"),
+            "--no-progress",
+            "--no-figures",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     a, b = vaekit.load(tmp_path / "full"), vaekit.load(tmp_path / "killed")
     for k, v in a.state_dict().items():
@@ -110,7 +158,7 @@ def test_kill_and_resume_a_real_process(tmp_path):
         (["train", "--val-fraction", "0.6", "--test-fraction", "0.6"], "that sum below 1"),
         (["train", "--config", "missing.toml"], "does not exist"),
         (["train", "--resume", "nowhere"], "not a vaekit run folder"),
-        (["train", "--resume", "x", "--lr", "0.1"], "cannot also change: --lr"),
+        (["train", "--resume", "x", "--batch-size", "32"], "cannot also change: --batch-size"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, argv, match):
@@ -146,9 +194,29 @@ def test_console_script_help_runs():
 def test_closed_stdout_is_quiet_and_the_run_finishes(tmp_path):
     """``vaekit train ... | head -1``: the reader goes away after one line; the run still completes, exit 0."""
     out = tmp_path / "r"
-    proc = subprocess.Popen([sys.executable, "-m", "vaekit", "train", "--data", "sine", "--latent-dim", "1", "--hidden",
-                             "8", "--epochs", "3", "--no-progress", "--no-figures", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vaekit",
+            "train",
+            "--data",
+            "sine",
+            "--latent-dim",
+            "1",
+            "--hidden",
+            "8",
+            "--epochs",
+            "3",
+            "--no-progress",
+            "--no-figures",
+            "--out",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     first = proc.stdout.readline()
     proc.stdout.close()  # what head -1 does
     err = proc.stderr.read().decode()
@@ -169,8 +237,9 @@ def test_last_resort_handler_is_one_line_with_a_debug_hint(tmp_path, monkeypatch
     monkeypatch.setattr(vaekit.runs, "train", broken)
     assert main(["train", "--data", "sine", "--no-figures"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == ("vaekit train: internal error: RuntimeError: something unexpected (rerun with --debug for the "
-                   "traceback)")
+    assert err == (
+        "vaekit train: internal error: RuntimeError: something unexpected (rerun with --debug for the traceback)"
+    )
     with pytest.raises(RuntimeError, match="something unexpected"):
         main(["--debug", "train", "--data", "sine", "--no-figures"])
     with pytest.raises(RuntimeError, match="something unexpected"):
@@ -183,9 +252,29 @@ def test_last_resort_handler_is_one_line_with_a_debug_hint(tmp_path, monkeypatch
 def test_a_table_trains_with_no_test_rows(tmp_path, monkeypatch, capsys):
     pd = pytest.importorskip("pandas")
     rng = np.random.default_rng(0)
-    pd.DataFrame({"a": rng.normal(size=120), "b": rng.choice(["x", "y", "z"], 120)}).to_csv(tmp_path / "t.csv", index=False)
+    pd.DataFrame({"a": rng.normal(size=120), "b": rng.choice(["x", "y", "z"], 120)}).to_csv(
+        tmp_path / "t.csv", index=False
+    )
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--data", "t.csv", "--test-fraction", "0", "--epochs", "1", "--hidden", "8", "--out", "r",
-                 "--no-progress", "--no-figures"]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "t.csv",
+                "--test-fraction",
+                "0",
+                "--epochs",
+                "1",
+                "--hidden",
+                "8",
+                "--out",
+                "r",
+                "--no-progress",
+                "--no-figures",
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["data"]["sizes"]["test"] == 0 and config["data"]["sizes"]["train"] == 108

@@ -1,5 +1,6 @@
 """vaekit sample / reconstruct / encode / interpolate / traverse / plot / report, and the figures
 and report that vaekit train leaves."""
+
 import shutil
 
 import numpy as np
@@ -7,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 from scipy.stats import norm
+from trained_runs import trained_run
 
 from vaekit import runs
 from vaekit.cli import main
-from trained_runs import trained_run
 
 
 @pytest.fixture(scope="module")
@@ -47,9 +48,15 @@ def test_sample_means_rounded_and_drawn(digits2, capsys):
     picture(digits2 / "samples.png")
     assert "wrote 12 samples (decoded means)" in capsys.readouterr().out
     # the same seed draws the same z: rounding gives exactly the means rounded
-    assert main(["sample", str(digits2), "-n", "12", "--seed", "3", "--round", "-o", str(digits2 / "r.npy"), "--no-png"]) == 0
+    assert (
+        main(["sample", str(digits2), "-n", "12", "--seed", "3", "--round", "-o", str(digits2 / "r.npy"), "--no-png"])
+        == 0
+    )
     np.testing.assert_array_equal(np.load(digits2 / "r.npy"), (means >= 0.5).astype(np.float32))
-    assert main(["sample", str(digits2), "-n", "500", "--seed", "3", "--draw", "-o", str(digits2 / "d.npy"), "--no-png"]) == 0
+    assert (
+        main(["sample", str(digits2), "-n", "500", "--seed", "3", "--draw", "-o", str(digits2 / "d.npy"), "--no-png"])
+        == 0
+    )
     draws = np.load(digits2 / "d.npy")
     assert set(np.unique(draws)) <= {0.0, 1.0}
     # draws from p(x|z) average, over many z, to about the average decoded mean
@@ -79,8 +86,22 @@ def test_reconstruct_pairs_originals_and_reconstructions(digits2, capsys):
     # other data, a plain .npy, draws of z: two calls differ, the same seed repeats
     np.save(digits2 / "mine.npy", test[:5])
     for name, seed in (("a", "1"), ("b", "1"), ("c", "2")):
-        assert main(["reconstruct", str(digits2), "--data", str(digits2 / "mine.npy"), "-o", str(digits2 / f"{name}.npy"),
-                     "--seed", seed, "--no-png"]) == 0
+        assert (
+            main(
+                [
+                    "reconstruct",
+                    str(digits2),
+                    "--data",
+                    str(digits2 / "mine.npy"),
+                    "-o",
+                    str(digits2 / f"{name}.npy"),
+                    "--seed",
+                    seed,
+                    "--no-png",
+                ]
+            )
+            == 0
+        )
     a, b, c = (np.load(digits2 / f"{n}.npy") for n in "abc")
     assert a.shape == (5, 64) and np.array_equal(a, b) and not np.array_equal(a, c)
 
@@ -130,8 +151,19 @@ def test_interpolate_and_traverse(digits2):
 def test_plot_writes_the_figures_and_report_writes_the_page(digits2, capsys):
     assert main(["plot", str(digits2)]) == 0
     names = sorted(p.name for p in (digits2 / "figures").iterdir())
-    assert names == sorted(f"{n}.png" for n in ["curves", "samples", "reconstructions", "manifold", "latent",
-                                                 "kl_units", "traversal", "interpolation"])
+    assert names == sorted(
+        f"{n}.png"
+        for n in [
+            "curves",
+            "samples",
+            "reconstructions",
+            "manifold",
+            "latent",
+            "kl_units",
+            "traversal",
+            "interpolation",
+        ]
+    )
     for p in (digits2 / "figures").iterdir():
         picture(p)
     shutil.rmtree(digits2 / "figures")
@@ -179,8 +211,26 @@ def test_refusals_are_one_line_exit_2_and_write_nothing(digits2, monkeypatch, ca
 def test_round_refused_for_a_likelihood_without_a_mode(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     np.save(tmp_path / "u.npy", np.random.default_rng(0).uniform(0.05, 0.95, (60, 3)).astype(np.float32))
-    assert main(["train", "--data", "u.npy", "--epochs", "1", "--latent-dim", "1", "--hidden", "8", "--out", "r",
-                 "--no-progress", "--no-figures"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "u.npy",
+                "--epochs",
+                "1",
+                "--latent-dim",
+                "1",
+                "--hidden",
+                "8",
+                "--out",
+                "r",
+                "--no-progress",
+                "--no-figures",
+            ]
+        )
+        == 0
+    )
     assert not (tmp_path / "r" / "figures").exists() and not (tmp_path / "r" / "report.html").exists()
     assert main(["sample", "r", "--round"]) == 2
     assert "continuous_bernoulli likelihood has no most probable value" in capsys.readouterr().err
@@ -189,8 +239,25 @@ def test_round_refused_for_a_likelihood_without_a_mode(tmp_path, monkeypatch, ca
 
 def test_train_leaves_figures_and_a_report(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--data", "pinwheel", "--epochs", "2", "--latent-dim", "2", "--hidden", "16",
-                 "--out", "p", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "pinwheel",
+                "--epochs",
+                "2",
+                "--latent-dim",
+                "2",
+                "--hidden",
+                "16",
+                "--out",
+                "p",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "figures and report: p/report.html" in capsys.readouterr().out
     names = {p.name for p in (tmp_path / "p" / "figures").iterdir()}
     assert names == {"curves.png", "overview.png", "manifold.png", "kl_units.png", "traversal.png", "interpolation.png"}

@@ -1,4 +1,5 @@
 """``vaekit score`` end to end."""
+
 import csv
 from pathlib import Path
 
@@ -13,8 +14,28 @@ from vaekit.cli import main
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("score")
-    assert main(["train", "--data", "digits", "--binarize", "--epochs", "3", "--hidden", "32", "--latent-dim", "4",
-                 "--out", str(root / "run"), "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--binarize",
+                "--epochs",
+                "3",
+                "--hidden",
+                "32",
+                "--latent-dim",
+                "4",
+                "--out",
+                str(root / "run"),
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return root / "run"
 
 
@@ -42,8 +63,27 @@ def test_scores_the_test_split_with_all_three_scores(run_dir, tmp_path, capsys):
 
 def test_auroc_and_average_precision_with_an_anomaly_label(run_dir, tmp_path, capsys):
     out = tmp_path / "s.csv"
-    assert main(["score", str(run_dir), "--score", "all", "--iw-samples", "16", "--anomaly-label", "0",
-                 "--anomaly-label", "1", "-o", str(out), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(run_dir),
+                "--score",
+                "all",
+                "--iw-samples",
+                "16",
+                "--anomaly-label",
+                "0",
+                "--anomaly-label",
+                "1",
+                "-o",
+                str(out),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     table = _read(out)
     y = np.isin(table["label"].astype(int), [0, 1]).astype(int)
@@ -61,8 +101,23 @@ def test_labels_file_and_stdout(run_dir, tmp_path, capsys):
     np.save(tmp_path / "x.npy", digits.x[:60])
     labels = (digits.labels[:60] == 7).astype(int)
     np.savetxt(tmp_path / "y.txt", labels, fmt="%d")
-    assert main(["score", str(run_dir), "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / "y.txt"),
-                 "--iw-samples", "8", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                str(run_dir),
+                "--data",
+                str(tmp_path / "x.npy"),
+                "--labels",
+                str(tmp_path / "y.txt"),
+                "--iw-samples",
+                "8",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     captured = capsys.readouterr()
     lines = captured.out.strip().splitlines()
     assert lines[0] == "index,log_px,label" and len(lines) == 61
@@ -73,7 +128,9 @@ def test_labels_file_and_stdout(run_dir, tmp_path, capsys):
 def test_deterministic_for_a_seed(run_dir, tmp_path):
     a, b, c = (tmp_path / f"{n}.csv" for n in "abc")
     for path, seed in ((a, "1"), (b, "1"), (c, "2")):
-        assert main(["score", str(run_dir), "--iw-samples", "8", "--seed", seed, "-o", str(path), "--device", "cpu"]) == 0
+        assert (
+            main(["score", str(run_dir), "--iw-samples", "8", "--seed", seed, "-o", str(path), "--device", "cpu"]) == 0
+        )
     assert a.read_text() == b.read_text() != c.read_text()
 
 
@@ -84,7 +141,12 @@ def test_a_run_saved_by_the_estimator(tmp_path, capsys):
     assert main(["score", str(path), "-o", str(tmp_path / "s.csv")]) == 2
     assert "in-memory arrays" in capsys.readouterr().err and not (tmp_path / "s.csv").exists()
     np.save(tmp_path / "x.npy", x[:10].astype(np.float32))
-    assert main(["score", str(path), "--data", str(tmp_path / "x.npy"), "--iw-samples", "4", "-o", str(tmp_path / "s.csv")]) == 0
+    assert (
+        main(
+            ["score", str(path), "--data", str(tmp_path / "x.npy"), "--iw-samples", "4", "-o", str(tmp_path / "s.csv")]
+        )
+        == 0
+    )
     assert len(_read(tmp_path / "s.csv")["log_px"]) == 10
 
 
@@ -121,8 +183,21 @@ def test_label_problems_exit_2(run_dir, tmp_path, capsys):
         "classes.npy": "values other than 0/1; say which mark anomalies with --anomaly-label",
     }
     for name, message in cases.items():
-        assert main(["score", str(run_dir), "--data", str(tmp_path / "x.npy"), "--labels", str(tmp_path / name),
-                     "-o", str(tmp_path / "s.csv")]) == 2
+        assert (
+            main(
+                [
+                    "score",
+                    str(run_dir),
+                    "--data",
+                    str(tmp_path / "x.npy"),
+                    "--labels",
+                    str(tmp_path / name),
+                    "-o",
+                    str(tmp_path / "s.csv"),
+                ]
+            )
+            == 2
+        )
         assert message in capsys.readouterr().err
     assert main(["score", str(run_dir), "--data", str(tmp_path / "x.npy"), "--anomaly-label", "1"]) == 2
     assert "--anomaly-label needs labels" in capsys.readouterr().err
@@ -132,9 +207,11 @@ def test_label_problems_exit_2(run_dir, tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
-README_DATA = ("from sklearn.datasets import load_digits; import numpy as np; x, y = load_digits(return_X_y=True); "
-               "np.savez('nonzero.npz', x=x[:1500][y[:1500] != 0], y=y[:1500][y[:1500] != 0]); "
-               "np.savez('heldout.npz', x=x[1500:], y=y[1500:])")
+README_DATA = (
+    "from sklearn.datasets import load_digits; import numpy as np; x, y = load_digits(return_X_y=True); "
+    "np.savez('nonzero.npz', x=x[:1500][y[:1500] != 0], y=y[:1500][y[:1500] != 0]); "
+    "np.savez('heldout.npz', x=x[1500:], y=y[1500:])"
+)
 
 
 def test_the_readme_anomaly_example_trains_without_zeros_and_finds_them(tmp_path, monkeypatch, capsys):
@@ -146,11 +223,46 @@ def test_the_readme_anomaly_example_trains_without_zeros_and_finds_them(tmp_path
     assert "vaekit score runs/nonzero --data heldout.npz --anomaly-label 0" in readme
     monkeypatch.chdir(tmp_path)
     exec(README_DATA, {})  # noqa: S102 - the README line itself, as a user runs it
-    assert main(["train", "--data", "nonzero.npz", "--out", "runs/nonzero", "--epochs", "4", "--hidden", "32",
-                 "--no-figures", "--no-progress", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "nonzero.npz",
+                "--out",
+                "runs/nonzero",
+                "--epochs",
+                "4",
+                "--hidden",
+                "32",
+                "--no-figures",
+                "--no-progress",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     capsys.readouterr()
-    assert main(["score", "runs/nonzero", "--data", "heldout.npz", "--anomaly-label", "0", "--iw-samples", "50",
-                 "-o", "s.csv", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "score",
+                "runs/nonzero",
+                "--data",
+                "heldout.npz",
+                "--anomaly-label",
+                "0",
+                "--iw-samples",
+                "50",
+                "-o",
+                "s.csv",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     table = _read(tmp_path / "s.csv")
     is_zero = (table["label"].astype(int) == 0).astype(int)

@@ -3,6 +3,7 @@ PNGs, conv network), a table with text columns and missing values (CSV), and a .
 disk. Each kind is trained once for the module (1 epoch, a tiny network, few rows) and every command
 runs on it in-process through ``vaekit.cli.main``. Table outputs are read back with pandas as
 DataFrames with the original columns; array outputs load with ``allow_pickle=False``."""
+
 import json
 import re
 
@@ -14,8 +15,22 @@ from sklearn.datasets import load_digits, load_wine
 from vaekit.cli import main
 from vaekit.data.images import save_image
 
-TINY = ["--epochs", "1", "--hidden", "8", "--latent-dim", "2", "--batch-size", "32", "--no-progress",
-        "--device", "cpu", "--no-figures", "--seed", "0"]
+TINY = [
+    "--epochs",
+    "1",
+    "--hidden",
+    "8",
+    "--latent-dim",
+    "2",
+    "--batch-size",
+    "32",
+    "--no-progress",
+    "--device",
+    "cpu",
+    "--no-figures",
+    "--seed",
+    "0",
+]
 KINDS = ["sine", "pinwheel", "digits", "images", "table", "stream"]
 SHAPES = {"sine": (2,), "pinwheel": (2,), "digits": (64,), "images": (1, 8, 8), "stream": (6,)}
 
@@ -166,10 +181,9 @@ def test_score(trained, capsys, tmp_path):
 
 
 # -- tables: cells, not model columns; no test split ------------------------------------------------
+@pytest.mark.parametrize("trained", ["table"], indirect=True)
 def test_reconstruct_counts_the_table_cells_it_fills(trained, capsys, tmp_path):
-    kind, run = trained
-    if kind != "table":
-        pytest.skip("a table run")
+    _, run = trained
     new = _wine(12, seed=3)
     new.to_csv(tmp_path / "new.csv", index=False)
     missing = int(new.isna().sum().sum())

@@ -1,5 +1,6 @@
 """The typed settings (vaekit.config): one default network, one source of every default, and a
 one-line refusal naming the setting, the value and what is allowed, from every door."""
+
 import inspect
 import json
 import re
@@ -13,8 +14,17 @@ import torch
 import vaekit
 from vaekit import likelihoods, nets, runs
 from vaekit.cli import main
-from vaekit.config import (ACTIVATION_NAMES, LIKELIHOOD_NAMES, NETWORK_NAMES, DataConfig, ModelSpec, RunConfig,
-                           SettingError, TrainConfig, field_default)
+from vaekit.config import (
+    ACTIVATION_NAMES,
+    LIKELIHOOD_NAMES,
+    NETWORK_NAMES,
+    DataConfig,
+    ModelSpec,
+    RunConfig,
+    SettingError,
+    TrainConfig,
+    field_default,
+)
 from vaekit.estimator import VAE
 from vaekit.spec import NETWORKS, build_model
 
@@ -70,8 +80,17 @@ def test_the_torch_free_name_lists_match_the_registries():
 
 
 def test_run_config_round_trip_and_strict_keys():
-    config = RunConfig.from_settings({"data": "sine", "latent-dim": 3, "hidden": "16,8", "epochs": 4, "lr": 0.01,
-                                      "val_fraction": 0.2, "checkpoint_every": 2})
+    config = RunConfig.from_settings(
+        {
+            "data": "sine",
+            "latent-dim": 3,
+            "hidden": "16,8",
+            "epochs": 4,
+            "lr": 0.01,
+            "val_fraction": 0.2,
+            "checkpoint_every": 2,
+        }
+    )
     assert config.model.hidden == (16, 8) and config.data.val_fraction == 0.2 and config.train.lr == 0.01
     again = RunConfig.from_dict(json.loads(json.dumps(config.to_dict())))
     assert again == config
@@ -172,10 +191,12 @@ def test_cuda_without_cuda_is_refused_before_anything_is_written(tmp_path, monke
 
 def test_estimator_door_refuses_with_one_line():
     x = np.random.default_rng(0).normal(size=(20, 3))
-    for params, message in [({"batch_size": 12.5}, "VAE: setting batch_size=12.5 is not allowed"),
-                            ({"lr": float("inf")}, "VAE: setting lr=inf is not allowed"),
-                            ({"device": "bogus"}, "VAE: setting device='bogus' is not allowed"),
-                            ({"threads": -1}, "VAE: setting threads=-1 is not allowed: expected an integer >= 0")]:
+    for params, message in [
+        ({"batch_size": 12.5}, "VAE: setting batch_size=12.5 is not allowed"),
+        ({"lr": float("inf")}, "VAE: setting lr=inf is not allowed"),
+        ({"device": "bogus"}, "VAE: setting device='bogus' is not allowed"),
+        ({"threads": -1}, "VAE: setting threads=-1 is not allowed: expected an integer >= 0"),
+    ]:
         with pytest.raises(ValueError, match=re.escape(message)) as err:
             VAE(epochs=1, **params).fit(x)
         assert "\n" not in str(err.value)

@@ -1,4 +1,5 @@
 """Images: convolutional networks for any size, pixel likelihoods, static and dynamic binarisation."""
+
 import math
 
 import numpy as np
@@ -26,15 +27,24 @@ def test_conv_networks_fit_any_image_size(hw, channels):
 def test_conv_model_with_each_pixel_likelihood_and_flat_digits():
     x = torch.rand(4, 1, 7, 9)
     for lik in ("bernoulli", "continuous_bernoulli", "gaussian", "categorical256"):
-        spec = vaekit.ModelSpec(data_shape=(1, 7, 9), latent_dim=3, hidden=(8,), channels=(4,), likelihood=lik, network="conv")
+        spec = vaekit.ModelSpec(
+            data_shape=(1, 7, 9), latent_dim=3, hidden=(8,), channels=(4,), likelihood=lik, network="conv"
+        )
         model = vaekit.build_model(spec)
         xb = (x > 0.5).float() if lik == "bernoulli" else torch.round(x * 255) / 255
         terms = vaekit.elbo(model, xb)
         assert terms.elbo.shape == (4,) and torch.isfinite(terms.elbo).all()
         assert model.sample(2).shape == (2, 1, 7, 9)
     # flat digits (64,) with their 8x8 picture shape
-    spec = vaekit.ModelSpec(data_shape=(64,), latent_dim=2, hidden=(8,), likelihood="bernoulli", network="conv",
-                            image_shape=(1, 8, 8), channels=(4, 8))
+    spec = vaekit.ModelSpec(
+        data_shape=(64,),
+        latent_dim=2,
+        hidden=(8,),
+        likelihood="bernoulli",
+        network="conv",
+        image_shape=(1, 8, 8),
+        channels=(4, 8),
+    )
     model = vaekit.build_model(spec)
     assert vaekit.elbo(model, (torch.rand(3, 64) > 0.5).float()).elbo.shape == (3,)
     with pytest.raises(ValueError, match="conv network needs image data"):
@@ -94,8 +104,9 @@ def test_fit_with_dynamic_binarisation_learns_grey_digits():
     model = vaekit.build_model(spec)
     with pytest.raises(ValueError, match="binary data"):
         vaekit.fit(model, x, val, vaekit.TrainConfig(epochs=1, progress=False, device="cpu"))
-    history = vaekit.fit(model, x, val, vaekit.TrainConfig(epochs=15, batch_size=32, progress=False, device="cpu",
-                                                            dynamic_binarize=True))
+    history = vaekit.fit(
+        model, x, val, vaekit.TrainConfig(epochs=15, batch_size=32, progress=False, device="cpu", dynamic_binarize=True)
+    ).history
     v = history.column("val_elbo")
     assert v[-1] > v[0] + 3 and all(np.isfinite(v))
 
@@ -113,12 +124,54 @@ def test_conv_vae_learns_digits_as_well_as_the_mlp():
     results = {}
     for network, extra in (("mlp", {}), ("conv", {"channels": (32,)})):
         torch.manual_seed(0)
-        spec = vaekit.ModelSpec(data_shape=(1, 8, 8), latent_dim=8, hidden=(128,), activation="relu",
-                                likelihood="bernoulli", network=network, **extra)
+        spec = vaekit.ModelSpec(
+            data_shape=(1, 8, 8),
+            latent_dim=8,
+            hidden=(128,),
+            activation="relu",
+            likelihood="bernoulli",
+            network=network,
+            **extra,
+        )
         model = vaekit.build_model(spec)
-        history = vaekit.fit(model, train, val, vaekit.TrainConfig(epochs=40, batch_size=64, lr=1e-3, device="cpu",
-                                                                    progress=False))
+        history = vaekit.fit(
+            model, train, val, vaekit.TrainConfig(epochs=40, batch_size=64, lr=1e-3, device="cpu", progress=False)
+        ).history
         results[network] = history.last["val_elbo"]
     print(f"digits, validation ELBO after 40 epochs: conv {results['conv']:.3f}, mlp {results['mlp']:.3f} nats")
     assert results["conv"] > -21 and results["mlp"] > -21  # both learned (untrained: about -44)
     assert results["conv"] >= results["mlp"] - 0.3
+
+
+def test_conv_on_unchannelled_images_keeps_the_batch(tmp_path):
+    """(N, H, W) arrays get the conv network; a batch of one must stay a batch of one."""
+    import numpy as np
+
+    from vaekit.cli import main
+
+    x = (vaekit.datasets.digits().x.reshape(-1, 8, 8)[:300] / 16.0).astype(np.float32)
+    np.save(tmp_path / "x88.npy", x)
+    run = tmp_path / "run"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "x88.npy"),
+                "--epochs",
+                "1",
+                "--out",
+                str(run),
+                "--no-figures",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    from vaekit import runs
+
+    model = runs.open_run(run).model
+    assert model.spec.network == "conv"
+    one = torch.as_tensor(x[:1])
+    assert model.encode(one).shape == (1, model.latent_dim)
+    assert model.reconstruct(one).shape == (1, 8, 8)

@@ -1,4 +1,5 @@
 """Data-parallel training: real 2-process runs under torchrun (gloo, CPU) and the pieces they use."""
+
 import json
 import os
 import re
@@ -16,8 +17,24 @@ from vaekit.errors import TrainingError
 from vaekit.train import _rng_state, _set_rng_state, evaluate_elbo
 
 HERE = Path(__file__).parent
-SETTINGS = ["--data", "digits", "--binarize", "--hidden", "32", "--latent-dim", "4", "--epochs", "8",
-            "--batch-size", "64", "--lr", "3e-3", "--seed", "0", "--no-progress"]
+SETTINGS = [
+    "--data",
+    "digits",
+    "--binarize",
+    "--hidden",
+    "32",
+    "--latent-dim",
+    "4",
+    "--epochs",
+    "8",
+    "--batch-size",
+    "64",
+    "--lr",
+    "3e-3",
+    "--seed",
+    "0",
+    "--no-progress",
+]
 
 
 def torchrun(args, cwd, nproc=2, env=None, timeout=600):
@@ -44,13 +61,23 @@ def test_torchrun_two_processes_one_run_identical_replicas_and_it_learns(two_pro
     assert len(folders) == 1, folders
     run = folders[0]
     assert sorted(p.name for p in run.iterdir()) == sorted(
-        ["config.json", "model.safetensors", "trainer.safetensors", "history.jsonl", "metrics.json",
-         "figures", "report.html"])  # figures and report drawn once, by rank 0
+        [
+            "config.json",
+            "model.safetensors",
+            "trainer.safetensors",
+            "history.jsonl",
+            "metrics.json",
+            "figures",
+            "report.html",
+        ]
+    )  # figures and report drawn once, by rank 0
     assert out.count("run folder:") == 1 and out.count("final ELBO") == 1
     history = checkpoint.read_history(run / "history.jsonl")
     assert [r["epoch"] for r in history] == list(range(1, 9))
     # every process checked its weights against the others; the digest is that of the saved model
-    match = re.search(r"2 processes, batches of 32 each \(effective 64\); weights identical on all processes \(sha256 (\w+)\)", out)
+    match = re.search(
+        r"2 processes, batches of 32 each \(effective 64\); weights identical on all processes \(sha256 (\w+)\)", out
+    )
     assert match, out
     model = vaekit.load(run)
     assert match.group(1) == distributed.state_digest(model)
@@ -72,8 +99,11 @@ def test_torchrun_killed_run_resumes_to_the_uninterrupted_result(two_process_run
     _, folders = two_process_run
     reference = folders[0]
     out = tmp_path / "run"
-    killed = torchrun([str(HERE / "torchrun_kill.py"), "train", *SETTINGS, "--out", str(out)], tmp_path,
-                      env={"VAEKIT_TEST_KILL_AT": "3"})
+    killed = torchrun(
+        [str(HERE / "torchrun_kill.py"), "train", *SETTINGS, "--out", str(out)],
+        tmp_path,
+        env={"VAEKIT_TEST_KILL_AT": "3"},
+    )
     assert killed.returncode != 0  # the processes were SIGKILLed
     assert checkpoint.load_trainer(out / "trainer.safetensors", vaekit.load(out)).epoch == 3
     resumed = torchrun(["-m", "vaekit", "train", "--resume", str(out)], tmp_path)
@@ -94,10 +124,13 @@ def test_one_and_two_processes_reach_the_same_quality(two_process_run, tmp_path)
     # the same settings and effective batch in one process, with two seeds for the noise level
     _, folders = two_process_run
     two = json.loads((folders[0] / "metrics.json").read_text())["val"]["elbo"]
-    settings = dict(data="digits", binarize=True, hidden="32", latent_dim=4, epochs=8, batch_size=64, lr=3e-3,
-                    progress=False)
-    one = [runs.train({**settings, "seed": s, "out": str(tmp_path / f"s{s}")}, log=lambda m: None).metrics["val"]["elbo"]
-           for s in (0, 1)]
+    settings = dict(
+        data="digits", binarize=True, hidden="32", latent_dim=4, epochs=8, batch_size=64, lr=3e-3, progress=False
+    )
+    one = [
+        runs.train({**settings, "seed": s, "out": str(tmp_path / f"s{s}")}, log=lambda m: None).metrics["val"]["elbo"]
+        for s in (0, 1)
+    ]
     noise = abs(one[0] - one[1])
     assert abs(two - np.mean(one)) < max(3 * noise, 1.0), (two, one)
 
@@ -105,7 +138,9 @@ def test_one_and_two_processes_reach_the_same_quality(two_process_run, tmp_path)
 # -- the pieces, without launching processes ---------------------------------------------------
 def test_fit_refuses_world_size_without_a_process_group(tiny_digits):
     train, _ = tiny_digits
-    model = vaekit.build_model(vaekit.ModelSpec(data_shape=(64,), latent_dim=2, hidden=(8,), likelihood={"name": "bernoulli"}))
+    model = vaekit.build_model(
+        vaekit.ModelSpec(data_shape=(64,), latent_dim=2, hidden=(8,), likelihood={"name": "bernoulli"})
+    )
     with pytest.raises(ValueError, match="process group .*torchrun"):
         fit(model, train, config=TrainConfig(epochs=1, batch_size=64), rank=0, world_size=2)
     with pytest.raises(ValueError, match="batch_size 65 must be a multiple of the number of processes"):

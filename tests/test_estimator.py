@@ -1,4 +1,5 @@
 """The scikit-learn estimators: behaviour beyond the conformance suite."""
+
 import copy
 import json
 import pickle
@@ -94,7 +95,9 @@ def test_auto_likelihood_follows_the_data():
     counts = rng.integers(0, 5, size=(40, 3)).astype(float)
     unit = rng.random((40, 3))
     one_feature = rng.normal(size=(5, 1))
-    names = [VAE(random_state=0, **SMALL).fit(x).likelihood_.config()["name"] for x in (binary, counts, unit, one_feature)]
+    names = [
+        VAE(random_state=0, **SMALL).fit(x).likelihood_.config()["name"] for x in (binary, counts, unit, one_feature)
+    ]
     assert names == ["bernoulli", "categorical", "continuous_bernoulli", "gaussian"]
     fixed = VAE(likelihood="gaussian", scale=0.5, random_state=0, **SMALL).fit(unit)
     assert fixed.likelihood_.config()["scale"] == 0.5
@@ -124,7 +127,9 @@ def test_bad_hyper_parameters_fail_in_fit_with_one_clear_line(blobs, params, mes
 
 
 def test_validation_fraction_and_early_stopping(blobs):
-    est = VAE(latent_dim=2, validation_fraction=0.2, early_stopping=2, random_state=0, **{**SMALL, "epochs": 60, "lr": 0.05})
+    est = VAE(
+        latent_dim=2, validation_fraction=0.2, early_stopping=2, random_state=0, **{**SMALL, "epochs": 60, "lr": 0.05}
+    )
     est.fit(blobs)
     assert "val_elbo" in est.history_[-1]
     assert len(est.history_) < 60  # stopped early (lr 0.05 makes the validation ELBO wander)
@@ -164,8 +169,19 @@ def test_save_and_load_round_trip(fitted, blobs, tmp_path):
 
 
 def test_load_a_cli_run_as_an_estimator(tmp_path):
-    result = runs.train({"data": "digits", "binarize": True, "epochs": 2, "hidden": (16,), "latent_dim": 3,
-                         "out": str(tmp_path / "r"), "progress": False, "device": "cpu"}, log=lambda s: None)
+    result = runs.train(
+        {
+            "data": "digits",
+            "binarize": True,
+            "epochs": 2,
+            "hidden": (16,),
+            "latent_dim": 3,
+            "out": str(tmp_path / "r"),
+            "progress": False,
+            "device": "cpu",
+        },
+        log=lambda s: None,
+    )
     est = VAE.load(result.run_dir)
     assert est.latent_dim == 3 and est.hidden == (16,) and est.n_features_in_ == 64
     x = vaekit.datasets.digits(binarize=True).x[:10]
@@ -190,8 +206,7 @@ def test_latent_features_in_a_pipeline_classify_digits():
     X, y = load_digits(return_X_y=True)
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=0, stratify=y)
     vae = VAE(latent_dim=8, hidden=(32,), activation="tanh", epochs=10, random_state=0, device="cpu")
-    pipe = make_pipeline(StandardScaler(), vae,
-                         LogisticRegression(max_iter=2000))
+    pipe = make_pipeline(StandardScaler(), vae, LogisticRegression(max_iter=2000))
     accuracy = pipe.fit(Xtr, ytr).score(Xte, yte)
     assert accuracy > 0.7, accuracy  # chance is 0.1; measured 0.82
 

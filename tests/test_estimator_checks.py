@@ -1,5 +1,5 @@
 """scikit-learn's own conformance suite over vaekit's estimators."""
-import pytest
+
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from vaekit import VAE, VAEOutlierDetector

@@ -28,8 +28,9 @@ def kl_to_posterior(loc, var, mean, cov):
     prec = torch.linalg.inv(cov)
     diff = mean - loc
     h = cov.shape[0]
-    return 0.5 * ((prec.diagonal() * var).sum(-1) + ((diff @ prec) * diff).sum(-1) - h
-                  + torch.logdet(cov) - var.log().sum(-1))
+    return 0.5 * (
+        (prec.diagonal() * var).sum(-1) + ((diff @ prec) * diff).sum(-1) - h + torch.logdet(cov) - var.log().sum(-1)
+    )
 
 
 def perturbed_encoder_model(lg, shift=0.3, log_scale_shift=0.4):
@@ -130,17 +131,24 @@ def test_bits_per_dim_and_collapse_of_a_decoder_that_ignores_z():
     # flat data: no bits per dimension unless asked
     flat = vaekit.Model(encoder[1], decoder[0], vaekit.likelihoods.Bernoulli(), latent_dim=h, data_shape=(d,))
     assert vaekit.evaluate(flat, x.reshape(50, d), iw_samples=10).bits_per_dim is None
-    assert vaekit.evaluate(flat, x.reshape(50, d), iw_samples=10, bits_per_dim=True).bits_per_dim.mean == pytest.approx(1.0)
+    assert vaekit.evaluate(flat, x.reshape(50, d), iw_samples=10, bits_per_dim=True).bits_per_dim.mean == pytest.approx(
+        1.0
+    )
 
 
 # -- trained digits models ---------------------------------------------------------------------
 def _train_digits(train, beta, seed=0):
     torch.manual_seed(seed)
-    spec = vaekit.ModelSpec(data_shape=(64,), latent_dim=4, hidden=(64,), activation="relu",
-                            likelihood={"name": "bernoulli"})
+    spec = vaekit.ModelSpec(
+        data_shape=(64,), latent_dim=4, hidden=(64,), activation="relu", likelihood={"name": "bernoulli"}
+    )
     model = vaekit.build_model(spec)
-    vaekit.fit(model, train, None, vaekit.TrainConfig(epochs=15, batch_size=64, lr=3e-3, beta=beta,
-                                                      seed=seed, progress=False, device="cpu"))
+    vaekit.fit(
+        model,
+        train,
+        None,
+        vaekit.TrainConfig(epochs=15, batch_size=64, lr=3e-3, beta=beta, seed=seed, progress=False, device="cpu"),
+    )
     return model
 
 
@@ -206,8 +214,9 @@ def test_gap_decomposition_matches_the_closed_form_when_the_posterior_is_not_dia
     assert kl_star.min() > 0.5  # the family really cannot reach the posterior here
     assert g.converged_fraction == 1.0
     # the decomposition adds up, exactly by construction and against an independent ELBO estimate
-    np.testing.assert_allclose(g.log_px.values - g.elbo_encoder.values,
-                               g.approximation.values + g.amortisation.values, atol=1e-9)
+    np.testing.assert_allclose(
+        g.log_px.values - g.elbo_encoder.values, g.approximation.values + g.amortisation.values, atol=1e-9
+    )
     total = g.log_px.mean - r.elbo.mean
     assert abs(total - (g.approximation.mean + g.amortisation.mean)) < 4 * r.elbo.mean_mc_stderr + 0.01
     # each gap against its closed form, within the Monte Carlo error (+0.02 nats of optimisation slack)
@@ -262,8 +271,30 @@ def test_bad_python_input_raises():
 def digits_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     run = root / "run"
-    assert main(["train", "--data", "digits", "--binarize", "--epochs", "4", "--hidden", "32", "--latent-dim", "3",
-                 "--lr", "3e-3", "--no-progress", "--out", str(run), "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "digits",
+                "--binarize",
+                "--epochs",
+                "4",
+                "--hidden",
+                "32",
+                "--latent-dim",
+                "3",
+                "--lr",
+                "3e-3",
+                "--no-progress",
+                "--out",
+                str(run),
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     return run
 
 
@@ -272,7 +303,16 @@ def test_vaekit_evaluate_prints_a_table_and_writes_metrics_json(digits_run, caps
     before = json.loads((digits_run / "metrics.json").read_text())
     assert main(["evaluate", str(digits_run), "--iw-samples", "200", "--device", "cpu"]) == 0
     out = capsys.readouterr().out
-    for text in ("log p(x)", "IWAE_50", "ELBO", "KL(q(z|x) || p(z))", "bits/dim", "active", "k=200", "posterior collapse"):
+    for text in (
+        "log p(x)",
+        "IWAE_50",
+        "ELBO",
+        "KL(q(z|x) || p(z))",
+        "bits/dim",
+        "active",
+        "k=200",
+        "posterior collapse",
+    ):
         assert text in out, text
     metrics = json.loads((digits_run / "metrics.json").read_text())
     assert metrics["train"] == before["train"] and metrics["val"] == before["val"]  # training's keys kept
@@ -287,8 +327,23 @@ def test_vaekit_evaluate_prints_a_table_and_writes_metrics_json(digits_run, caps
 
 
 def test_vaekit_evaluate_json_is_reproducible_and_has_the_gaps(digits_run, capsys):
-    argv = ["evaluate", str(digits_run), "--iw-samples", "50", "--iwae", "5", "--gaps", "--gap-steps", "40", "--json",
-            "--seed", "4", "--no-save", "--device", "cpu"]
+    argv = [
+        "evaluate",
+        str(digits_run),
+        "--iw-samples",
+        "50",
+        "--iwae",
+        "5",
+        "--gaps",
+        "--gap-steps",
+        "40",
+        "--json",
+        "--seed",
+        "4",
+        "--no-save",
+        "--device",
+        "cpu",
+    ]
     capsys.readouterr()
     assert main(argv) == 0
     first = json.loads(capsys.readouterr().out)
@@ -298,8 +353,15 @@ def test_vaekit_evaluate_json_is_reproducible_and_has_the_gaps(digits_run, capsy
     gaps = first["gaps"]
     assert gaps["refinement"]["steps"] == 40 and "criterion" in gaps["refinement"]
     assert gaps["amortisation"]["mean"] > -3 * gaps["amortisation"]["mc_stderr"]
-    assert abs(gaps["log_px"]["mean"] - gaps["elbo_encoder"]["mean"]
-               - gaps["approximation"]["mean"] - gaps["amortisation"]["mean"]) < 1e-6
+    assert (
+        abs(
+            gaps["log_px"]["mean"]
+            - gaps["elbo_encoder"]["mean"]
+            - gaps["approximation"]["mean"]
+            - gaps["amortisation"]["mean"]
+        )
+        < 1e-6
+    )
 
 
 @pytest.mark.parametrize("case", ["missing run", "wrong shape", "bad values"])

@@ -6,6 +6,7 @@ but a refusal must be one line of a documented type (a vaekit error, ValueError 
 never another exception; a checkpoint that loads must hold exactly what was saved. Examples are
 bounded so the file runs in well under a minute.
 """
+
 import io
 import struct
 
@@ -59,7 +60,11 @@ def _mutate(data: bytes, flip, over, cut, region: tuple[int, int] | None = None)
 
 small_arrays = st.builds(
     lambda n, d, dtype, seed: (np.random.default_rng(seed).normal(size=(n, d)) * 3).astype(dtype),
-    st.integers(1, 12), st.integers(1, 5), st.sampled_from(["<f4", ">f8", "<i2", "u1", "?"]), st.integers(0, 99))
+    st.integers(1, 12),
+    st.integers(1, 5),
+    st.sampled_from(["<f4", ">f8", "<i2", "u1", "?"]),
+    st.integers(0, 99),
+)
 
 
 def _npy_bytes(x) -> bytes:
@@ -103,25 +108,36 @@ def test_fuzz_npz(tmp_path, x, flip, over, cut, compressed, labels):
 
 
 # -- tables -------------------------------------------------------------------------------------------
-cells = st.one_of(st.integers(-5, 5).map(str), st.floats(allow_nan=True, allow_infinity=True).map(repr),
-                  st.sampled_from(["", "a", "b", "NA", "nan", "inf", '"q,1"', '"', "x y", "1e400", "true", "é"]))
+cells = st.one_of(
+    st.integers(-5, 5).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(repr),
+    st.sampled_from(["", "a", "b", "NA", "nan", "inf", '"q,1"', '"', "x y", "1e400", "true", "é"]),
+)
 
 
 @FUZZ
-@given(rows=st.lists(st.lists(cells, min_size=1, max_size=5), min_size=0, max_size=12), header=st.booleans(),
-       tsv=st.booleans(), tail=st.sampled_from(["", "\n", "\n\n", ",", "\r\n"]))
+@given(
+    rows=st.lists(st.lists(cells, min_size=1, max_size=5), min_size=0, max_size=12),
+    header=st.booleans(),
+    tsv=st.booleans(),
+    tail=st.sampled_from(["", "\n", "\n\n", ",", "\r\n"]),
+)
 def test_fuzz_csv_tsv(tmp_path, rows, header, tsv, tail):
     sep, name = ("\t", "f.tsv") if tsv else (",", "f.csv")
-    lines = ([sep.join(f"c{i}" for i in range(max((len(r) for r in rows), default=1)))] if header else [])
+    lines = [sep.join(f"c{i}" for i in range(max((len(r) for r in rows), default=1)))] if header else []
     lines += [sep.join(r) for r in rows]
     (tmp_path / name).write_text("\n".join(lines) + tail, encoding="utf-8")
     _read(tmp_path / name)
 
 
 @FUZZ
-@given(columns=st.integers(1, 4), values=st.lists(st.one_of(st.none(), st.text(st.sampled_from('ab ,;"\t\n1.-'),
-                                                                                max_size=6)), min_size=4, max_size=40),
-       tsv=st.booleans())
+@given(
+    columns=st.integers(1, 4),
+    values=st.lists(
+        st.one_of(st.none(), st.text(st.sampled_from('ab ,;"\t\n1.-'), max_size=6)), min_size=4, max_size=40
+    ),
+    tsv=st.booleans(),
+)
 def test_well_formed_tables_are_never_called_ragged(tmp_path, columns, values, tsv):
     """The ragged-row check must agree with a real CSV writer: quoted separators, quotes and newlines
     inside fields, and empty (missing) cells are one row each. (No lone carriage returns: pandas writes
@@ -130,8 +146,10 @@ def test_well_formed_tables_are_never_called_ragged(tmp_path, columns, values, t
 
     pd = pytest.importorskip("pandas")
     rows = len(values) // columns
-    frame = pd.DataFrame(np.array(values[: rows * columns], dtype=object).reshape(rows, columns),
-                         columns=[f"c{i}" for i in range(columns)])
+    frame = pd.DataFrame(
+        np.array(values[: rows * columns], dtype=object).reshape(rows, columns),
+        columns=[f"c{i}" for i in range(columns)],
+    )
     name = "f.tsv" if tsv else "f.csv"
     frame.to_csv(tmp_path / name, index=False, sep="\t" if tsv else ",")
     try:
@@ -196,8 +214,13 @@ def _image_bytes(fmt: str, seed: int) -> bytes:
 
 
 @FUZZ
-@given(fmt=st.sampled_from(["PNG", "BMP", "GIF", "JPEG", "TIFF", "PPM"]), seed=st.integers(0, 5), flip=flips,
-       over=overwrites, cut=cuts)
+@given(
+    fmt=st.sampled_from(["PNG", "BMP", "GIF", "JPEG", "TIFF", "PPM"]),
+    seed=st.integers(0, 5),
+    flip=flips,
+    over=overwrites,
+    cut=cuts,
+)
 def test_fuzz_image_files(tmp_path, fmt, seed, flip, over, cut):
     folder = tmp_path / "imgs"
     folder.mkdir(exist_ok=True)
@@ -216,22 +239,42 @@ def saved(tmp_path_factory):
     """A model file and a trainer file of a tiny trained model, and what loading them must give back."""
     torch.manual_seed(0)
     folder = tmp_path_factory.mktemp("ckpt")
-    model = vaekit.build_model(vaekit.ModelSpec(data_shape=(4,), latent_dim=2, hidden=(6,), activation="relu",
-                                                likelihood={"name": "gaussian", "scale": "learned"}))
+    model = vaekit.build_model(
+        vaekit.ModelSpec(
+            data_shape=(4,),
+            latent_dim=2,
+            hidden=(6,),
+            activation="relu",
+            likelihood={"name": "gaussian", "scale": "learned"},
+        )
+    )
     x = torch.randn(32, 4)
     state = vaekit.fit(model, x, x[:8], vaekit.TrainConfig(epochs=2, batch_size=16, progress=False)).state
     vaekit.save(model, folder / "m.safetensors")
     checkpoint.save_trainer(folder / "t.safetensors", model, state)
-    return {"model": (folder / "m.safetensors").read_bytes(), "trainer": (folder / "t.safetensors").read_bytes(),
-            "spec": model.spec, "weights": {k: v.clone() for k, v in model.state_dict().items()},
-            "state": _state_view(state)}
+    return {
+        "model": (folder / "m.safetensors").read_bytes(),
+        "trainer": (folder / "t.safetensors").read_bytes(),
+        "spec": model.spec,
+        "weights": {k: v.clone() for k, v in model.state_dict().items()},
+        "state": _state_view(state),
+    }
 
 
 def _state_view(state):
     tensors = {}
     skeleton = checkpoint._flatten({"o": state.optimizer, "r": state.rng, "b": state.best_weights}, "s", tensors)
-    return (repr(skeleton), state.epoch, state.step, list(state.history), state.best_epoch, state.bad_epochs,
-            repr(state.best_val), state.stopped_early, tensors)
+    return (
+        repr(skeleton),
+        state.epoch,
+        state.step,
+        list(state.history),
+        state.best_epoch,
+        state.bad_epochs,
+        repr(state.best_val),
+        state.stopped_early,
+        tensors,
+    )
 
 
 def _same_weights(a: dict, b: dict) -> bool:
@@ -261,8 +304,9 @@ def test_fuzz_model_checkpoint(tmp_path, saved, flip, over, cut, where):
     except CheckpointError as err:
         assert "m.safetensors" in str(err) and "\n" not in str(err)
         return
-    assert model.spec == saved["spec"] and _same_weights(model.state_dict(), saved["weights"]), \
+    assert model.spec == saved["spec"] and _same_weights(model.state_dict(), saved["weights"]), (
         "a damaged checkpoint loaded with changed content"
+    )
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -285,8 +329,11 @@ def test_fuzz_trainer_checkpoint(tmp_path, saved, flip, over, cut, where):
 @FUZZ
 @given(flip=flips, over=overwrites, cut=cuts, name=st.sampled_from(["config.json", "preprocessing.json"]))
 def test_fuzz_checksummed_json(tmp_path, flip, over, cut, name):
-    content = {"format_version": checkpoint.FORMAT_VERSION, "model": {"activation": "relu", "hidden": [8, 8]},
-               "columns": [{"name": "a", "kind": "numeric", "mean": 1.25, "scale": 0.5}]}
+    content = {
+        "format_version": checkpoint.FORMAT_VERSION,
+        "model": {"activation": "relu", "hidden": [8, 8]},
+        "columns": [{"name": "a", "kind": "numeric", "mean": 1.25, "scale": 0.5}],
+    }
     checkpoint.write_json(tmp_path / name, content)
     raw = (tmp_path / name).read_bytes()
     (tmp_path / name).write_bytes(_mutate(raw, flip, over, cut))

@@ -12,8 +12,9 @@ def _model(likelihood, latent_dim=3, d=6, seed=0):
     torch.manual_seed(seed)
     lik = vaekit.likelihoods.create(likelihood)
     n_out = lik.param_shape((d,))
-    return vaekit.Model(MLP(d, 2 * latent_dim, (16,)), MLP(latent_dim, n_out, (16,)), lik,
-                        latent_dim=latent_dim, data_shape=(d,))
+    return vaekit.Model(
+        MLP(d, 2 * latent_dim, (16,)), MLP(latent_dim, n_out, (16,)), lik, latent_dim=latent_dim, data_shape=(d,)
+    )
 
 
 def test_prior_quantiles_are_normal_ppf():

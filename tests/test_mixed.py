@@ -1,5 +1,6 @@
 """The mixed likelihood for tables: exact log-likelihoods per column, missing values, round trips,
 and learning on real and generated tables."""
+
 import math
 
 import numpy as np
@@ -34,12 +35,14 @@ def test_log_prob_matches_scipy_in_the_data_units():
     lik = _mixed()
     g = torch.Generator().manual_seed(0)
     params = torch.randn(4, 6, generator=g)
-    x = torch.tensor([
-        [0.5, 1, 0, 0, 1, -1.2],
-        [-1.0, 0, 1, 0, 0, 0.3],
-        [2.0, 1, 0, 1, 0, 0.0],
-        [0.1, 0, 0, 0, 1, 2.5],
-    ])
+    x = torch.tensor(
+        [
+            [0.5, 1, 0, 0, 1, -1.2],
+            [-1.0, 0, 1, 0, 0, 0.3],
+            [2.0, 1, 0, 1, 0, 0.0],
+            [0.1, 0, 0, 0, 1, 2.5],
+        ]
+    )
     got = lik.distribution(params).log_prob_columns(x).double().numpy()
     scales = lik.scales().detach().double().numpy()
     p = params.double().numpy()
@@ -156,11 +159,30 @@ def test_breast_cancer_table_learns(tmp_path):
     frame = bunch.frame.rename(columns={"target": "diagnosis"})
     path = tmp_path / "cancer.csv"
     frame.to_csv(path, index=False)
-    settings = {"data": str(path), "label_column": "diagnosis", "epochs": 150, "hidden": (64,), "latent_dim": 8,
-                "batch_size": 64, "lr": 3e-3, "warmup": 10, "out": str(tmp_path / "run"), "progress": False, "device": "cpu"}
+    settings = {
+        "data": str(path),
+        "label_column": "diagnosis",
+        "epochs": 150,
+        "hidden": (64,),
+        "latent_dim": 8,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "warmup": 10,
+        "out": str(tmp_path / "run"),
+        "progress": False,
+        "device": "cpu",
+    }
     parts = runs.load_splits(runs.data_config(runs.normalise_settings(settings)))
-    untrained = vaekit.build_model(vaekit.ModelSpec(data_shape=(30,), latent_dim=8, hidden=(64,), activation="relu",
-                                                    likelihood=parts["train"].schema.likelihood().config(), network="table"))
+    untrained = vaekit.build_model(
+        vaekit.ModelSpec(
+            data_shape=(30,),
+            latent_dim=8,
+            hidden=(64,),
+            activation="relu",
+            likelihood=parts["train"].schema.likelihood().config(),
+            network="table",
+        )
+    )
     torch.manual_seed(0)
     before = vaekit.train.evaluate_elbo(untrained, torch.as_tensor(parts["val"].x), n_samples=10)["elbo"]
     result = runs.train(settings, log=lambda m: None)
@@ -168,8 +190,10 @@ def test_breast_cancer_table_learns(tmp_path):
     raw = frame.drop(columns=["diagnosis"]).to_numpy()
     idx = vaekit.datasets.split(len(frame), (0.8, 0.1, 0.1), 0)
     baseline = _independent_baseline(raw[idx[0]], raw[idx[1]])
-    print(f"breast cancer, validation nats per example: untrained ELBO {before:.1f}, independent Gaussians "
-          f"{baseline:.1f}, trained ELBO {after:.1f}")
+    print(
+        f"breast cancer, validation nats per example: untrained ELBO {before:.1f}, independent Gaussians "
+        f"{baseline:.1f}, trained ELBO {after:.1f}"
+    )
     # untrained, the decoder predicts each standardised column's mean with scale 1: about the
     # independent-Gaussians model; trained, the correlations between the features are captured
     assert after > before + 20
@@ -186,13 +210,15 @@ def make_mixed_table(n: int, seed: int = 0, missing: float = 0.1):
     cells of a few columns are blanked at random."""
     rng = np.random.default_rng(seed)
     z = rng.normal(size=(n, 2))
-    frame = pd.DataFrame({
-        "a": 3 + 2 * z[:, 0] + 0.2 * rng.normal(size=n),
-        "b": -1 + z[:, 0] - z[:, 1] + 0.2 * rng.normal(size=n),
-        "c": 100 + 30 * z[:, 1] + 5 * rng.normal(size=n),
-        "flag": np.where(rng.random(n) < 1 / (1 + np.exp(-3 * z[:, 0])), "yes", "no"),
-        "hot": np.where(rng.random(n) < 1 / (1 + np.exp(3 * z[:, 1])), "true", "false"),
-    })
+    frame = pd.DataFrame(
+        {
+            "a": 3 + 2 * z[:, 0] + 0.2 * rng.normal(size=n),
+            "b": -1 + z[:, 0] - z[:, 1] + 0.2 * rng.normal(size=n),
+            "c": 100 + 30 * z[:, 1] + 5 * rng.normal(size=n),
+            "flag": np.where(rng.random(n) < 1 / (1 + np.exp(-3 * z[:, 0])), "yes", "no"),
+            "hot": np.where(rng.random(n) < 1 / (1 + np.exp(3 * z[:, 1])), "true", "false"),
+        }
+    )
     logits = 2.5 * np.stack([z[:, 0], -z[:, 0], z[:, 1], -z[:, 1]], 1)
     probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     cats = np.array(["north", "south", "east", "west"])
@@ -232,8 +258,18 @@ def _marginal_column_baselines(schema: Schema, x_train: np.ndarray, x_val: np.nd
 def mixed_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("mixed")
     make_mixed_table(1500).to_csv(tmp / "mixed.csv", index=False)
-    settings = {"data": str(tmp / "mixed.csv"), "epochs": 60, "hidden": (64,), "latent_dim": 2, "batch_size": 64,
-                "lr": 3e-3, "out": str(tmp / "run"), "progress": False, "device": "cpu", "val_fraction": 0.2}
+    settings = {
+        "data": str(tmp / "mixed.csv"),
+        "epochs": 60,
+        "hidden": (64,),
+        "latent_dim": 2,
+        "batch_size": 64,
+        "lr": 3e-3,
+        "out": str(tmp / "run"),
+        "progress": False,
+        "device": "cpu",
+        "val_fraction": 0.2,
+    }
     result = runs.train(settings, log=lambda m: None)
     return tmp, result
 
@@ -241,13 +277,22 @@ def mixed_run(tmp_path_factory):
 def test_generated_mixed_table_learns_each_column(mixed_run):
     tmp, result = mixed_run
     run = runs.open_run(result.run_dir)
-    assert [c["kind"] for c in run.schema.columns] == ["numeric", "numeric", "numeric", "binary", "binary", "categorical"]
+    assert [c["kind"] for c in run.schema.columns] == [
+        "numeric",
+        "numeric",
+        "numeric",
+        "binary",
+        "binary",
+        "categorical",
+    ]
     parts = runs.load_splits(run.config["data"], run.schema)
     assert np.isnan(parts["train"].x).any()  # the missing cells are there, masked
     cols = column_log_likelihoods(run.model, parts["val"].x, n_samples=20)["columns"]
     base = _marginal_column_baselines(run.schema, parts["train"].x, parts["val"].x)
-    print("per column (nats per observed value), VAE vs independent marginal:",
-          {k: (round(cols[k]["log_lik"], 3), round(base[k], 3)) for k in cols})
+    print(
+        "per column (nats per observed value), VAE vs independent marginal:",
+        {k: (round(cols[k]["log_lik"], 3), round(base[k], 3)) for k in cols},
+    )
     # every column is predicted better from the shared latent than from its own marginal
     for name in ("a", "b", "c"):
         assert cols[name]["log_lik"] > base[name] + 0.5, name
@@ -289,7 +334,9 @@ def test_imputation_beats_column_means_and_modes(mixed_run):
     acc = float((filled.loc[hide_side, "side"] == fresh.loc[hide_side, "side"]).mean())
     mode = fresh["side"].mode()[0]
     acc_mode = float((fresh.loc[hide_side, "side"] == mode).mean())
-    print(f"imputation: numeric RMSE {rmse:.3f} vs mean {rmse_mean:.3f}; category accuracy {acc:.2f} vs mode {acc_mode:.2f}")
+    print(
+        f"imputation: numeric RMSE {rmse:.3f} vs mean {rmse_mean:.3f}; category accuracy {acc:.2f} vs mode {acc_mode:.2f}"
+    )
     assert rmse < 0.5 * rmse_mean
     assert acc > acc_mode + 0.15
 

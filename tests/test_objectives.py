@@ -6,9 +6,9 @@ import torch
 from torch.distributions import Independent, Normal
 
 import vaekit
+from vaekit.objectives import kl_per_unit
 
 pytestmark = pytest.mark.usefixtures("no_grad")
-from vaekit.objectives import kl_per_unit
 
 
 def test_closed_form_kl_agrees_with_monte_carlo():
@@ -134,8 +134,9 @@ def test_kl_falls_back_to_monte_carlo_without_closed_form():
     from vaekit.nets import MLP
 
     torch.manual_seed(0)
-    model = vaekit.Model(MLP(3, 4, ()), MLP(2, 3, ()), vaekit.likelihoods.Gaussian(1.0), prior=_StudentTPrior(),
-                         data_shape=(3,))
+    model = vaekit.Model(
+        MLP(3, 4, ()), MLP(2, 3, ()), vaekit.likelihoods.Gaussian(1.0), prior=_StudentTPrior(), data_shape=(3,)
+    )
     x = torch.randn(5, 3)
     qz = model.q_z(x)
     z = qz.sample((100_000,))

@@ -1,4 +1,5 @@
 """The package's public names survive every submodule being imported (the lazy ``__init__``)."""
+
 import importlib
 import pkgutil
 import types

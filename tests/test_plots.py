@@ -1,5 +1,6 @@
 """Each figure on a small trained model: the picture's size, that it is not blank, its panels or
 tiles, and that what it draws is what the model computes."""
+
 import io
 import subprocess
 import sys
@@ -170,12 +171,18 @@ def test_2d_manifold_draws_the_decoded_grid(pinwheel, sine):
     assert len(lines) == 2 * steps  # rows and columns of the grid
     q = norm.ppf(np.linspace(0.05, 0.95, steps))
     row0 = np.stack([q, np.full(steps, q[-1])], 1).astype(np.float32)  # top row: z2 at its largest
-    np.testing.assert_allclose(lines[0].get_xydata(), pinwheel.model.decode(torch.as_tensor(row0)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        lines[0].get_xydata(), pinwheel.model.decode(torch.as_tensor(row0)).numpy(), rtol=1e-5, atol=1e-6
+    )
     fig = figures.manifold(sine.model, steps=steps)
     (ax,) = panels(fig)
     (curve,) = ax.get_lines()
-    np.testing.assert_allclose(curve.get_xydata(), sine.model.decode(torch.as_tensor(q[:, None], dtype=torch.float32)).numpy(),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        curve.get_xydata(),
+        sine.model.decode(torch.as_tensor(q[:, None], dtype=torch.float32)).numpy(),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_latent_map_2d_pca_and_tsne(pinwheel, digits4):
@@ -281,10 +288,12 @@ def test_interpolation_ends_are_the_examples(digits2, sine):
 
 
 def test_figures_leave_no_pyplot_state():
-    code = ("import numpy as np, sys; from vaekit import plots; "
-            "plots.to_png(plots.image_grid(np.random.rand(4, 9), (3, 3))); "
-            "plots.to_png(plots.kl_units(np.ones(3))); "
-            "print('matplotlib.pyplot' in sys.modules)")
+    code = (
+        "import numpy as np, sys; from vaekit import plots; "
+        "plots.to_png(plots.image_grid(np.random.rand(4, 9), (3, 3))); "
+        "plots.to_png(plots.kl_units(np.ones(3))); "
+        "print('matplotlib.pyplot' in sys.modules)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert r.stdout.strip() == "False"
 
@@ -293,8 +302,16 @@ def test_run_figures_choose_by_the_data(sine, pinwheel, digits2, digits4):
     names = lambda run: figures.choose(figures.view(run))  # noqa: E731
     assert names(sine) == ["curves", "overview", "manifold", "kl_units", "interpolation"]
     assert names(pinwheel) == ["curves", "overview", "manifold", "kl_units", "traversal", "interpolation"]
-    assert names(digits2) == ["curves", "samples", "reconstructions", "manifold", "latent", "kl_units", "traversal",
-                              "interpolation"]
+    assert names(digits2) == [
+        "curves",
+        "samples",
+        "reconstructions",
+        "manifold",
+        "latent",
+        "kl_units",
+        "traversal",
+        "interpolation",
+    ]
     assert "manifold" not in names(digits4) and "latent" in names(digits4)  # a 4-D latent: on request
     assert figures.choose(figures.view(digits4), ["manifold", "curves"]) == ["manifold", "curves"]
     with pytest.raises(ValueError, match="cannot draw 'overview' for this run: it needs 2-D data"):
@@ -360,8 +377,9 @@ def test_traverse_counts_units_from_1(digits4, tmp_path, capsys):
     for row, index in ((0, 0), (1, 3)):  # z1 is array index 0, z4 index 3
         z = np.zeros((3, 4), dtype=np.float32)
         z[:, index] = q
-        np.testing.assert_allclose(walk[row], digits4.model.decode(torch.as_tensor(z)).numpy().reshape(3, -1),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            walk[row], digits4.model.decode(torch.as_tensor(z)).numpy().reshape(3, -1), rtol=1e-5, atol=1e-6
+        )
     for units, bad in (("0,2", 0), ("2,5", 5)):
         assert main(["traverse", str(digits4.path), "--units", units, "-o", str(out), "--no-png"]) == 2
         err = capsys.readouterr().err.strip()

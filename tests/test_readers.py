@@ -1,4 +1,5 @@
 """Readers for real data: IDX files, image folders, .npy on disk, tables (CSV, Parquet)."""
+
 import gzip
 import pickle
 
@@ -30,11 +31,19 @@ def test_idx_round_trip_every_type(tmp_path, dtype, gz):
 def test_idx_header_is_mnist_layout(tmp_path):
     """Written by hand, as the MNIST page describes it: 0, 0, type 0x08, 3 dims, sizes big-endian."""
     pixels = np.arange(2 * 3 * 2, dtype=np.uint8).reshape(2, 3, 2)
-    raw = bytes([0, 0, 0x08, 3]) + (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + (2).to_bytes(4, "big") + pixels.tobytes()
+    raw = (
+        bytes([0, 0, 0x08, 3])
+        + (2).to_bytes(4, "big")
+        + (3).to_bytes(4, "big")
+        + (2).to_bytes(4, "big")
+        + pixels.tobytes()
+    )
     (tmp_path / "train-images-idx3-ubyte").write_bytes(raw)
     labels = bytes([0, 0, 0x08, 1]) + (2).to_bytes(4, "big") + bytes([7, 3])
     (tmp_path / "train-labels-idx1-ubyte").write_bytes(labels)
-    assert (tmp_path / "train-images-idx3-ubyte").read_bytes() == write_idx(tmp_path / "copy-idx3-ubyte", pixels).read_bytes()
+    assert (tmp_path / "train-images-idx3-ubyte").read_bytes() == write_idx(
+        tmp_path / "copy-idx3-ubyte", pixels
+    ).read_bytes()
     ds = datasets.load(str(tmp_path / "train-images-idx3-ubyte"))
     assert ds.x.shape == (2, 1, 3, 2) and ds.x.dtype == np.float32
     np.testing.assert_allclose(ds.x[1, 0], pixels[1] / 255.0)
@@ -179,7 +188,9 @@ def test_training_from_disk_equals_training_in_memory(tmp_path):
     for train, val in ((x[:250], x[250:]), (disk.subset(np.arange(250)), disk.subset(np.arange(250, 300)))):
         torch.manual_seed(0)
         model = vaekit.build_model(vaekit.ModelSpec(data_shape=(5,), latent_dim=2, hidden=(16,)))
-        history = vaekit.fit(model, train, val, vaekit.TrainConfig(epochs=3, batch_size=32, device="cpu", progress=False))
+        history = vaekit.fit(
+            model, train, val, vaekit.TrainConfig(epochs=3, batch_size=32, device="cpu", progress=False)
+        ).history
         weights.append((model.state_dict(), history.column("val_elbo")))
     (wa, ha), (wb, hb) = weights
     for k in wa:
@@ -219,15 +230,17 @@ def test_static_binarisation_of_pixels(tmp_path):
 
 # -- tables ---------------------------------------------------------------------------------
 def _frame():
-    return pd.DataFrame({
-        "age": [23, 35, 41, None, 52, 29],
-        "smoker": ["yes", "no", "no", "yes", None, "no"],
-        "city": ["Oslo", "Rome", "Oslo", "Lima", "Rome", None],
-        "rooms": [1, 2, 3, 2, 1, 3],
-        "ok": [True, False, True, True, False, True],
-        "same": ["x"] * 6,
-        "y": [0, 1, 0, 1, 1, 0],
-    })
+    return pd.DataFrame(
+        {
+            "age": [23, 35, 41, None, 52, 29],
+            "smoker": ["yes", "no", "no", "yes", None, "no"],
+            "city": ["Oslo", "Rome", "Oslo", "Lima", "Rome", None],
+            "rooms": [1, 2, 3, 2, 1, 3],
+            "ok": [True, False, True, True, False, True],
+            "same": ["x"] * 6,
+            "y": [0, 1, 0, 1, 1, 0],
+        }
+    )
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
@@ -237,13 +250,23 @@ def test_table_types_missing_values_and_round_trip(tmp_path, suffix):
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
     ds = datasets.load(str(path), label_column="y", categorical=["rooms"])
     kinds = {c["name"]: c["kind"] for c in ds.schema.columns}
-    assert kinds == {"age": "numeric", "smoker": "binary", "city": "categorical", "rooms": "categorical",
-                     "ok": "binary", "same": "constant"}
+    assert kinds == {
+        "age": "numeric",
+        "smoker": "binary",
+        "city": "categorical",
+        "rooms": "categorical",
+        "ok": "binary",
+        "same": "constant",
+    }
     assert ds.labels.tolist() == [0, 1, 0, 1, 1, 0]
     # numeric(1) + binary(1) + city(3) + rooms(3) + binary(1)
     assert ds.x.shape == (6, 9) and ds.schema.width == 9
     age = ds.x[:, 0]
-    assert np.isnan(age[3]) and np.nanmean(age) == pytest.approx(0, abs=1e-6) and np.nanstd(age) == pytest.approx(1, abs=1e-5)
+    assert (
+        np.isnan(age[3])
+        and np.nanmean(age) == pytest.approx(0, abs=1e-6)
+        and np.nanstd(age) == pytest.approx(1, abs=1e-5)
+    )
     assert np.isnan(ds.x[4, 1]) and np.isnan(ds.x[5, 2:5]).all()
     np.testing.assert_array_equal(ds.x[0, 2:5], [0, 1, 0])  # categories sorted: Lima, Oslo, Rome
     back = ds.schema.inverse(ds.x)
@@ -272,7 +295,9 @@ def test_headerless_numeric_csv(tmp_path):
     (tmp_path / "n.csv").write_text("1,2.5\n3,4.5\n5,0.5\n")
     ds = datasets.load(str(tmp_path / "n.csv"))
     assert ds.schema.names == ["x0", "x1"] and len(ds) == 3
-    np.testing.assert_allclose(ds.schema.inverse(ds.x)[["x0", "x1"]].to_numpy(float), [[1, 2.5], [3, 4.5], [5, 0.5]], rtol=1e-6)
+    np.testing.assert_allclose(
+        ds.schema.inverse(ds.x)[["x0", "x1"]].to_numpy(float), [[1, 2.5], [3, 4.5], [5, 0.5]], rtol=1e-6
+    )
 
 
 @pytest.mark.parametrize(
@@ -358,8 +383,13 @@ def test_arrays_too_large_for_memory_are_refused_before_allocating(tmp_path, mon
     _one_line_error(tmp_path / "x-idx3-ubyte", "reading x-idx3-ubyte \\(shape \\(100, 5, 5\\)\\) needs about 12.2 KiB")
     allocated = []
     monkeypatch.setattr(np.lib.format, "read_array", lambda *a, **k: allocated.append(1))
-    _one_line_error(tmp_path / "x.npy", "reading x.npy \\(shape \\(100, 10\\), float32\\) needs about 8.8 KiB, more than")
-    _one_line_error(tmp_path / "x.npz", "reading x.npz\\[x\\] .* needs about", )
+    _one_line_error(
+        tmp_path / "x.npy", "reading x.npy \\(shape \\(100, 10\\), float32\\) needs about 8.8 KiB, more than"
+    )
+    _one_line_error(
+        tmp_path / "x.npz",
+        "reading x.npz\\[x\\] .* needs about",
+    )
     assert not allocated
     monkeypatch.undo()
     assert datasets.load(str(tmp_path / "x.npy")).x.shape == (100, 10)
@@ -389,11 +419,17 @@ def test_broken_npz_archives(tmp_path):
     assert x.shape == (50, 8) and list(y[:3]) == [0, 1, 2]
 
 
-@pytest.mark.parametrize("content, line", [
-    ("a,b,c\n1,2,3\n4,5\n6,7,8\n", "line 3 has 2 fields, the first row has 3"),  # too few: pandas reads NaN
-    ("a,b\n1,2,\n3,4,\n", "line 2 has 3 fields, the first row has 2"),  # one too many everywhere: pandas makes an index
-    ("1,2,3\n4,5,6\n7\n", "line 3 has 1 fields"),  # headerless
-])
+@pytest.mark.parametrize(
+    "content, line",
+    [
+        ("a,b,c\n1,2,3\n4,5\n6,7,8\n", "line 3 has 2 fields, the first row has 3"),  # too few: pandas reads NaN
+        (
+            "a,b\n1,2,\n3,4,\n",
+            "line 2 has 3 fields, the first row has 2",
+        ),  # one too many everywhere: pandas makes an index
+        ("1,2,3\n4,5,6\n7\n", "line 3 has 1 fields"),  # headerless
+    ],
+)
 def test_ragged_csv_rows_are_refused(tmp_path, content, line):
     (tmp_path / "t.csv").write_text(content)
     _one_line_error(tmp_path / "t.csv", f"t.csv has ragged rows: {line}")
@@ -410,7 +446,9 @@ def test_quoted_fields_and_blank_lines_are_not_ragged(tmp_path):
 def test_bad_idx_sizes_and_broken_images(tmp_path):
     import struct
 
-    (tmp_path / "huge-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + struct.pack(">III", 2**31, 2**31, 2**31) + b"\0" * 9)
+    (tmp_path / "huge-idx3-ubyte").write_bytes(
+        bytes([0, 0, 8, 3]) + struct.pack(">III", 2**31, 2**31, 2**31) + b"\0" * 9
+    )
     _one_line_error(tmp_path / "huge-idx3-ubyte", "huge-idx3-ubyte is truncated: its header promises")
     (tmp_path / "magic-idx1-ubyte").write_bytes(bytes([1, 0, 8, 1]) + struct.pack(">I", 3) + b"abc")
     _one_line_error(tmp_path / "magic-idx1-ubyte", "is not an IDX file")
@@ -435,10 +473,12 @@ def test_cli_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path, monkeypa
     (tmp_path / "bracket.npy").write_bytes(raw.replace(b"(30, 4)", b"(30, 4 ", 1))
     np.save("complex.npy", np.ones((30, 2)) * (1 + 1j))
     (tmp_path / "short.csv").write_text("a,b,c\n1,2,3\n4,5\n6,7,8\n")
-    cases = [(["--data", "bracket.npy", "--stream", "on"], "cannot read bracket.npy: its .npy header is broken"),
-             (["--data", "bracket.npy"], "cannot read bracket.npy: its .npy header is broken"),
-             (["--data", "complex.npy"], "complex.npy holds complex numbers"),
-             (["--data", "short.csv"], "short.csv has ragged rows: line 3 has 2 fields")]
+    cases = [
+        (["--data", "bracket.npy", "--stream", "on"], "cannot read bracket.npy: its .npy header is broken"),
+        (["--data", "bracket.npy"], "cannot read bracket.npy: its .npy header is broken"),
+        (["--data", "complex.npy"], "complex.npy holds complex numbers"),
+        (["--data", "short.csv"], "short.csv has ragged rows: line 3 has 2 fields"),
+    ]
     for args, message in cases:
         capsys.readouterr()
         assert main(["train", *args, "--epochs", "1", "--no-progress", "--out", "r"]) == 2

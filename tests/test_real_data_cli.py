@@ -2,6 +2,7 @@
 are trained on with `vaekit train`, and the run's hooks (read_input, format_output, impute) give
 back encodings, samples and reconstructions of the right shapes and columns. Bad input: one line,
 exit code 2, nothing written."""
+
 import json
 
 import numpy as np
@@ -16,7 +17,19 @@ from vaekit.data.images import save_image
 from vaekit.errors import DataError
 from vaekit.tabular import impute
 
-TINY = ["--epochs", "2", "--hidden", "16", "--latent-dim", "2", "--batch-size", "16", "--no-progress", "--device", "cpu"]
+TINY = [
+    "--epochs",
+    "2",
+    "--hidden",
+    "16",
+    "--latent-dim",
+    "2",
+    "--batch-size",
+    "16",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def _config(run):
@@ -29,11 +42,29 @@ def test_idx_files_train_a_conv_vae(tmp_path, capsys):
     write_idx(tmp_path / "train-images-idx3-ubyte.gz", imgs)
     write_idx(tmp_path / "train-labels-idx1-ubyte.gz", rng.integers(0, 10, 60).astype(np.uint8))
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "train-images-idx3-ubyte.gz"), "--channels", "4,8", "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "train-images-idx3-ubyte.gz"),
+                "--channels",
+                "4,8",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     assert "network: conv" in capsys.readouterr().out
     config = _config(out)
     assert config["model"]["network"] == "conv" and config["model"]["channels"] == [4, 8]
-    assert config["model"]["likelihood"]["name"] == "continuous_bernoulli" and config["model"]["data_shape"] == [1, 9, 7]
+    assert config["model"]["likelihood"]["name"] == "continuous_bernoulli" and config["model"]["data_shape"] == [
+        1,
+        9,
+        7,
+    ]
     run = runs.open_run(out)
     data = runs.read_input(run)  # the run's own test split, labels included
     assert data.x.shape[1:] == (1, 9, 7) and data.labels is not None
@@ -58,8 +89,23 @@ def test_png_folder_with_classes_and_dynamic_binarisation(tmp_path):
         for i in range(12):
             save_image(tmp_path / "pngs" / c / f"{i}.png", rng.random((3, 10, 6)))
     out = tmp_path / "run"
-    assert main(["train", "--data", str(tmp_path / "pngs"), "--binarize", "dynamic", "--channels", "4",
-                 "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(tmp_path / "pngs"),
+                "--binarize",
+                "dynamic",
+                "--channels",
+                "4",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     config = _config(out)
     assert config["model"]["likelihood"] == {"name": "bernoulli"} and config["train"]["dynamic_binarize"]
     assert config["data"]["dynamic_binarize"] and config["model"]["data_shape"] == [3, 10, 6]
@@ -79,13 +125,15 @@ def test_png_folder_with_classes_and_dynamic_binarisation(tmp_path):
 def _table(n=120, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.normal(size=n)
-    frame = pd.DataFrame({
-        "temp": 20 + 5 * z + rng.normal(size=n),
-        "rain": np.where(z + rng.normal(size=n) > 0, "yes", "no"),
-        "sky": np.array(["clear", "cloudy", "storm"])[np.clip((z + 1.5).astype(int), 0, 2)],
-        "count": rng.poisson(3, n),
-        "station": rng.choice(["A", "B"], n),
-    })
+    frame = pd.DataFrame(
+        {
+            "temp": 20 + 5 * z + rng.normal(size=n),
+            "rain": np.where(z + rng.normal(size=n) > 0, "yes", "no"),
+            "sky": np.array(["clear", "cloudy", "storm"])[np.clip((z + 1.5).astype(int), 0, 2)],
+            "count": rng.poisson(3, n),
+            "station": rng.choice(["A", "B"], n),
+        }
+    )
     frame.loc[rng.random(n) < 0.15, "temp"] = None
     frame.loc[rng.random(n) < 0.15, "sky"] = None
     return frame
@@ -97,8 +145,23 @@ def test_tables_train_and_come_back_as_tables(tmp_path, capsys, suffix):
     frame = _table()
     frame.to_csv(path, index=False) if suffix == ".csv" else frame.to_parquet(path)
     out = tmp_path / "run"
-    assert main(["train", "--data", str(path), "--label-column", "station", "--categorical", "count",
-                 "--out", str(out), *TINY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--label-column",
+                "station",
+                "--categorical",
+                "count",
+                "--out",
+                str(out),
+                *TINY,
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "per column" in printed and "temp" in printed and "network: table" in printed
     pre = json.loads((out / "preprocessing.json").read_text())
@@ -194,8 +257,14 @@ def bad_inputs(tmp_path):
         (["--data", "t.csv", "--likelihood", "gaussian"], "a table is modelled column by column"),
         (["--data", "t.csv", "--label-column", "c"], "--label-column 'c' is not a column"),
         (["--data", "grey.npy", "--label-column", "c"], "do not apply to grey.npy"),
-        (["--data", "sine", "--categorical", "a"], "setting categorical=('a',) is not allowed for data 'sine': it applies to tables"),
-        (["--data", "sine", "--binarize"], "setting binarize='static' is not allowed for data 'sine': it applies to images"),
+        (
+            ["--data", "sine", "--categorical", "a"],
+            "setting categorical=('a',) is not allowed for data 'sine': it applies to tables",
+        ),
+        (
+            ["--data", "sine", "--binarize"],
+            "setting binarize='static' is not allowed for data 'sine': it applies to images",
+        ),
         (["--data", "t.csv", "--binarize", "dynamic"], "binarize='dynamic' needs data in [0, 1]"),
     ],
 )

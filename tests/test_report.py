@@ -1,5 +1,6 @@
 """The self-contained report: its content, that it references nothing outside itself, and that
 headless Chromium renders it (all images loaded, no errors, fits a phone) to a non-blank page."""
+
 import base64
 import html
 import io
@@ -24,8 +25,24 @@ def written(tmp_path_factory):
     src = trained_run("pinwheel", tmp_path_factory.getbasetemp())
     path = tmp_path_factory.mktemp("report") / "run"
     shutil.copytree(src, path)
-    assert main(["evaluate", str(path), "--iw-samples", "50", "--iwae", "5", "--elbo-samples", "4", "--gaps",
-                 "--gap-steps", "10"]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(path),
+                "--iw-samples",
+                "50",
+                "--iwae",
+                "5",
+                "--elbo-samples",
+                "4",
+                "--gaps",
+                "--gap-steps",
+                "10",
+            ]
+        )
+        == 0
+    )
     metrics = read_json(path / "metrics.json")
     run = runs.open_run(path)
     pngs = figures.render(run)
@@ -35,8 +52,11 @@ def written(tmp_path_factory):
 
 def cards_of(text):
     """(name, value, note) of each headline card, as the reader sees them."""
-    found = re.findall(r'<div class="card"><div class="k">(.*?)</div><div class="v[^"]*">(.*?)</div>'
-                       r'(?:<div class="k">(.*?)</div>)?</div>', text)
+    found = re.findall(
+        r'<div class="card"><div class="k">(.*?)</div><div class="v[^"]*">(.*?)</div>'
+        r'(?:<div class="k">(.*?)</div>)?</div>',
+        text,
+    )
     return [tuple(html.unescape(part) for part in card) for card in found]
 
 
@@ -66,11 +86,22 @@ def test_report_holds_config_history_metrics_and_figures(written):
     for value in (metrics["train"]["elbo"], metrics["val"]["elbo"], metrics["train"]["kl"]):
         assert f"{value:.4f}" in text
     ev = metrics["evaluate"]
-    for value in (ev["log_px"]["mean"], ev["log_px"]["mc_stderr"], ev["iwae"]["5"]["mean"], ev["elbo"]["mean"],
-                  ev["gaps"]["amortisation"]["mean"], ev["kl_per_unit"]["mean"][1]):
+    for value in (
+        ev["log_px"]["mean"],
+        ev["log_px"]["mc_stderr"],
+        ev["iwae"]["5"]["mean"],
+        ev["elbo"]["mean"],
+        ev["gaps"]["amortisation"]["mean"],
+        ev["kl_per_unit"]["mean"][1],
+    ):
         assert report.fmt(value) in text
     assert "importance sampling with q(z|x) as proposal, k=50" in text
-    for heading in ("Log-likelihood and bounds", "Latent units", "Inference gaps (Cremer et al. 2018)", "At the end of training"):
+    for heading in (
+        "Log-likelihood and bounds",
+        "Latent units",
+        "Inference gaps (Cremer et al. 2018)",
+        "At the end of training",
+    ):
         assert f"<h3>{heading}</h3>" in text
     assert "test.log_px" not in text and "log_px.mean" not in text  # no flattened dotted keys
     assert ">latent_dim<" in text and ">beta<" in text and ">0.2500<" in text
@@ -84,7 +115,9 @@ def test_headline_cards_hold_log_px_and_elbo(written):
     ev = metrics["evaluate"]
     (name, value, note), (name2, value2, note2) = cards_of(text)[:2]
     assert name == "log p(x) (nats)" and value == report.fmt(ev["log_px"]["mean"])
-    assert "importance sampling" in note and "k=50" in note and f"MC s.e. {report.fmt(ev['log_px']['mc_stderr'])}" in note
+    assert (
+        "importance sampling" in note and "k=50" in note and f"MC s.e. {report.fmt(ev['log_px']['mc_stderr'])}" in note
+    )
     assert name2 == "ELBO (nats)" and value2 == report.fmt(ev["elbo"]["mean"]) and "4-sample Monte Carlo" in note2
     assert ("active units", f"{ev['active_units']['count']} of 2", "Var_x E_q[z_j|x] > 0.01") in cards_of(text)
     # one row per latent unit, numbered from 1 as everywhere
@@ -93,8 +126,10 @@ def test_headline_cards_hold_log_px_and_elbo(written):
     # before 'vaekit evaluate' the cards show the ELBO at the end of training
     before = {k: v for k, v in metrics.items() if k != "evaluate"}
     plain = report.build(run, {}, metrics=before, summary={})
-    assert [c[:2] for c in cards_of(plain)[:2]] == [("val ELBO (nats)", report.fmt(before["val"]["elbo"])),
-                                                   ("train ELBO (nats)", report.fmt(before["train"]["elbo"]))]
+    assert [c[:2] for c in cards_of(plain)[:2]] == [
+        ("val ELBO (nats)", report.fmt(before["val"]["elbo"])),
+        ("train ELBO (nats)", report.fmt(before["train"]["elbo"])),
+    ]
 
 
 def test_an_evaluate_block_of_another_shape_is_shown_not_lost(written):
@@ -161,15 +196,30 @@ FRAME = """<!DOCTYPE html><html><head><meta charset="utf-8"><style>body{{margin:
 
 
 def _browser(binary, tmp_path, *args, timeout=180):
-    cmd = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-           "--disable-background-networking", "--disable-component-update", "--disable-sync",
-           "--disable-dev-shm-usage", "--hide-scrollbars", "--host-resolver-rules=MAP * ~NOTFOUND",
-           f"--user-data-dir={tmp_path / 'profile'}", *args]
+    cmd = [
+        binary,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        "--hide-scrollbars",
+        "--host-resolver-rules=MAP * ~NOTFOUND",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        *args,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium binary on PATH (chromium, chromium-browser or google-chrome); "
-                    "install Debian's 'chromium' package to run this test (.ci/run does)")
+@pytest.mark.skipif(
+    _chromium() is None,
+    reason="no Chromium binary on PATH (chromium, chromium-browser or google-chrome); "
+    "install Debian's 'chromium' package to run this test (.ci/run does)",
+)
 @pytest.mark.parametrize("width", [390, 1280])  # a phone, a wide screen
 def test_chromium_renders_the_report(written, tmp_path, width):
     binary = _chromium()
@@ -178,8 +228,14 @@ def test_chromium_renders_the_report(written, tmp_path, width):
     checked.write_text(text.replace("<head>", "<head>" + CHECK, 1))
     frame = tmp_path / "frame.html"
     frame.write_text(FRAME.format(src=checked.as_uri(), width=width, height=900))
-    r = _browser(binary, tmp_path, "--dump-dom", "--virtual-time-budget=10000", f"--window-size={max(width, 800)},900",
-                 frame.as_uri())
+    r = _browser(
+        binary,
+        tmp_path,
+        "--dump-dom",
+        "--virtual-time-budget=10000",
+        f"--window-size={max(width, 800)},900",
+        frame.as_uri(),
+    )
     match = re.search(r'data-check="([^"]*)"', r.stdout)
     assert match, f"the page did not finish loading: {r.stderr[-2000:]}"
     result = json.loads(html.unescape(match.group(1)))
@@ -188,8 +244,13 @@ def test_chromium_renders_the_report(written, tmp_path, width):
     assert result["scrollWidth"] <= width and result["widest"] <= width + 1  # nothing wider than the screen
     assert result["clipped"] == [] and result["hidden"] == []
     ev = written[4]["evaluate"]
-    assert result["cards"] == [["log p(x) (nats)", report.fmt(ev["log_px"]["mean"])], ["ELBO (nats)", report.fmt(ev["elbo"]["mean"])]]
-    assert result["metricsHeight"] < (3600 if width < 600 else 2000), result["metricsHeight"]  # grouped, not one long list
+    assert result["cards"] == [
+        ["log p(x) (nats)", report.fmt(ev["log_px"]["mean"])],
+        ["ELBO (nats)", report.fmt(ev["elbo"]["mean"])],
+    ]
+    assert result["metricsHeight"] < (3600 if width < 600 else 2000), result[
+        "metricsHeight"
+    ]  # grouped, not one long list
 
     # the report itself (no test script), at the same width, as a picture
     frame.write_text(FRAME.format(src=out.as_uri(), width=width, height=2400))
@@ -207,11 +268,31 @@ def test_chromium_renders_the_report(written, tmp_path, width):
 
 def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--data", "sine", "--epochs", "2", "--latent-dim", "1", "--hidden", "8", "--out", "r",
-                 "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                "sine",
+                "--epochs",
+                "2",
+                "--latent-dim",
+                "1",
+                "--hidden",
+                "8",
+                "--out",
+                "r",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    match = re.fullmatch(r"time: train ([\d.]+) s, data \+ setup \+ final metrics ([\d.]+) s, figures ([\d.]+) s "
-                         r"\((.*)\), report ([\d.]+) s", last)
+    match = re.fullmatch(
+        r"time: train ([\d.]+) s, data \+ setup \+ final metrics ([\d.]+) s, figures ([\d.]+) s "
+        r"\((.*)\), report ([\d.]+) s",
+        last,
+    )
     assert match, last
     per_figure = dict(part.split(" ") for part in match.group(4).split(", "))
     assert set(per_figure) <= set(figures.KINDS) and len(per_figure) == 4  # the four slowest of the figures drawn

@@ -1,10 +1,11 @@
 """RunFolder: the one place run folders are created, locked, written and read."""
+
+import datetime as dt
 import json
 import os
 import subprocess
 import sys
 import threading
-import datetime as dt
 
 import numpy as np
 import pytest
@@ -48,15 +49,20 @@ def test_two_concurrent_train_processes_on_one_out(tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     out = tmp_path / "shared"
     cmd = [sys.executable, "-m", "vaekit", "train", *TINY, "--epochs", "3", "--out", str(out)]
-    procs = [subprocess.Popen(cmd + ["--latent-dim", str(k)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for k in (1, 2)]
+    procs = [
+        subprocess.Popen(
+            cmd + ["--latent-dim", str(k)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for k in (1, 2)
+    ]
     results = [(p.wait(timeout=600), *p.communicate()) for p in procs]
     codes = [r[0] for r in results]
     assert sorted(codes) == [0, 2], results
     winner = codes.index(0) + 1  # its latent_dim
     loser_err = results[codes.index(2)][2].strip()
-    assert "\n" not in loser_err and ("in use by another vaekit process" in loser_err
-                                      or "exists and is not empty" in loser_err), loser_err
+    assert "\n" not in loser_err and (
+        "in use by another vaekit process" in loser_err or "exists and is not empty" in loser_err
+    ), loser_err
     # the winner's folder is all the winner's: settings, weights and history agree
     config = json.loads((out / "config.json").read_text())
     assert config["model"]["latent_dim"] == winner

@@ -1,16 +1,16 @@
 """The lean training path: direct likelihood formulas, device-side metrics, thread settings,
 torch.compile fallback and bf16 autocast."""
+
 import os
 import warnings
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 import vaekit
 from vaekit import TrainConfig, fit, likelihoods, objectives
-from vaekit.train import cpu_threads, evaluate_elbo
+from vaekit.train import evaluate_elbo
 
 
 def _data_for(lik, batch, event, gen):
@@ -54,7 +54,9 @@ def test_direct_log_prob_is_the_distributions_log_prob(make, event):
 
 def test_model_log_px_z_matches_p_x():
     torch.manual_seed(0)
-    model = vaekit.build_model(vaekit.ModelSpec(data_shape=(8,), latent_dim=3, hidden=(16,), likelihood={"name": "bernoulli"}))
+    model = vaekit.build_model(
+        vaekit.ModelSpec(data_shape=(8,), latent_dim=3, hidden=(16,), likelihood={"name": "bernoulli"})
+    )
     x = (torch.rand(5, 8) > 0.5).float()
     z = torch.randn(2, 5, 3)
     assert torch.equal(model.log_px_z(z, x), model.p_x(z).log_prob(x))
@@ -67,7 +69,9 @@ def test_unbound_likelihood_refuses():
 
 def _digits_model(seed=0):
     torch.manual_seed(seed)
-    spec = vaekit.ModelSpec(data_shape=(64,), latent_dim=4, hidden=(64,), activation="relu", likelihood={"name": "bernoulli"})
+    spec = vaekit.ModelSpec(
+        data_shape=(64,), latent_dim=4, hidden=(64,), activation="relu", likelihood={"name": "bernoulli"}
+    )
     return vaekit.build_model(spec)
 
 
@@ -76,7 +80,7 @@ def test_epoch_metrics_are_example_averages_of_the_batch_terms(tiny_digits):
     # independent evaluation of the same bound (closed-form KL, averaged over examples)
     train, _ = tiny_digits
     model = _digits_model()
-    h = fit(model, train, config=TrainConfig(epochs=1, batch_size=64, lr=1e-9, progress=False))
+    h = fit(model, train, config=TrainConfig(epochs=1, batch_size=64, lr=1e-9, progress=False)).history
     torch.manual_seed(5)
     independent = evaluate_elbo(model, torch.as_tensor(train), n_samples=200)
     assert abs(h.last["train_elbo"] - independent["elbo"]) < 0.15
@@ -84,26 +88,19 @@ def test_epoch_metrics_are_example_averages_of_the_batch_terms(tiny_digits):
     assert h.last["train_elbo"] == pytest.approx(h.last["train_log_px_z"] - h.last["train_kl"], abs=1e-4)
 
 
-def test_cpu_threads_small_steps_use_one_thread_and_restore(monkeypatch):
+def test_explicit_threads_are_taken_and_restored(monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     before = torch.get_num_threads()
-    cpu = torch.device("cpu")
     try:
         torch.set_num_threads(2)
-        with cpu_threads(0, nn.Linear(4, 4), 32, cpu) as n:
-            assert n == 1 == torch.get_num_threads()
+        result = fit(
+            _digits_model(), np.zeros((20, 64), np.float32), config=TrainConfig(epochs=1, threads=1, progress=False)
+        )
+        assert result.threads == 1 == result.history.last["threads"]
         assert torch.get_num_threads() == 2
-        with cpu_threads(3, nn.Linear(4, 4), 32, cpu) as n:
-            assert n == 3
-        assert torch.get_num_threads() == 2
-        big = nn.Linear(1024, 1024)  # 1M parameters x 128 examples: torch's default stays
-        with cpu_threads(0, big, 128, cpu) as n:
-            assert n == 2
         monkeypatch.setenv("OMP_NUM_THREADS", "2")  # a launcher's (torchrun's) choice is kept
-        with cpu_threads(0, nn.Linear(4, 4), 32, cpu) as n:
-            assert n == 2
-        fit(_digits_model(), np.zeros((20, 64), np.float32), config=TrainConfig(epochs=1, threads=1, progress=False))
-        assert torch.get_num_threads() == 2
+        result = fit(_digits_model(), np.zeros((20, 64), np.float32), config=TrainConfig(epochs=1, progress=False))
+        assert result.threads == 2
     finally:
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="threads"):
@@ -114,17 +111,20 @@ def test_compile_that_fails_falls_back_to_identical_eager_training(tiny_digits, 
     train, val = tiny_digits
     cfg = TrainConfig(epochs=2, batch_size=64, progress=False)
     eager = _digits_model()
-    h_eager = fit(eager, train, val, cfg)
+    h_eager = fit(eager, train, val, cfg).history
 
     def lazily_broken(module, *args, **kwargs):
         def call(*a, **k):
             raise RuntimeError("InductorError: no working C++ compiler\nlong traceback")
+
         return call
 
     monkeypatch.setattr(torch, "compile", lazily_broken)
     fallback = _digits_model()
     with pytest.warns(UserWarning, match="torch.compile failed .*no working C\\+\\+ compiler.*without it"):
-        h_fallback = fit(fallback, train, val, TrainConfig(epochs=2, batch_size=64, progress=False, compile=True))
+        h_fallback = fit(
+            fallback, train, val, TrainConfig(epochs=2, batch_size=64, progress=False, compile=True)
+        ).history
     for k, v in eager.state_dict().items():
         assert torch.equal(v, fallback.state_dict()[k]), k
     assert h_fallback.column("val_elbo") == h_eager.column("val_elbo")
@@ -138,16 +138,22 @@ def test_compile_that_fails_falls_back_to_identical_eager_training(tiny_digits, 
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("VAEKIT_TEST_COMPILE"),
-                    reason="compiling takes minutes on a busy CPU; set VAEKIT_TEST_COMPILE=1 to run it")
+@pytest.mark.skipif(
+    not os.environ.get("VAEKIT_TEST_COMPILE"),
+    reason="compiling takes minutes on a busy CPU; set VAEKIT_TEST_COMPILE=1 to run it",
+)
 def test_compiled_training_matches_eager(tiny_digits):
     train, val = tiny_digits
     a, b = _digits_model(), _digits_model()
-    h_a = fit(a, train, val, TrainConfig(epochs=3, batch_size=64, progress=False))
+    h_a = fit(a, train, val, TrainConfig(epochs=3, batch_size=64, progress=False)).history
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        h_b = fit(b, train, val, TrainConfig(epochs=3, batch_size=64, progress=False, compile=True))
-    fallbacks = [str(w.message) for w in caught if str(w.message).startswith(("torch.compile failed", "torch.compile is unavailable"))]
+        h_b = fit(b, train, val, TrainConfig(epochs=3, batch_size=64, progress=False, compile=True)).history
+    fallbacks = [
+        str(w.message)
+        for w in caught
+        if str(w.message).startswith(("torch.compile failed", "torch.compile is unavailable"))
+    ]
     assert not fallbacks, fallbacks  # it really compiled
     assert abs(h_a.last["val_elbo"] - h_b.last["val_elbo"]) < 0.5
 
@@ -172,8 +178,8 @@ def test_bf16_autocast_keeps_posterior_likelihood_and_kl_in_float32():
 def test_bf16_training_learns_close_to_float32(tiny_digits):
     train, val = tiny_digits
     cfg = dict(epochs=15, batch_size=64, lr=3e-3, progress=False)
-    h32 = fit(_digits_model(), train, val, TrainConfig(**cfg))
-    h16 = fit(_digits_model(), train, val, TrainConfig(**cfg, amp="bf16"))
+    h32 = fit(_digits_model(), train, val, TrainConfig(**cfg)).history
+    h16 = fit(_digits_model(), train, val, TrainConfig(**cfg, amp="bf16")).history
     assert all(np.isfinite(h16.column("val_elbo")))
     assert h16.last["val_elbo"] > h16[0]["val_elbo"] + 5
     assert abs(h16.last["val_elbo"] - h32.last["val_elbo"]) < 1.5, (h16.last["val_elbo"], h32.last["val_elbo"])
@@ -185,8 +191,21 @@ def test_cli_speed_flags_reach_the_run_config(tmp_path, monkeypatch, capsys):
     from vaekit.cli import main
 
     monkeypatch.chdir(tmp_path)
-    args = ["train", "--data", "digits", "--binarize", "--epochs", "2", "--hidden", "16", "--latent-dim", "2",
-            "--no-progress", "--out", "r"]
+    args = [
+        "train",
+        "--data",
+        "digits",
+        "--binarize",
+        "--epochs",
+        "2",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "2",
+        "--no-progress",
+        "--out",
+        "r",
+    ]
     assert main([*args, "--amp", "bf16", "--threads", "1"]) == 0
     import json
 
@@ -197,7 +216,9 @@ def test_cli_speed_flags_reach_the_run_config(tmp_path, monkeypatch, capsys):
     with pytest.raises(SystemExit) as err:  # argparse: not one of the choices
         main([*args[:-1], "r2", "--amp", "fp16"])
     assert err.value.code == 2
-    assert main([*args[:-1], "r3", "--threads", "-2"]) == 2
+    with pytest.raises(SystemExit) as err:  # a bad value is a usage error: exit code 2, one line
+        main([*args[:-1], "r3", "--threads", "-2"])
+    assert err.value.code == 2
     assert "threads" in capsys.readouterr().err
     assert not (tmp_path / "r3").exists()
 
@@ -213,7 +234,10 @@ def test_standard_normal_prior_shortcuts_are_torchs_normal_bit_for_bit():
     general = Normal(torch.zeros(5), torch.ones(5))
     fast, reference = kl_divergence(q, prior().base_dist), kl_divergence(q, general)
     assert torch.equal(fast, reference)
-    for a, b in zip(torch.autograd.grad(fast.sum(), [mu, log_s], retain_graph=True), torch.autograd.grad(reference.sum(), [mu, log_s])):
+    for a, b in zip(
+        torch.autograd.grad(fast.sum(), [mu, log_s], retain_graph=True),
+        torch.autograd.grad(reference.sum(), [mu, log_s]),
+    ):
         assert torch.equal(a, b)
     z = torch.randn(3, 7, 5, generator=gen)
     assert torch.equal(prior().log_prob(z), torch.distributions.Independent(general, 1).log_prob(z))

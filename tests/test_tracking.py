@@ -132,7 +132,7 @@ def test_fit_callbacks_log_every_epoch_as_it_ends(tmp_path):
         x[:16],
         TrainConfig(epochs=3, batch_size=32, progress=False),
         callbacks=[board, flow, lambda m, state: seen.append(len(state.history))],
-    )
+    ).history
     board.finish(params={"lr": 1e-3, "hidden": (8,)})
     flow.finish(params={"lr": 1e-3})
     assert seen == [1, 2, 3]

@@ -1,5 +1,6 @@
 """Priors, posteriors, two stochastic layers and the conditional VAE: each against a closed form or
 an independent computation, each through evaluate, log_marginal and checkpoints."""
+
 import math
 
 import numpy as np
@@ -13,12 +14,19 @@ from vaekit import checkpoint, objectives
 from vaekit.evaluation import GapConfig, evaluate
 from vaekit.posteriors import IAF, Diagonal, FullCovariance, draw
 from vaekit.priors import MixtureOfGaussians, StandardNormal
-from vaekit.spec import ModelSpec, build_model
+from vaekit.spec import ModelSpec, build_model, iaf_steps
 from vaekit.train import TrainConfig, fit
 
-VARIANTS = [dict(), dict(prior="mog", n_components=3), dict(prior="vamp", n_components=4), dict(posterior="full"),
-            dict(posterior="iaf", iaf_steps=2), dict(layers=2, top_dim=2), dict(condition_dim=3),
-            dict(condition_dim=3, conditional_prior=True, posterior="iaf")]
+VARIANTS = [
+    dict(),
+    dict(prior="mog", n_components=3),
+    dict(prior="vamp", n_components=4),
+    dict(posterior="full"),
+    dict(posterior="iaf", iaf_steps=2),
+    dict(layers=2, top_dim=2),
+    dict(condition_dim=3),
+    dict(condition_dim=3, conditional_prior=True, posterior="iaf"),
+]
 
 
 def _spec(**kw):
@@ -86,7 +94,7 @@ def test_vamp_prior_is_the_mixture_of_posteriors_at_pseudo_inputs():
 # -- posteriors ---------------------------------------------------------------------------
 def test_iaf_with_zero_initialised_steps_equals_the_diagonal_gaussian():
     h = torch.randn(6, 9)
-    iaf, diag = IAF(3, steps=3)(h), Diagonal(3)(h[:, :6])
+    iaf, diag = IAF(3, iaf_steps(3, 3))(h), Diagonal(3)(h[:, :6])
     eps = torch.randn(4, 6, 3)
     z_iaf, log_q = draw(iaf, noise=eps)
     torch.testing.assert_close(z_iaf, diag.from_noise(eps))
@@ -97,7 +105,7 @@ def test_iaf_with_zero_initialised_steps_equals_the_diagonal_gaussian():
 
 def test_iaf_log_prob_is_the_change_of_variables_and_inverts_its_draws():
     torch.manual_seed(0)
-    posterior = _perturb(IAF(3, steps=2))
+    posterior = _perturb(IAF(3, iaf_steps(3, 2)))
     h = torch.randn(1, 9)
     q = posterior(h)
     eps = torch.randn(1, 3)
@@ -109,7 +117,9 @@ def test_iaf_log_prob_is_the_change_of_variables_and_inverts_its_draws():
 
 
 def test_full_covariance_log_prob_matches_torch_multivariate_normal():
-    h = torch.randn(5, FullCovariance(3).n_params(), dtype=torch.float64)  # 3 means, 3 log-diagonals, 3 below the diagonal
+    h = torch.randn(
+        5, FullCovariance(3).n_params(), dtype=torch.float64
+    )  # 3 means, 3 log-diagonals, 3 below the diagonal
     q = FullCovariance(3)(h)
     L = q.scale_tril
     assert torch.equal(L, L.tril()) and bool((L.diagonal(dim1=-2, dim2=-1) > 0).all())
@@ -144,8 +154,14 @@ def _correlated_posterior_model(lg, family):
             encoder.bias[2 * lg.h :] = L[rows, cols]
         else:
             encoder.bias[lg.h :] = -0.5 * (M / lg.sigma**2).diagonal().log()
-    model = vaekit.Model(encoder, decoder, vaekit.likelihoods.Gaussian(lg.sigma), posterior=posterior,
-                         latent_dim=lg.h, data_shape=(lg.d,))
+    model = vaekit.Model(
+        encoder,
+        decoder,
+        vaekit.likelihoods.Gaussian(lg.sigma),
+        posterior=posterior,
+        latent_dim=lg.h,
+        data_shape=(lg.d,),
+    )
     return model, cov
 
 
@@ -181,8 +197,9 @@ def _linear_two_layer(seed=0):
     """layers=2 with linear networks and z1's prior scale fixed: a linear-Gaussian model,
     z2 ~ N(0, I), z1 ~ N(A z2 + a, diag s^2), x ~ N(W z1 + b, sigma^2 I)."""
     torch.manual_seed(seed)
-    spec = ModelSpec(data_shape=(4,), latent_dim=2, top_dim=1, layers=2, hidden=(),
-                     likelihood={"name": "gaussian", "scale": 0.5})
+    spec = ModelSpec(
+        data_shape=(4,), latent_dim=2, top_dim=1, layers=2, hidden=(), likelihood={"name": "gaussian", "scale": 0.5}
+    )
     model = build_model(spec)
     lower = model.prior.lower.net[0]
     with torch.no_grad():
@@ -217,9 +234,10 @@ def test_two_layer_bounds_are_ordered_below_the_exact_log_likelihood():
         iwae = {k: objectives.log_marginal(model, x, k=k).log_px.mean().item() for k in (5, 50, 5000)}
     assert elbo < iwae[5] < iwae[50] < iwae[5000] <= exact + 0.02
     assert exact - iwae[5000] < 0.2 * (exact - elbo)  # IWAE_k approaches log p(x) as k grows
-    # encode gives the top layer by default, z1 or both on request
-    assert model.encode(x).shape == (64, 1)
-    assert model.encode(x, layer="bottom").shape == (64, 2) and model.encode(x, layer="all").shape == (64, 3)
+    # encode gives (z1, z2) by default (what decode takes), the top layer z2 or z1 on request
+    assert model.encode(x).shape == (64, 3) and model.decode(model.encode(x)).shape == (64, 4)
+    assert model.encode(x, layer="top").shape == (64, 1) and model.encode(x, layer="bottom").shape == (64, 2)
+    torch.testing.assert_close(model.encode(x, layer="top"), model.encode(x)[:, 2:])
 
 
 def test_two_layer_log_marginal_converges_to_exact():
@@ -239,8 +257,9 @@ def test_conditional_samples_are_recognised_by_a_digit_classifier():
 
     digits = load_digits()
     x, y = (digits.data / 16 > 0.5).astype(np.float32), digits.target
-    model = build_model(ModelSpec(data_shape=(64,), latent_dim=8, hidden=(128,), likelihood="bernoulli",
-                                  condition_dim=10))
+    model = build_model(
+        ModelSpec(data_shape=(64,), latent_dim=8, hidden=(128,), likelihood="bernoulli", condition_dim=10)
+    )
     fit(model, x, config=TrainConfig(epochs=25, batch_size=64, lr=3e-3, seed=0, progress=False), condition=y)
     classifier = LogisticRegression(max_iter=2000).fit(x, y)
     labels = np.repeat(np.arange(10), 20)
@@ -286,7 +305,9 @@ def test_variant_trains_evaluates_and_round_trips(kw, tmp_path):
     model = build_model(spec)
     x, c = _data()
     cond = dict(condition=c.numpy()) if spec.condition_dim else {}
-    history = fit(model, x.numpy(), config=TrainConfig(epochs=2, batch_size=20, iw_samples=3, progress=False), **cond)
+    history = fit(
+        model, x.numpy(), config=TrainConfig(epochs=2, batch_size=20, iw_samples=3, progress=False), **cond
+    ).history
     assert all(math.isfinite(r["train_elbo"]) for r in history)
     path = checkpoint.save(model, tmp_path / "m.safetensors")
     loaded = checkpoint.load(path)
@@ -330,22 +351,25 @@ def test_resume_of_a_variant_continues_exactly(tmp_path):
 
 
 # -- the spec: fields, checks, conflicts ---------------------------------------------------------
-@pytest.mark.parametrize("kw, message", [
-    (dict(prior="laplace"), "setting prior='laplace' is not allowed: expected one of normal, mog, vamp"),
-    (dict(posterior="flow"), "setting posterior='flow' is not allowed: expected one of diagonal, full, iaf"),
-    (dict(layers=3), "setting layers=3 is not allowed"),
-    (dict(n_components=5), "n_components=5 applies only to prior mog or vamp"),
-    (dict(prior="mog", n_components=0), "setting n_components=0 is not allowed"),
-    (dict(iaf_steps=2), "iaf_steps=2 applies only to posterior iaf"),
-    (dict(top_dim=2), "top_dim=2 applies only to layers 2"),
-    (dict(layers=2, prior="vamp"), "layers=2 conflicts with prior='vamp'"),
-    (dict(layers=2, posterior="iaf"), "layers=2 conflicts with posterior='iaf'"),
-    (dict(layers=2, condition_dim=3), "layers=2 conflicts with condition_dim=3"),
-    (dict(prior="vamp", posterior="full"), "prior='vamp' conflicts with posterior='full'"),
-    (dict(conditional_prior=True), "conditional_prior=True needs a conditional model"),
-    (dict(condition_dim=3, prior="mog"), "condition_dim=3 conflicts with prior='mog'"),
-    (dict(condition_dim=-1), "setting condition_dim=-1 is not allowed"),
-])
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        (dict(prior="laplace"), "setting prior='laplace' is not allowed: expected one of normal, mog, vamp"),
+        (dict(posterior="flow"), "setting posterior='flow' is not allowed: expected one of diagonal, full, iaf"),
+        (dict(layers=3), "setting layers=3 is not allowed"),
+        (dict(n_components=5), "n_components=5 applies only to prior mog or vamp"),
+        (dict(prior="mog", n_components=0), "setting n_components=0 is not allowed"),
+        (dict(iaf_steps=2), "iaf_steps=2 applies only to posterior iaf"),
+        (dict(top_dim=2), "top_dim=2 applies only to layers 2"),
+        (dict(layers=2, prior="vamp"), "layers=2 conflicts with prior='vamp'"),
+        (dict(layers=2, posterior="iaf"), "layers=2 conflicts with posterior='iaf'"),
+        (dict(layers=2, condition_dim=3), "layers=2 conflicts with condition_dim=3"),
+        (dict(prior="vamp", posterior="full"), "prior='vamp' conflicts with posterior='full'"),
+        (dict(conditional_prior=True), "conditional_prior=True needs a conditional model"),
+        (dict(condition_dim=3, prior="mog"), "condition_dim=3 conflicts with prior='mog'"),
+        (dict(condition_dim=-1), "setting condition_dim=-1 is not allowed"),
+    ],
+)
 def test_spec_refuses_invalid_and_conflicting_variants(kw, message):
     with pytest.raises(ValueError, match=message):
         _spec(**kw)
@@ -380,3 +404,47 @@ def test_user_prior_without_arguments_still_works(linear_gaussian):
     model = linear_gaussian.model()
     model.prior = Shifted()
     assert objectives.elbo(model, linear_gaussian.sample(4)).elbo.shape == (4,)
+
+
+# -- the command line: flags from the ModelSpec fields --------------------------------------------
+def _cli(*argv):
+    from vaekit.cli import main
+
+    try:
+        return main(list(argv))
+    except SystemExit as e:
+        return e.code
+
+
+def test_cli_trains_and_resumes_a_variant_and_refuses_a_conflict(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    common = [
+        "train",
+        "--data",
+        "digits",
+        "--binarize",
+        "--hidden",
+        "16",
+        "--latent-dim",
+        "3",
+        "--no-progress",
+        "--no-figures",
+        "--posterior",
+        "iaf",
+        "--prior",
+        "mog",
+        "--n-components",
+        "3",
+    ]
+    assert _cli(*common, "--epochs", "3", "--out", "a") == 0
+    assert _cli(*common, "--epochs", "2", "--out", "b") == 0
+    assert _cli("train", "--resume", "b", "--epochs", "3", "--no-progress", "--no-figures") == 0
+    a, b = vaekit.load(tmp_path / "a"), vaekit.load(tmp_path / "b")
+    assert a.spec.posterior == "iaf" and a.spec.prior == "mog" and a.spec.n_components == 3
+    for key, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[key]), key
+    capsys.readouterr()
+    assert _cli("train", "--layers", "2", "--posterior", "full", "--epochs", "1", "--out", "c") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "layers=2 conflicts with posterior='full'" in err[0]
+    assert not (tmp_path / "c").exists()

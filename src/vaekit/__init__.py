@@ -3,6 +3,7 @@
 ``import vaekit`` is light: the names below are loaded from their modules on first use (PEP 562),
 so the command line and scripts that need one piece do not pay for torch and scikit-learn up front.
 """
+
 from __future__ import annotations
 
 import importlib

@@ -22,6 +22,7 @@ example's score is then a function of that example alone (the same in any batch,
 order), and differences between examples are not blurred by independent sampling noise;
 each score is still an unbiased Monte Carlo estimate for its own example.
 """
+
 from __future__ import annotations
 
 import math
@@ -41,34 +42,44 @@ SCORES: dict[str, tuple[str, float, str]] = {
 }
 
 
-def common_noise(n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def common_noise(
+    n: int, latent_dim: int, seed: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """``n`` standard-normal draws of size ``latent_dim`` from a private generator seeded
     with ``seed`` (the global torch RNG is not touched): (n, latent_dim)."""
     generator = torch.Generator().manual_seed(int(seed))
     return torch.randn(n, latent_dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
-def log_px(model: Model, x: torch.Tensor, k: int = 100, noise: torch.Tensor | None = None,
-           batch_size: int = 256) -> torch.Tensor:
+def log_px(
+    model: Model, x: torch.Tensor, k: int = 100, noise: torch.Tensor | None = None, batch_size: int = 256
+) -> torch.Tensor:
     """Importance-sampled log p(x) per example, (B,): ``objectives.log_marginal`` with ``k``
     samples (and the shared ``noise`` (k, H) when given)."""
     with inference(model):
-        parts = [log_marginal(model, xb, k=k, batch_size=batch_size, noise=noise).log_px
-                 for xb in model_batches(model, x, batch_size)]
+        parts = [
+            log_marginal(model, xb, k=k, batch_size=batch_size, noise=noise).log_px
+            for xb in model_batches(model, x, batch_size)
+        ]
     return torch.cat(parts)
 
 
-def reconstruction_log_prob(model: Model, x: torch.Tensor, n_samples: int = 100,
-                            noise: torch.Tensor | None = None, batch_size: int = 256,
-                            max_elements: int = 2**24) -> torch.Tensor:
+def reconstruction_log_prob(
+    model: Model,
+    x: torch.Tensor,
+    n_samples: int = 100,
+    noise: torch.Tensor | None = None,
+    batch_size: int = 256,
+    max_elements: int = 2**24,
+) -> torch.Tensor:
     """(1/L) sum_l log p(x | z_l), z_l ~ q(z|x), per example, (B,). Chunked over draws so
     about ``max_elements`` decoder outputs are alive at a time."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if noise is not None and tuple(noise.shape) != (n_samples, model.latent_dim):
-        raise ValueError(f"noise must have shape (n_samples, latent_dim) = {(n_samples, model.latent_dim)}, "
-                         f"got {tuple(noise.shape)}")
+        raise ValueError(
+            f"noise must have shape (n_samples, latent_dim) = {(n_samples, model.latent_dim)}, got {tuple(noise.shape)}"
+        )
     per_example = max(1, math.prod(model.likelihood.param_shape(model.data_shape or tuple(x.shape[1:]))))
     out = []
     with inference(model):
@@ -96,8 +107,9 @@ def kl_to_prior(model: Model, x: torch.Tensor, batch_size: int = 4096) -> torch.
     return torch.cat(out)
 
 
-def raw_score(model: Model, x: torch.Tensor, kind: str, n_samples: int = 100,
-              noise: torch.Tensor | None = None) -> torch.Tensor:
+def raw_score(
+    model: Model, x: torch.Tensor, kind: str, n_samples: int = 100, noise: torch.Tensor | None = None
+) -> torch.Tensor:
     """The quantity named by ``kind`` (``logpx``, ``recon`` or ``kl``) in nats, its natural sign."""
     check_kind(kind)
     if kind == "logpx":
@@ -107,8 +119,9 @@ def raw_score(model: Model, x: torch.Tensor, kind: str, n_samples: int = 100,
     return kl_to_prior(model, x)
 
 
-def score(model: Model, x: torch.Tensor, kind: str = "logpx", n_samples: int = 100,
-          noise: torch.Tensor | None = None) -> torch.Tensor:
+def score(
+    model: Model, x: torch.Tensor, kind: str = "logpx", n_samples: int = 100, noise: torch.Tensor | None = None
+) -> torch.Tensor:
     """scikit-learn's convention: higher means more normal (``kl`` is negated)."""
     return SCORES[check_kind(kind)][1] * raw_score(model, x, kind, n_samples, noise)
 

@@ -17,6 +17,7 @@ What is checksummed (SHA-256), so that corruption is reported, never loaded:
 Loading is strict: unknown or missing keys in a spec, likelihood config or trainer record are
 refused with the key named, and a trainer state whose counters disagree with its history is refused.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,8 +65,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
         if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise OSError(err.errno, f"no space left on the device to write {path} ({len(data)} bytes); "
-                          "free some space or write to another folder") from None
+            raise OSError(
+                err.errno,
+                f"no space left on the device to write {path} ({len(data)} bytes); "
+                "free some space or write to another folder",
+            ) from None
         raise
 
 
@@ -110,11 +114,15 @@ def read_json(path: str | os.PathLike) -> Any:
         damaged = [k for k, v in obj.items() if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v)]
         version = obj.get("format_version", 1)
         if damaged or not isinstance(version, int) or version >= 2:
-            raise CheckpointError(f"{path} is corrupted: its {_DIGEST_KEY} checksum entry is missing or damaged "
-                                  f"{'(' + repr(damaged[0]) + ')' if damaged else ''}".rstrip())
+            raise CheckpointError(
+                f"{path} is corrupted: its {_DIGEST_KEY} checksum entry is missing or damaged "
+                f"{'(' + repr(damaged[0]) + ')' if damaged else ''}".rstrip()
+            )
     elif digest != _json_digest(obj):
-        raise CheckpointError(f"{path} is corrupted or was edited: its content does not match its {_DIGEST_KEY} "
-                              "checksum (restore it, or retrain)")
+        raise CheckpointError(
+            f"{path} is corrupted or was edited: its content does not match its {_DIGEST_KEY} "
+            "checksum (restore it, or retrain)"
+        )
     return obj
 
 
@@ -191,7 +199,9 @@ def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
             raw_meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except Exception as err:  # safetensors raises its own error types for bad headers and short files
-        raise CheckpointError(f"{path} is corrupted or truncated and cannot be read ({str(err).splitlines()[0]})") from None
+        raise CheckpointError(
+            f"{path} is corrupted or truncated and cannot be read ({str(err).splitlines()[0]})"
+        ) from None
     text = raw_meta.get("format_version", "0") or "0"
     if not text.isdigit():
         raise CheckpointError(f"{path} is corrupted: its format version {text!r} is not a number")
@@ -225,8 +235,10 @@ def _exact_keys(d: Any, required: set[str], optional: set[str], what: str, path:
         raise CheckpointError(f"{path}: {what} must be a JSON object, found {type(d).__name__}")
     unknown = sorted(set(d) - required - optional)
     if unknown:
-        raise CheckpointError(f"{path}: {what} has unknown key(s) {', '.join(map(repr, unknown))}; "
-                              "the file is corrupted or was not written by this vaekit")
+        raise CheckpointError(
+            f"{path}: {what} has unknown key(s) {', '.join(map(repr, unknown))}; "
+            "the file is corrupted or was not written by this vaekit"
+        )
     missing = sorted(required - set(d))
     if missing:
         raise CheckpointError(f"{path}: {what} lacks key(s) {', '.join(map(repr, missing))}; the file is corrupted")
@@ -240,7 +252,9 @@ def check_spec_dict(d: Any, path: Path) -> dict:
     from . import likelihoods
 
     fields = {f.name: f for f in dataclasses.fields(ModelSpec)}
-    needed = {n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    needed = {
+        n for n, f in fields.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
     needed.add("data_shape")  # optional in settings (decided from the data), always present in a saved spec
     _exact_keys(d, needed, set(fields) - needed, "the model spec", path)
     lik = d.get("likelihood")
@@ -248,13 +262,18 @@ def check_spec_dict(d: Any, path: Path) -> dict:
         name = lik.get("name")
         key = getattr(likelihoods, "_ALIASES", {}).get(str(name).lower(), str(name).lower())
         if not isinstance(name, str) or key not in likelihoods.REGISTRY:
-            raise CheckpointError(f"{path}: the likelihood config names an unknown likelihood {name!r}; "
-                                  f"known: {', '.join(sorted(likelihoods.REGISTRY))}")
+            raise CheckpointError(
+                f"{path}: the likelihood config names an unknown likelihood {name!r}; "
+                f"known: {', '.join(sorted(likelihoods.REGISTRY))}"
+            )
         params = inspect.signature(likelihoods.REGISTRY[key].__init__).parameters
         if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
             accepted = {n for n in params if n != "self"}
-            required = {n for n, p in params.items() if n != "self" and p.default is p.empty
-                        and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+            required = {
+                n
+                for n, p in params.items()
+                if n != "self" and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+            }
             _exact_keys(lik, {"name", *required}, accepted, f"the {key!r} likelihood config", path)
     elif lik is not None and not isinstance(lik, str):
         raise CheckpointError(f"{path}: the likelihood config must be a JSON object, found {type(lik).__name__}")
@@ -391,18 +410,24 @@ def _check_counters(counters: dict, history: Any, path: Path) -> None:
     if not isinstance(history, list) or not all(isinstance(row, dict) for row in history):
         raise CheckpointError(f"{path}: its history must be a list of records, one per epoch; the file is corrupted")
     if len(history) != epoch:
-        raise CheckpointError(f"{path}: its epoch counter says {epoch} completed epochs but its history holds "
-                              f"{len(history)}; the file is corrupted")
+        raise CheckpointError(
+            f"{path}: its epoch counter says {epoch} completed epochs but its history holds "
+            f"{len(history)}; the file is corrupted"
+        )
     numbers = [row.get("epoch", i + 1) for i, row in enumerate(history)]
     if numbers != list(range(1, epoch + 1)):
-        raise CheckpointError(f"{path}: its history's epochs are numbered {numbers[:5]}..., not 1..{epoch}; "
-                              "the file is corrupted")
+        raise CheckpointError(
+            f"{path}: its history's epochs are numbered {numbers[:5]}..., not 1..{epoch}; the file is corrupted"
+        )
     if (step == 0) != (epoch == 0) or step < epoch:
-        raise CheckpointError(f"{path}: its step counter ({step}) does not fit {epoch} completed epochs; "
-                              "the file is corrupted")
+        raise CheckpointError(
+            f"{path}: its step counter ({step}) does not fit {epoch} completed epochs; the file is corrupted"
+        )
     if best_epoch > epoch or bad_epochs > epoch:
-        raise CheckpointError(f"{path}: best_epoch ({best_epoch}) and bad_epochs ({bad_epochs}) must not exceed the "
-                              f"{epoch} completed epochs; the file is corrupted")
+        raise CheckpointError(
+            f"{path}: best_epoch ({best_epoch}) and bad_epochs ({bad_epochs}) must not exceed the "
+            f"{epoch} completed epochs; the file is corrupted"
+        )
 
 
 def _check_optimizer(opt: Any, model: Model, path: Path) -> None:
@@ -415,12 +440,16 @@ def _check_optimizer(opt: Any, model: Model, path: Path) -> None:
         raise CheckpointError(f"{bad} (it must hold exactly 'state' and 'param_groups')")
     params = [p for p in model.parameters() if p.requires_grad]
     groups = opt["param_groups"]
-    if not isinstance(groups, list) or not all(isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups):
+    if not isinstance(groups, list) or not all(
+        isinstance(g, dict) and isinstance(g.get("params"), list) for g in groups
+    ):
         raise CheckpointError(f"{bad} (each param group needs a list of 'params')")
     ids = [i for g in groups for i in g["params"]]
     if sorted(ids) != list(range(len(params))) or not all(type(i) is int for i in ids):
-        raise CheckpointError(f"{bad}: its param groups cover parameters {sorted(ids)[:6]}..., the model has "
-                              f"{len(params)} trainable parameters")
+        raise CheckpointError(
+            f"{bad}: its param groups cover parameters {sorted(ids)[:6]}..., the model has "
+            f"{len(params)} trainable parameters"
+        )
     for g in groups:
         lr = g.get("lr")
         if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr < 0:
@@ -433,16 +462,23 @@ def _check_optimizer(opt: Any, model: Model, path: Path) -> None:
             raise CheckpointError(f"{bad}: state entry {key!r} names no parameter of the model")
         for name, value in entry.items():
             if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != params[key].shape:
-                raise CheckpointError(f"{bad}: {name} of parameter {key} has shape {tuple(value.shape)}, the "
-                                      f"parameter {tuple(params[key].shape)}")
+                raise CheckpointError(
+                    f"{bad}: {name} of parameter {key} has shape {tuple(value.shape)}, the "
+                    f"parameter {tuple(params[key].shape)}"
+                )
 
 
 def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
     """Restore ``model``'s weights and return the ``TrainerState`` to pass to ``fit(resume=...)``."""
     path = Path(path)
     tensors, meta = read_tensors(path)
-    _exact_keys(meta, {"skeleton", "counters", "history", "format_version", "sha256"}, {"vaekit_version", "spec"},
-                "the header", path)
+    _exact_keys(
+        meta,
+        {"skeleton", "counters", "history", "format_version", "sha256"},
+        {"vaekit_version", "spec"},
+        "the header",
+        path,
+    )
     skeleton = _exact_keys(meta["skeleton"], _SKELETON, set(), "the tensor skeleton", path)
     counters = _exact_keys(meta["counters"], _COUNTERS, set(), "the counters", path)
     _check_counters(counters, meta["history"], path)
@@ -450,16 +486,23 @@ def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
         saved = _spec_from_record(meta["spec"], path)
         if saved != model.spec:
             diff = [k for k in saved.to_dict() if saved.to_dict()[k] != model.spec.to_dict().get(k)]
-            raise CheckpointError(f"{path} was written for a different model (spec differs in {', '.join(diff)}); "
-                                  "the run's config.json and its trainer state disagree")
+            raise CheckpointError(
+                f"{path} was written for a different model (spec differs in {', '.join(diff)}); "
+                "the run's config.json and its trainer state disagree"
+            )
     try:
         weights = _unflatten(skeleton["model"], tensors)
         optimizer = _unflatten(skeleton["optimizer"], tensors)
         _check_optimizer(optimizer, model, path)
         rng = _unflatten(skeleton["rng"], tensors)
-        if not isinstance(rng, dict) or not {"torch", "shuffle"} <= set(rng) or \
-                not all(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 for v in rng.values()):
-            raise CheckpointError(f"{path}: the random-number state is corrupted (it needs 'torch' and 'shuffle' byte tensors)")
+        if (
+            not isinstance(rng, dict)
+            or not {"torch", "shuffle"} <= set(rng)
+            or not all(isinstance(v, torch.Tensor) and v.dtype == torch.uint8 for v in rng.values())
+        ):
+            raise CheckpointError(
+                f"{path}: the random-number state is corrupted (it needs 'torch' and 'shuffle' byte tensors)"
+            )
         model.load_state_dict(weights)
         return TrainerState(
             epoch=counters["epoch"],
@@ -472,11 +515,14 @@ def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
             bad_epochs=counters["bad_epochs"],
             best_weights=_unflatten(skeleton["best_weights"], tensors),
             stopped_early=counters["stopped_early"],
+            saved_to=f"{path} (epoch {int(counters['epoch'])})",
         )
     except CheckpointError:
         raise
     except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as err:
-        raise CheckpointError(f"{path} is not a usable trainer checkpoint ({type(err).__name__}: {_one_line(err)})") from None
+        raise CheckpointError(
+            f"{path} is not a usable trainer checkpoint ({type(err).__name__}: {_one_line(err)})"
+        ) from None
 
 
 class RunCheckpointer:
@@ -496,3 +542,4 @@ class RunCheckpointer:
         save_trainer(self.run_dir / TRAINER_FILE, model, state)
         save(model, self.run_dir / MODEL_FILE)
         write_history(self.run_dir / HISTORY_FILE, state.history)
+        state.saved_to = f"{self.run_dir / TRAINER_FILE} (epoch {state.epoch})"

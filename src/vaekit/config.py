@@ -16,21 +16,28 @@ are enough for them while units the data do not need collapse to the prior (the 
 shows which). ``vaekit train``, ``vaekit.VAE()`` and ``build_model(ModelSpec(data_shape=...))`` all
 build this network.
 """
+
 from __future__ import annotations
 
 import difflib
 import math
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # Names known without importing torch (tests check them against the registries). A likelihood,
 # network or activation registered at run time is accepted too, once its module is imported.
 LIKELIHOOD_NAMES = ("bernoulli", "categorical", "categorical256", "continuous_bernoulli", "gaussian", "mixed")
-LIKELIHOOD_ALIASES = {"cb": "continuous_bernoulli", "continuous-bernoulli": "continuous_bernoulli", "normal": "gaussian",
-                      "categorical-256": "categorical256", "categorical_256": "categorical256"}
+LIKELIHOOD_ALIASES = {
+    "cb": "continuous_bernoulli",
+    "continuous-bernoulli": "continuous_bernoulli",
+    "normal": "gaussian",
+    "categorical-256": "categorical256",
+    "categorical_256": "categorical256",
+}
 NETWORK_NAMES = ("conv", "mlp", "table")
 ACTIVATION_NAMES = ("elu", "gelu", "leaky_relu", "relu", "sigmoid", "silu", "softplus", "tanh")
 BUILTIN_DATA = ("digits", "pinwheel", "sine")
@@ -62,18 +69,47 @@ def activation_names() -> tuple[str, ...]:
 
 
 # -- one setting -------------------------------------------------------------------------
-def setting(default: Any = MISSING, help: str = "", *, kind: str, low: float | None = None, high: float | None = None,
-            low_open: bool = False, high_open: bool = False, optional: bool = False, choices: Any = None,
-            check: Callable[[Any], str | None] | None = None, allowed: str | None = None, flag: str | None = None,
-            key: str | None = None, cli: bool = True, metavar: str | None = None, const: Any = None,
-            factory: Callable[[], Any] | None = None) -> Any:
+def setting(
+    default: Any = MISSING,
+    help: str = "",
+    *,
+    kind: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    optional: bool = False,
+    choices: Any = None,
+    check: Callable[[Any], str | None] | None = None,
+    allowed: str | None = None,
+    flag: str | None = None,
+    key: str | None = None,
+    cli: bool = True,
+    metavar: str | None = None,
+    const: Any = None,
+    factory: Callable[[], Any] | None = None,
+) -> Any:
     """A dataclass field with its checks. ``kind``: int, float, str, bool, ints (a tuple of positive
     ints, text "64,64" or "linear"), names (a tuple of names, text "a,b"), any (checked by ``check``).
     ``choices``: allowed values (or a function giving them). ``check(value)`` returns a complaint
     (what is allowed) or None. ``key``: the name in settings and config files (default: the field's)."""
-    meta = dict(kind=kind, low=low, high=high, low_open=low_open, high_open=high_open, optional=optional,
-                choices=choices, check=check, allowed=allowed, flag=flag, key=key, cli=cli, help=help,
-                metavar=metavar, const=const)
+    meta = dict(
+        kind=kind,
+        low=low,
+        high=high,
+        low_open=low_open,
+        high_open=high_open,
+        optional=optional,
+        choices=choices,
+        check=check,
+        allowed=allowed,
+        flag=flag,
+        key=key,
+        cli=cli,
+        help=help,
+        metavar=metavar,
+        const=const,
+    )
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -92,9 +128,15 @@ def allowed_text(meta: dict[str, Any]) -> str:
         text = "one of " + ", ".join(str(c) for c in _choices(meta))
     else:
         kind = meta["kind"]
-        text = {"int": "an integer", "float": "a finite number", "str": "text", "bool": "true or false",
-                "ints": "positive integers such as 64,64 (or 'linear' for none)", "names": "names such as a,b",
-                "any": "a valid value"}[kind]
+        text = {
+            "int": "an integer",
+            "float": "a finite number",
+            "str": "text",
+            "bool": "true or false",
+            "ints": "positive integers such as 64,64 (or 'linear' for none)",
+            "names": "names such as a,b",
+            "any": "a valid value",
+        }[kind]
         lo, hi = meta["low"], meta["high"]
         if lo is not None:
             text += f" {'>' if meta['low_open'] else '>='} {lo:g}"
@@ -137,8 +179,9 @@ def check_value(name: str, value: Any, meta: dict[str, Any]) -> Any:
             value = (value,)
         if isinstance(value, str):
             value = parse_ints(name, value, meta)
-        if not isinstance(value, (tuple, list)) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1
-                                                       for v in value):
+        if not isinstance(value, (tuple, list)) or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value
+        ):
             raise _refuse(name, value, meta)
         value = tuple(int(v) for v in value)
     elif kind == "names":
@@ -268,24 +311,47 @@ TABLE_SETTINGS = ("label_column", "numeric", "binary", "categorical")
 class DataConfig(_Checked):
     """Where the data come from and how they are split."""
 
-    source: str = setting("digits", "a built-in data set (sine, pinwheel, digits), a .npy/.npz array, a .csv/.tsv/"
-                          ".parquet table, an IDX file (MNIST's ...-idx3-ubyte[.gz]) or a folder of images "
-                          "(class sub-folders give labels)", kind="str", key="data", flag="--data")
-    binarize: str | None = setting(None, "pixels to 0/1: static thresholds once (> 0.5; digits: > 8); dynamic draws "
-                                   "a fresh Bernoulli(pixel) every batch (validation/test drawn once, seeded); "
-                                   "alone: static", kind="str", optional=True, choices=("static", "dynamic"),
-                                   const="static")
-    label_column: str | None = setting(None, "tables: the column holding labels, kept out of training (for plots "
-                                       "and scores)", kind="str", optional=True)
-    numeric: tuple[str, ...] = setting((), "tables: comma-separated columns to treat as numeric", kind="names",
-                                       metavar="COLS")
-    binary: tuple[str, ...] = setting((), "tables: columns to treat as binary (two values)", kind="names",
-                                      metavar="COLS")
+    source: str = setting(
+        "digits",
+        "a built-in data set (sine, pinwheel, digits), a .npy/.npz array, a .csv/.tsv/"
+        ".parquet table, an IDX file (MNIST's ...-idx3-ubyte[.gz]) or a folder of images "
+        "(class sub-folders give labels)",
+        kind="str",
+        key="data",
+        flag="--data",
+    )
+    binarize: str | None = setting(
+        None,
+        "pixels to 0/1: static thresholds once (> 0.5; digits: > 8); dynamic draws "
+        "a fresh Bernoulli(pixel) every batch (validation/test drawn once, seeded); "
+        "alone: static",
+        kind="str",
+        optional=True,
+        choices=("static", "dynamic"),
+        const="static",
+    )
+    label_column: str | None = setting(
+        None,
+        "tables: the column holding labels, kept out of training (for plots and scores)",
+        kind="str",
+        optional=True,
+    )
+    numeric: tuple[str, ...] = setting(
+        (), "tables: comma-separated columns to treat as numeric", kind="names", metavar="COLS"
+    )
+    binary: tuple[str, ...] = setting(
+        (), "tables: columns to treat as binary (two values)", kind="names", metavar="COLS"
+    )
     categorical: tuple[str, ...] = setting((), "tables: columns to treat as categorical", kind="names", metavar="COLS")
-    stream: str = setting("auto", "read a .npy file from disk batch by batch (memory stays flat); auto: when larger "
-                          "than 1 GiB", kind="str", choices=("auto", "on", "off"))
-    val_fraction: float = setting(0.1, "share of the data held out for validation", kind="float", low=0,
-                                  check=_fraction)
+    stream: str = setting(
+        "auto",
+        "read a .npy file from disk batch by batch (memory stays flat); auto: when larger than 1 GiB",
+        kind="str",
+        choices=("auto", "on", "off"),
+    )
+    val_fraction: float = setting(
+        0.1, "share of the data held out for validation", kind="float", low=0, check=_fraction
+    )
     test_fraction: float = setting(0.1, "share held out for testing", kind="float", low=0, check=_fraction)
     split_seed: int = setting(0, "seed of the train/validation/test split", kind="int")
 
@@ -298,19 +364,26 @@ class DataConfig(_Checked):
 
     def _check_together(self) -> None:
         if self.val_fraction + self.test_fraction >= 1:
-            raise SettingError(f"settings val_fraction={self.val_fraction} and test_fraction={self.test_fraction} "
-                               "are not allowed: expected shares in [0, 1) that sum below 1")
+            raise SettingError(
+                f"settings val_fraction={self.val_fraction} and test_fraction={self.test_fraction} "
+                "are not allowed: expected shares in [0, 1) that sum below 1"
+            )
         given = [k for k in TABLE_SETTINGS if getattr(self, k)]
         if self.source in BUILTIN_DATA:
             if given:
-                raise SettingError(f"setting {given[0]}={getattr(self, given[0])!r} is not allowed for data "
-                                   f"{self.source!r}: it applies to tables (.csv, .tsv, .parquet)")
+                raise SettingError(
+                    f"setting {given[0]}={getattr(self, given[0])!r} is not allowed for data "
+                    f"{self.source!r}: it applies to tables (.csv, .tsv, .parquet)"
+                )
             if self.stream != "auto":
-                raise SettingError(f"setting stream={self.stream!r} is not allowed for data {self.source!r}: "
-                                   "it applies to .npy files")
+                raise SettingError(
+                    f"setting stream={self.stream!r} is not allowed for data {self.source!r}: it applies to .npy files"
+                )
             if self.binarize and self.source != "digits":
-                raise SettingError(f"setting binarize={self.binarize!r} is not allowed for data {self.source!r}: "
-                                   "it applies to images and pixel arrays in [0, 1]")
+                raise SettingError(
+                    f"setting binarize={self.binarize!r} is not allowed for data {self.source!r}: "
+                    "it applies to images and pixel arrays in [0, 1]"
+                )
         elif Path(self.source).exists():
             self.source = str(Path(self.source).resolve())
 
@@ -338,8 +411,11 @@ class DataConfig(_Checked):
         return [1 - self.val_fraction - self.test_fraction, self.val_fraction, self.test_fraction]
 
     def to_dict(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"source": self.source, "options": self.load_options(),
-                             "split": {"fractions": self.fractions, "seed": self.split_seed}}
+        d: dict[str, Any] = {
+            "source": self.source,
+            "options": self.load_options(),
+            "split": {"fractions": self.fractions, "seed": self.split_seed},
+        }
         if self.binarize == "dynamic":
             d["dynamic_binarize"] = True
         return d
@@ -348,7 +424,7 @@ class DataConfig(_Checked):
     FACTS = ("name", "sizes", "image_shape", "n_features", "feature_names")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "DataConfig":
+    def from_dict(cls, d: dict[str, Any]) -> DataConfig:
         if not isinstance(d, dict):
             raise SettingError(f"the data settings must be a table, got {type(d).__name__}")
         known = {"source", "options", "split", "dynamic_binarize", *cls.FACTS}
@@ -364,10 +440,17 @@ class DataConfig(_Checked):
         options.pop("unit", None)
         kwargs = {k: options.pop(k) for k in (*TABLE_SETTINGS, "stream") if k in options}
         if options:
-            raise SettingError(unknown_message(sorted(options)[0], {*TABLE_SETTINGS, "stream", "binarize"},
-                                               "the data options"))
-        return cls(source=d.get("source", "digits"), binarize=binarize, val_fraction=fr[1], test_fraction=fr[2],
-                   split_seed=split.get("seed", 0), **kwargs)
+            raise SettingError(
+                unknown_message(sorted(options)[0], {*TABLE_SETTINGS, "stream", "binarize"}, "the data options")
+            )
+        return cls(
+            source=d.get("source", "digits"),
+            binarize=binarize,
+            val_fraction=fr[1],
+            test_fraction=fr[2],
+            split_seed=split.get("seed", 0),
+            **kwargs,
+        )
 
 
 # -- model ---------------------------------------------------------------------------------
@@ -381,8 +464,9 @@ def _likelihood(value: Any) -> str | None:
 
 
 def _shape(value: Any) -> str | None:
-    ok = isinstance(value, (tuple, list)) and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
-                                                  for v in value)
+    ok = isinstance(value, (tuple, list)) and all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value
+    )
     return None if ok else "a shape of positive integers"
 
 
@@ -398,39 +482,84 @@ class ModelSpec(_Checked):
     a learned scale, the MLP). The defaults are vaekit's one default network (see the module
     docstring for why)."""
 
-    data_shape: tuple[int, ...] | None = setting(None, "shape of one example", kind="any", optional=True,
-                                                 check=_shape, cli=False)
+    data_shape: tuple[int, ...] | None = setting(
+        None, "shape of one example", kind="any", optional=True, check=_shape, cli=False
+    )
     latent_dim: int = setting(8, "size of z", kind="int", low=1)
-    hidden: tuple[int, ...] = setting((128, 128), "hidden layer sizes of the encoder (the decoder mirrors them), "
-                                      "e.g. 32,32; 'linear' for none", kind="ints")
+    hidden: tuple[int, ...] = setting(
+        (128, 128),
+        "hidden layer sizes of the encoder (the decoder mirrors them), e.g. 32,32; 'linear' for none",
+        kind="ints",
+    )
     activation: str = setting("relu", "hidden-layer activation", kind="str", choices=activation_names)
-    likelihood: Any = setting("auto", "observation model; auto: binary -> bernoulli, few integer levels -> "
-                              "categorical, values in [0,1] -> continuous_bernoulli, other reals -> gaussian with "
-                              "learned scale", kind="any", check=_likelihood,
-                              allowed="auto or one of " + ", ".join(LIKELIHOOD_NAMES))
-    scale: float | None = setting(None, "fixed standard deviation of a Gaussian likelihood (none: learned)",
-                                  kind="float", low=0, low_open=True, optional=True)
-    network: str = setting("auto", "encoder/decoder: auto picks conv for images (C,H,W), table for tables, mlp "
-                           "otherwise", kind="str", choices=lambda: ("auto", *network_names()))
-    channels: tuple[int, ...] = setting((32, 64), "conv network: channels of its stride-2 convolutions, e.g. 32,64",
-                                        kind="ints")
-    image_shape: tuple[int, ...] | None = setting(None, "conv network on flat data: the (C, H, W) of one example",
-                                                  kind="any", optional=True, check=_shape, cli=False)
+    likelihood: Any = setting(
+        "auto",
+        "observation model; auto: binary -> bernoulli, few integer levels -> "
+        "categorical, values in [0,1] -> continuous_bernoulli, other reals -> gaussian with "
+        "learned scale",
+        kind="any",
+        check=_likelihood,
+        allowed="auto or one of " + ", ".join(LIKELIHOOD_NAMES),
+    )
+    scale: float | None = setting(
+        None,
+        "fixed standard deviation of a Gaussian likelihood (none: learned)",
+        kind="float",
+        low=0,
+        low_open=True,
+        optional=True,
+    )
+    network: str = setting(
+        "auto",
+        "encoder/decoder: auto picks conv for images (C,H,W), table for tables, mlp otherwise",
+        kind="str",
+        choices=lambda: ("auto", *network_names()),
+    )
+    channels: tuple[int, ...] = setting(
+        (32, 64), "conv network: channels of its stride-2 convolutions, e.g. 32,64", kind="ints"
+    )
+    image_shape: tuple[int, ...] | None = setting(
+        None,
+        "conv network on flat data: the (C, H, W) of one example",
+        kind="any",
+        optional=True,
+        check=_shape,
+        cli=False,
+    )
     # the variants (vaekit.priors, vaekit.posteriors): checked together in _check_variant
-    prior: str = setting("normal", "p(z): normal N(0, I); mog a learned Gaussian mixture; vamp the VampPrior (a "
-                         "mixture of the encoder's posteriors at learned pseudo-inputs)", kind="str", choices=PRIORS)
-    n_components: int | None = setting(None, "mixture components of prior mog / vamp (none: 10)", kind="int", low=1,
-                                       optional=True)
-    posterior: str = setting("diagonal", "q(z|x): diagonal Gaussian, full covariance, or iaf (inverse autoregressive "
-                             "flow on the diagonal Gaussian)", kind="str", choices=POSTERIORS)
+    prior: str = setting(
+        "normal",
+        "p(z): normal N(0, I); mog a learned Gaussian mixture; vamp the VampPrior (a "
+        "mixture of the encoder's posteriors at learned pseudo-inputs)",
+        kind="str",
+        choices=PRIORS,
+    )
+    n_components: int | None = setting(
+        None, "mixture components of prior mog / vamp (none: 10)", kind="int", low=1, optional=True
+    )
+    posterior: str = setting(
+        "diagonal",
+        "q(z|x): diagonal Gaussian, full covariance, or iaf (inverse autoregressive flow on the diagonal Gaussian)",
+        kind="str",
+        choices=POSTERIORS,
+    )
     iaf_steps: int | None = setting(None, "MADE steps of posterior iaf (none: 2)", kind="int", low=1, optional=True)
-    layers: int = setting(1, "stochastic layers: 1, or 2 (x <-> z1 <-> z2; latent_dim is z1's size)", kind="int",
-                          choices=(1, 2))
-    top_dim: int | None = setting(None, "layers 2: size of z2 (none: latent_dim // 2)", kind="int", low=1,
-                                  optional=True)
-    condition_dim: int = setting(0, "conditional VAE: values per condition (the number of classes for labels); "
-                                 "0: not conditional", kind="int", low=0)
-    conditional_prior: bool = setting(False, "conditional VAE: learn p(z|c) instead of N(0, I)", kind="bool")
+    layers: int = setting(
+        1, "stochastic layers: 1, or 2 (x <-> z1 <-> z2; latent_dim is z1's size)", kind="int", choices=(1, 2)
+    )
+    top_dim: int | None = setting(
+        None, "layers 2: size of z2 (none: latent_dim // 2)", kind="int", low=1, optional=True
+    )
+    condition_dim: int = setting(
+        0,
+        "conditional VAE: values per condition (the number of classes for labels); 0: not conditional",
+        kind="int",
+        low=0,
+        cli=False,
+    )
+    # cli=False until the run layer feeds conditions (labels, covariates) to fit: a flag would build a model
+    # that cannot be trained from the command line
+    conditional_prior: bool = setting(False, "conditional VAE: learn p(z|c) instead of N(0, I)", kind="bool", cli=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.likelihood, (str, dict)) and callable(getattr(type(self.likelihood), "config", None)):
@@ -448,15 +577,20 @@ class ModelSpec(_Checked):
 
         self._check_variant()
         n = self.parameter_estimate()
-        require_memory(PARAMETER_BYTES * n, f"a model with latent_dim={self.latent_dim} and hidden={list(self.hidden)} "
-                       f"(about {n:.3g} parameters)", hint="use smaller latent_dim or hidden sizes")
+        require_memory(
+            PARAMETER_BYTES * n,
+            f"a model with latent_dim={self.latent_dim} and hidden={list(self.hidden)} (about {n:.3g} parameters)",
+            hint="use smaller latent_dim or hidden sizes",
+        )
 
     def _check_variant(self) -> None:
         """Prior, posterior, layers and condition: options set only where they apply, no two in conflict,
         defaults filled in (so the saved spec says what was built)."""
-        for name, value, needs, ok in (("n_components", self.n_components, "prior mog or vamp", self.prior != "normal"),
-                                       ("iaf_steps", self.iaf_steps, "posterior iaf", self.posterior == "iaf"),
-                                       ("top_dim", self.top_dim, "layers 2", self.layers == 2)):
+        for name, value, needs, ok in (
+            ("n_components", self.n_components, "prior mog or vamp", self.prior != "normal"),
+            ("iaf_steps", self.iaf_steps, "posterior iaf", self.posterior == "iaf"),
+            ("top_dim", self.top_dim, "layers 2", self.layers == 2),
+        ):
             if value is not None and not ok:
                 raise SettingError(f"setting {name}={value!r} applies only to {needs}; drop it or choose {needs}")
         if self.prior != "normal" and self.n_components is None:
@@ -466,22 +600,33 @@ class ModelSpec(_Checked):
         if self.layers == 2:
             if self.top_dim is None:
                 self.top_dim = max(1, self.latent_dim // 2)
-            for what, bad in (("prior", self.prior != "normal"), ("posterior", self.posterior != "diagonal"),
-                              ("condition_dim", self.condition_dim > 0)):
+            for what, bad in (
+                ("prior", self.prior != "normal"),
+                ("posterior", self.posterior != "diagonal"),
+                ("condition_dim", self.condition_dim > 0),
+            ):
                 if bad:
-                    raise SettingError(f"layers=2 conflicts with {what}={getattr(self, what)!r}: the two-layer model "
-                                       "has its own prior p(z2) p(z1|z2) and posterior q(z1|x) q(z2|z1); use layers=1")
+                    raise SettingError(
+                        f"layers=2 conflicts with {what}={getattr(self, what)!r}: the two-layer model "
+                        "has its own prior p(z2) p(z1|z2) and posterior q(z1|x) q(z2|z1); use layers=1"
+                    )
         if self.prior == "vamp" and self.posterior != "diagonal":
-            raise SettingError(f"prior='vamp' conflicts with posterior={self.posterior!r}: the VampPrior is a mixture "
-                               "of diagonal Gaussian posteriors; use posterior='diagonal' or prior='mog'")
+            raise SettingError(
+                f"prior='vamp' conflicts with posterior={self.posterior!r}: the VampPrior is a mixture "
+                "of diagonal Gaussian posteriors; use posterior='diagonal' or prior='mog'"
+            )
         if self.conditional_prior and not self.condition_dim:
             raise SettingError("setting conditional_prior=True needs a conditional model: set condition_dim")
         if self.condition_dim and self.prior != "normal":
-            raise SettingError(f"condition_dim={self.condition_dim} conflicts with prior={self.prior!r}: a conditional "
-                               "VAE takes the normal prior or a learned conditional one (conditional_prior=True)")
+            raise SettingError(
+                f"condition_dim={self.condition_dim} conflicts with prior={self.prior!r}: a conditional "
+                "VAE takes the normal prior or a learned conditional one (conditional_prior=True)"
+            )
         if self.condition_dim and self.network == "conv":
-            raise SettingError(f"condition_dim={self.condition_dim} conflicts with network='conv': the condition is "
-                               "concatenated to flat inputs; use network='mlp'")
+            raise SettingError(
+                f"condition_dim={self.condition_dim} conflicts with network='conv': the condition is "
+                "concatenated to flat inputs; use network='mlp'"
+            )
 
     def parameter_estimate(self) -> float:
         """Weights of the MLP encoder and decoder (a lower bound for the other networks)."""
@@ -517,29 +662,59 @@ class TrainConfig(_Checked):
     warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", kind="float", low=0)
     free_bits: float = setting(0.0, "KL floor in nats per latent unit (Kingma et al. 2016)", kind="float", low=0)
     n_samples: int = setting(1, "z samples per example in the ELBO", kind="int", low=1)
-    iw_samples: int = setting(0, "train on the IWAE bound with this many samples (>= 2); 0: off", kind="int",
-                              check=_iw, allowed="0 (off) or an integer >= 2")
-    grad_clip: float | None = setting(None, "clip the gradient norm to this value (none: off)", kind="float", low=0,
-                                      low_open=True, optional=True)
-    early_stopping: int | None = setting(None, "stop after this many epochs without a better validation ELBO "
-                                         "(none: off)", kind="int", low=1, optional=True, metavar="PATIENCE")
-    min_delta: float = setting(0.0, "validation ELBO gain that counts as better (early stopping)", kind="float",
-                               low=0, cli=False)
-    restore_best: bool = setting(True, "after early stopping, go back to the best validation weights", kind="bool",
-                                 cli=False)
+    iw_samples: int = setting(
+        0,
+        "train on the IWAE bound with this many samples (>= 2); 0: off",
+        kind="int",
+        check=_iw,
+        allowed="0 (off) or an integer >= 2",
+    )
+    grad_clip: float | None = setting(
+        None, "clip the gradient norm to this value (none: off)", kind="float", low=0, low_open=True, optional=True
+    )
+    early_stopping: int | None = setting(
+        None,
+        "stop after this many epochs without a better validation ELBO (none: off)",
+        kind="int",
+        low=1,
+        optional=True,
+        metavar="PATIENCE",
+    )
+    min_delta: float = setting(
+        0.0, "validation ELBO gain that counts as better (early stopping)", kind="float", low=0, cli=False
+    )
+    restore_best: bool = setting(
+        True, "after early stopping, go back to the best validation weights", kind="bool", cli=False
+    )
     seed: int = setting(0, "seed for initial weights, shuffling and sampling", kind="int")
-    device: str = setting("auto", "auto, cpu, cuda, cuda:1 or mps", kind="str", check=_device,
-                          allowed="auto, cpu, cuda, cuda:N or mps")
-    progress: bool | None = setting(None, "show a progress bar (none: only when stderr is a terminal)", kind="bool",
-                                    optional=True)
+    device: str = setting(
+        "auto", "auto, cpu, cuda, cuda:1 or mps", kind="str", check=_device, allowed="auto, cpu, cuda, cuda:N or mps"
+    )
+    progress: bool | None = setting(
+        None, "show a progress bar (none: only when stderr is a terminal)", kind="bool", optional=True
+    )
     eval_batch_size: int = setting(4096, "examples per batch when evaluating", kind="int", low=1, cli=False)
-    threads: int = setting(0, "CPU threads; 0: automatic (1 for small models)", kind="int", low=0)
+    threads: int = setting(
+        0, "CPU threads; 0: automatic (the fastest of 1, 2 and all cores, timed at the start)", kind="int", low=0
+    )
     compile: bool = setting(False, "torch.compile the training step (falls back if it fails)", kind="bool")
-    amp: str | None = setting(None, "bfloat16 autocast for the networks; likelihood and KL stay float32 (float16 "
-                              "would need loss scaling, which vaekit does not do)", kind="str", optional=True,
-                              choices=AMP_NAMES)
-    dynamic_binarize: bool = setting(False, "the training data hold probabilities; each batch is a fresh Bernoulli "
-                                     "draw", kind="bool", cli=False)
+    amp: str | None = setting(
+        None,
+        "bfloat16 autocast for the networks; likelihood and KL stay float32 (float16 "
+        "would need loss scaling, which vaekit does not do)",
+        kind="str",
+        optional=True,
+        choices=AMP_NAMES,
+    )
+    dynamic_binarize: bool = setting(
+        False, "the training data hold probabilities; each batch is a fresh Bernoulli draw", kind="bool", cli=False
+    )
+    skip_nonfinite: bool = setting(
+        False,
+        "skip batches whose loss or gradients are non-finite (counted in the "
+        "history's skipped_batches) instead of stopping",
+        kind="bool",
+    )
 
 
 # -- a whole run ------------------------------------------------------------------------------
@@ -571,7 +746,7 @@ class RunConfig(_Checked):
                 yield None, f
 
     @classmethod
-    def from_settings(cls, settings: dict[str, Any], where: str = "the settings") -> "RunConfig":
+    def from_settings(cls, settings: dict[str, Any], where: str = "the settings") -> RunConfig:
         """From flat settings (CLI flags, a TOML/JSON file, Python keywords): names with dashes or
         underscores; ``[data]``, ``[model]``, ``[train]`` tables are accepted too."""
         flat: dict[str, Any] = {}
@@ -589,31 +764,45 @@ class RunConfig(_Checked):
         for key, value in flat.items():
             section, f = by_key[key]
             parts[section][f.name] = value
-        return cls(data=DataConfig(**parts["data"]), model=ModelSpec(**parts["model"]),
-                   train=TrainConfig(**parts["train"]), **parts[None])
+        return cls(
+            data=DataConfig(**parts["data"]),
+            model=ModelSpec(**parts["model"]),
+            train=TrainConfig(**parts["train"]),
+            **parts[None],
+        )
 
     @classmethod
     def flat_defaults(cls) -> dict[str, Any]:
         """Every user setting's default by its settings name."""
-        return {settings_key(f): (f.default if f.default is not MISSING else f.default_factory())  # type: ignore
-                for _, f in cls.section_fields()}
+        return {
+            settings_key(f): (f.default if f.default is not MISSING else f.default_factory())  # type: ignore
+            for _, f in cls.section_fields()
+        }
 
     def to_dict(self) -> dict[str, Any]:
-        return {"data": self.data.to_dict(), "model": self.model.to_dict(), "train": self.train.to_dict(),
-                "checkpoint_every": self.checkpoint_every}
+        return {
+            "data": self.data.to_dict(),
+            "model": self.model.to_dict(),
+            "train": self.train.to_dict(),
+            "checkpoint_every": self.checkpoint_every,
+        }
 
     METADATA = ("format_version", "vaekit_version", "created", "estimator")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunConfig":
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """From a config.json (metadata keys are skipped; anything else unknown is refused)."""
         known = {"data", "model", "train", "checkpoint_every", "out", *cls.METADATA}
         unknown = sorted(set(d) - known)
         if unknown:
             raise SettingError(unknown_message(unknown[0], known, "config.json"))
-        return cls(data=DataConfig.from_dict(d.get("data", {})), model=ModelSpec.from_dict(d.get("model", {})),
-                   train=TrainConfig.from_dict(d.get("train", {})), checkpoint_every=d.get("checkpoint_every", 1),
-                   out=d.get("out"))
+        return cls(
+            data=DataConfig.from_dict(d.get("data", {})),
+            model=ModelSpec.from_dict(d.get("model", {})),
+            train=TrainConfig.from_dict(d.get("train", {})),
+            checkpoint_every=d.get("checkpoint_every", 1),
+            out=d.get("out"),
+        )
 
 
 def field_default(cls, name: str) -> Any:

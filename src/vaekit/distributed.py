@@ -8,14 +8,16 @@ leaves it at the end; without torchrun it does nothing. The training loop itself
 (``train.fit(..., rank=, world_size=)``) shards the data, averages gradients with
 ``DistributedDataParallel`` and sums the metrics; only rank 0 writes files and prints.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -138,5 +140,7 @@ def check_replicas(module: torch.nn.Module) -> str:
     digests = gather_objects(digest)
     if len(set(digests)) != 1:
         listing = ", ".join(f"rank {r}: {d[:12]}" for r, d in enumerate(digests))
-        raise TrainingError(f"the processes ended with different weights ({listing}); data-parallel training went wrong")
+        raise TrainingError(
+            f"the processes ended with different weights ({listing}); data-parallel training went wrong"
+        )
     return digest

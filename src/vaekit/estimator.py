@@ -10,6 +10,7 @@ batch (float32 matrix products differ in the last bits with the batch size). The
 scores use common random numbers fixed at fit time (see ``vaekit.anomaly``), so they are
 deterministic for a fitted estimator.
 """
+
 from __future__ import annotations
 
 import copy
@@ -29,13 +30,16 @@ from . import anomaly, likelihoods, tracking
 from .config import DataConfig, ModelSpec, RunConfig, SettingError, TrainConfig
 from .runs import RunFolder, open_run
 from .spec import build_model, resolved
-from .train import History, fit as train_model, resolve_device
+from .train import History, resolve_device
+from .train import fit as train_model
 
 try:
     from sklearn.utils.validation import validate_data as _validate_data
 except ImportError:  # scikit-learn < 1.6
+
     def _validate_data(estimator, X, **kwargs):
         return estimator._validate_data(X, **kwargs)
+
 
 _FLOATS = [np.float64, np.float32]
 _INFERENCE_BATCH = 4096
@@ -94,11 +98,18 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     # hyper-parameter -> the settings field that owns its default and check (a test keeps the
     # literal defaults of __init__, which scikit-learn needs, equal to the fields' defaults)
     SETTINGS = {
-        "latent_dim": (ModelSpec, "latent_dim"), "hidden": (ModelSpec, "hidden"),
-        "activation": (ModelSpec, "activation"), "likelihood": (ModelSpec, "likelihood"),
-        "scale": (ModelSpec, "scale"), "epochs": (TrainConfig, "epochs"), "batch_size": (TrainConfig, "batch_size"),
-        "lr": (TrainConfig, "lr"), "beta": (TrainConfig, "beta"), "warmup": (TrainConfig, "warmup"),
-        "early_stopping": (TrainConfig, "early_stopping"), "device": (TrainConfig, "device"),
+        "latent_dim": (ModelSpec, "latent_dim"),
+        "hidden": (ModelSpec, "hidden"),
+        "activation": (ModelSpec, "activation"),
+        "likelihood": (ModelSpec, "likelihood"),
+        "scale": (ModelSpec, "scale"),
+        "epochs": (TrainConfig, "epochs"),
+        "batch_size": (TrainConfig, "batch_size"),
+        "lr": (TrainConfig, "lr"),
+        "beta": (TrainConfig, "beta"),
+        "warmup": (TrainConfig, "warmup"),
+        "early_stopping": (TrainConfig, "early_stopping"),
+        "device": (TrainConfig, "device"),
         "threads": (TrainConfig, "threads"),
     }
 
@@ -157,11 +168,25 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         """The hyper-parameters as the checked settings dataclasses (one line on a bad value)."""
         name = type(self).__name__
         try:
-            spec = ModelSpec(latent_dim=self.latent_dim, hidden=self.hidden, activation=self.activation,
-                             likelihood=self.likelihood, scale=self.scale)
-            config = TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, beta=self.beta,
-                                 warmup=self.warmup, early_stopping=self.early_stopping, seed=seed,
-                                 device=self.device, progress=bool(self.verbose), threads=self.threads)
+            spec = ModelSpec(
+                latent_dim=self.latent_dim,
+                hidden=self.hidden,
+                activation=self.activation,
+                likelihood=self.likelihood,
+                scale=self.scale,
+            )
+            config = TrainConfig(
+                epochs=self.epochs,
+                batch_size=self.batch_size,
+                lr=self.lr,
+                beta=self.beta,
+                warmup=self.warmup,
+                early_stopping=self.early_stopping,
+                seed=seed,
+                device=self.device,
+                progress=bool(self.verbose),
+                threads=self.threads,
+            )
         except SettingError as err:
             raise SettingError(f"{name}: {err}") from None
         if not (_is_int(self.n_iw_samples) and self.n_iw_samples >= 1):
@@ -199,11 +224,16 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             torch.manual_seed(seed)  # the same random_state gives the same initial weights
             model = build_model(spec)
             trackers = tracking.callbacks(self.log)
-            history = train_model(model, x_train, x_val, config, callbacks=trackers)
-            tracking.finish(trackers, params=self.get_params(deep=False),
-                            metrics=tracking.scalars(history[-1]) if history else None)
-        self._set_fitted(model, History(dict(row) for row in history), seed,
-                         {"train": len(x_train), "val": 0 if x_val is None else len(x_val)})
+            history = train_model(model, x_train, x_val, config, callbacks=trackers).history
+            tracking.finish(
+                trackers, params=self.get_params(deep=False), metrics=tracking.scalars(history[-1]) if history else None
+            )
+        self._set_fitted(
+            model,
+            History(dict(row) for row in history),
+            seed,
+            {"train": len(x_train), "val": 0 if x_val is None else len(x_val)},
+        )
         return self
 
     def _set_fitted(self, model, history: History, seed: int, sizes: dict[str, int]) -> None:
@@ -227,7 +257,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         out = []
         with torch.no_grad():
             for start in range(0, a.shape[0], _INFERENCE_BATCH):
-                t = torch.as_tensor(np.array(a[start : start + _INFERENCE_BATCH], dtype=np.float64), device=self._device())
+                t = torch.as_tensor(
+                    np.array(a[start : start + _INFERENCE_BATCH], dtype=np.float64), device=self._device()
+                )
                 out.append(fn(t.reshape(-1, *in_shape)).reshape(t.shape[0], -1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0))
 
@@ -249,7 +281,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         Z = check_array(X, dtype=_FLOATS)
         if Z.shape[1] != self.model_.latent_dim:
-            raise ValueError(f"X has {Z.shape[1]} latent features, but {type(self).__name__} has latent_dim={self.model_.latent_dim}")
+            raise ValueError(
+                f"X has {Z.shape[1]} latent features, but {type(self).__name__} has latent_dim={self.model_.latent_dim}"
+            )
         return self._map(self.model_.decode, Z, (self.model_.latent_dim,)).astype(Z.dtype, copy=False)
 
     def sample(self, n_samples=1, *, draw=False, random_state=None):
@@ -285,26 +319,36 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         The training rows are not stored: commands must be given ``--data``."""
         check_is_fitted(self)
         params = self.get_params(deep=False)
-        params["random_state"] = params["random_state"] if _is_int(params["random_state"]) or params["random_state"] is None else None
+        params["random_state"] = (
+            params["random_state"] if _is_int(params["random_state"]) or params["random_state"] is None else None
+        )
         spec = self.model_.spec
         names = getattr(self, "feature_names_in_", None)
-        config = RunConfig(data=DataConfig(source="array", val_fraction=float(self.validation_fraction), test_fraction=0.0),
-                           model=spec, train=self._train_config(self.seed_))
-        facts = {"name": "array", "sizes": {**getattr(self, "_sizes", {}), "test": 0},
-                 "n_features": int(self.n_features_in_), "image_shape": None,
-                 "feature_names": None if names is None else [str(n) for n in names]}
+        config = RunConfig(
+            data=DataConfig(source="array", val_fraction=float(self.validation_fraction), test_fraction=0.0),
+            model=spec,
+            train=self._train_config(self.seed_),
+        )
+        facts = {
+            "name": "array",
+            "sizes": {**getattr(self, "_sizes", {}), "test": 0},
+            "n_features": int(self.n_features_in_),
+            "image_shape": None,
+            "feature_names": None if names is None else [str(n) for n in names],
+        }
         model32 = copy.deepcopy(self.model_).to(device="cpu", dtype=torch.float32)
         model32.spec = spec
         folder = RunFolder.create(path)  # exclusive: refuses a folder that exists and is not empty
         with folder.lock():
-            folder.write_config(config, facts, {"estimator": {"class": type(self).__name__, "params": params,
-                                                              "seed": self.seed_}})
+            folder.write_config(
+                config, facts, {"estimator": {"class": type(self).__name__, "params": params, "seed": self.seed_}}
+            )
             folder.save_model(model32)
             folder.write_history(self.history_)
         return folder.path
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str | None = None) -> "VAE":
+    def load(cls, path: str | os.PathLike, device: str | None = None) -> VAE:
         """A fitted ``VAE`` from a run folder written by ``save`` or by ``vaekit train``
         (then the hyper-parameters come from the run's settings)."""
         run = open_run(path)
@@ -316,8 +360,10 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             seed = int(saved.get("seed", 0))
         else:  # a CLI run: the hyper-parameters are the run's settings
             settings = RunFolder(path).run_config()
-            params = {name: getattr(settings.model if owner is ModelSpec else settings.train, attr)
-                      for name, (owner, attr) in cls.SETTINGS.items()}
+            params = {
+                name: getattr(settings.model if owner is ModelSpec else settings.train, attr)
+                for name, (owner, attr) in cls.SETTINGS.items()
+            }
             params["scale"] = None  # already part of the resolved likelihood config
             params["random_state"] = seed = settings.train.seed
         if device is not None:
@@ -417,5 +463,7 @@ class VAEOutlierDetector(OutlierMixin, BaseEstimator):
 def _forked_rng(device: torch.device):
     """A context with its own torch RNG state, restoring the caller's afterwards, so fitting
     and sampling neither depend on nor disturb the global torch generator."""
-    devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    devices = (
+        [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    )
     return torch.random.fork_rng(devices=devices)

@@ -15,11 +15,13 @@ encoder across all x costs.
 
 Every quantity is a ``Metric``: per-example values, the estimator, the number of draws.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,7 +105,9 @@ class GapConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"gap setting {name} must be >= 1, got {getattr(self, name)}")
         if not self.lr > 0 or not self.tol >= 0 or self.halvings < 0:
-            raise ValueError(f"gap settings need lr > 0, tol >= 0, halvings >= 0; got {self.lr}, {self.tol}, {self.halvings}")
+            raise ValueError(
+                f"gap settings need lr > 0, tol >= 0, halvings >= 0; got {self.lr}, {self.tol}, {self.halvings}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -130,15 +134,19 @@ class Gaps:
         return float(np.mean(self.converged))
 
     def to_dict(self, per_example: bool = False) -> dict[str, Any]:
-        out = {name: getattr(self, name).to_dict(per_example)
-               for name in ("log_px", "elbo_encoder", "elbo_refined", "approximation", "amortisation")}
+        out = {
+            name: getattr(self, name).to_dict(per_example)
+            for name in ("log_px", "elbo_encoder", "elbo_refined", "approximation", "amortisation")
+        }
         out["refinement"] = {
             **self.config.to_dict(),
             "converged_fraction": self.converged_fraction,
             "mean_steps": float(np.mean(self.steps_taken)),
-            "criterion": (f"an example is converged when its ELBO ({self.config.check_samples} fixed draws) gains "
-                          f"less than {self.config.tol} nats over {self.config.check_every} Adam steps at step size "
-                          f"lr / 2**{self.config.halvings} (each such stall before that halves the step size)"),
+            "criterion": (
+                f"an example is converged when its ELBO ({self.config.check_samples} fixed draws) gains "
+                f"less than {self.config.tol} nats over {self.config.check_every} Adam steps at step size "
+                f"lr / 2**{self.config.halvings} (each such stall before that halves the step size)"
+            ),
         }
         if per_example:
             out["refinement"]["converged_values"] = self.converged.tolist()
@@ -223,8 +231,9 @@ class Evaluation:
         out["posterior_collapse"] = {
             "collapsed": self.collapsed,
             "kind": self.collapse,
-            "criterion": (f"full: mean KL < {self.collapse_kl} nats or no active unit; "
-                          "partial: fewer than half the units active"),
+            "criterion": (
+                f"full: mean KL < {self.collapse_kl} nats or no active unit; partial: fewer than half the units active"
+            ),
         }
         if self.gaps is not None:
             out["gaps"] = self.gaps.to_dict(per_example)
@@ -275,12 +284,40 @@ def evaluate(
     devices = [device] if device.type == "cuda" else []
     with inference(model), torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_per_dim,
-                        active_threshold, collapse_kl, seed, max_elements)
+        return _measure(
+            model,
+            x,
+            n,
+            h,
+            d,
+            iw_samples,
+            ks,
+            elbo_samples,
+            gap_config,
+            bits_per_dim,
+            active_threshold,
+            collapse_kl,
+            seed,
+            max_elements,
+        )
 
 
-def _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_per_dim,
-             active_threshold, collapse_kl, seed, max_elements) -> Evaluation:
+def _measure(
+    model,
+    x,
+    n,
+    h,
+    d,
+    iw_samples,
+    ks,
+    elbo_samples,
+    gap_config,
+    bits_per_dim,
+    active_threshold,
+    collapse_kl,
+    seed,
+    max_elements,
+) -> Evaluation:
     pairs = max(1, max_elements // elements_per_draw(model, x))
     with torch.no_grad():
         # the encoder alone: posterior means (active units) and the KL per unit
@@ -302,24 +339,35 @@ def _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_p
             draws.append(_elbo_draws(model, xb, qz, qz.sample((elbo_samples,))))
         rec_draws = torch.cat([d[0] for d in draws], 1)  # (L, N)
         elbo_draws = torch.cat([d[1] for d in draws], 1)
-        elbo = Metric(*_mean_se(elbo_draws, f"ELBO: {elbo_samples}-sample Monte Carlo log p(x|z), {closed}", elbo_samples))
+        elbo = Metric(
+            *_mean_se(elbo_draws, f"ELBO: {elbo_samples}-sample Monte Carlo log p(x|z), {closed}", elbo_samples)
+        )
         log_px_z = Metric(*_mean_se(rec_draws, f"E_q[log p(x|z)]: {elbo_samples}-sample Monte Carlo", elbo_samples))
         if closed_kl:
             kl = Metric(_np((rec_draws - elbo_draws)[0]), "KL(q(z|x) || p(z)): closed form")
         else:
-            kl = Metric(*_mean_se(rec_draws - elbo_draws, f"KL(q(z|x) || p(z)): {elbo_samples}-sample Monte Carlo", elbo_samples))
+            kl = Metric(
+                *_mean_se(
+                    rec_draws - elbo_draws, f"KL(q(z|x) || p(z)): {elbo_samples}-sample Monte Carlo", elbo_samples
+                )
+            )
 
         iwae = {}
         for k in ks:
             lm = log_marginal(model, x, k=k, max_elements=max_elements)
-            iwae[k] = Metric(_np(lm.log_px), f"IWAE_{k} bound (Burda et al. 2016), one estimate of {k} draws",
-                             k, _np(lm.stderr))
+            iwae[k] = Metric(
+                _np(lm.log_px), f"IWAE_{k} bound (Burda et al. 2016), one estimate of {k} draws", k, _np(lm.stderr)
+            )
         log_px = None
         if iw_samples:
             lm = log_marginal(model, x, k=iw_samples, max_elements=max_elements)
-            log_px = Metric(_np(lm.log_px), f"log p(x): importance sampling with q(z|x) as proposal, k={iw_samples} "
-                            "(IWAE_k, a lower bound in expectation; delta-method standard error)",
-                            iw_samples, _np(lm.stderr))
+            log_px = Metric(
+                _np(lm.log_px),
+                f"log p(x): importance sampling with q(z|x) as proposal, k={iw_samples} "
+                "(IWAE_k, a lower bound in expectation; delta-method standard error)",
+                iw_samples,
+                _np(lm.stderr),
+            )
 
     bpd = None
     if bits_per_dim:
@@ -329,19 +377,33 @@ def _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_p
             source, name = iwae[max(ks)], f"IWAE_{max(ks)}"
         else:
             source, name = elbo, "ELBO"
-        bpd = Metric(-source.values / (d * math.log(2)),
-                     f"bits per dimension: -{name} / (D ln 2), D={d}" + ("" if source is log_px else " (an upper bound)"),
-                     source.samples,
-                     None if source.mc_stderr is None else source.mc_stderr / (d * math.log(2)))
+        bpd = Metric(
+            -source.values / (d * math.log(2)),
+            f"bits per dimension: -{name} / (D ln 2), D={d}" + ("" if source is log_px else " (an upper bound)"),
+            source.samples,
+            None if source.mc_stderr is None else source.mc_stderr / (d * math.log(2)),
+        )
 
     gaps = None
     if gap_config is not None:
         gaps = inference_gaps(model, x, gap_config, iw_samples or 1000, max_elements, encoder=(loc, scale))
 
     result = Evaluation(
-        n_examples=n, data_dims=d, latent_dim=h, seed=seed, elbo=elbo, log_px_z=log_px_z, kl=kl, iwae=iwae,
-        log_px=log_px, bits_per_dim=bpd, kl_per_unit=kl_units_np, posterior_mean_variance=mean_var,
-        active_threshold=float(active_threshold), collapse_kl=float(collapse_kl), gaps=gaps,
+        n_examples=n,
+        data_dims=d,
+        latent_dim=h,
+        seed=seed,
+        elbo=elbo,
+        log_px_z=log_px_z,
+        kl=kl,
+        iwae=iwae,
+        log_px=log_px,
+        bits_per_dim=bpd,
+        kl_per_unit=kl_units_np,
+        posterior_mean_variance=mean_var,
+        active_threshold=float(active_threshold),
+        collapse_kl=float(collapse_kl),
+        gaps=gaps,
     )
     result.warnings.extend(_warnings(result))
     return result
@@ -350,21 +412,28 @@ def _measure(model, x, n, h, d, iw_samples, ks, elbo_samples, gap_config, bits_p
 def _warnings(r: Evaluation) -> list[str]:
     out = []
     if r.collapse == "full":
-        out.append(f"posterior collapse: mean KL {r.kl.mean:.3g} nats, {r.n_active} of {r.latent_dim} units active; "
-                   "the decoder ignores z (try KL warm-up, free bits, a smaller beta or a weaker decoder)")
+        out.append(
+            f"posterior collapse: mean KL {r.kl.mean:.3g} nats, {r.n_active} of {r.latent_dim} units active; "
+            "the decoder ignores z (try KL warm-up, free bits, a smaller beta or a weaker decoder)"
+        )
     elif r.collapse == "partial":
-        out.append(f"partial posterior collapse: only {r.n_active} of {r.latent_dim} latent units are active "
-                   f"(Var_x E_q[z_j] > {r.active_threshold})")
+        out.append(
+            f"partial posterior collapse: only {r.n_active} of {r.latent_dim} latent units are active "
+            f"(Var_x E_q[z_j] > {r.active_threshold})"
+        )
     if r.n_examples < 2:
         out.append("active units need at least 2 examples; none can be counted from 1")
     if r.log_px is not None and r.log_px.mean_mc_stderr is not None and np.max(r.log_px.mc_stderr) > 1.0:
         worst = int(np.sum(r.log_px.mc_stderr > 1.0))
-        out.append(f"log p(x) has a standard error above 1 nat for {worst} example(s); raise the number of "
-                   "importance samples")
+        out.append(
+            f"log p(x) has a standard error above 1 nat for {worst} example(s); raise the number of importance samples"
+        )
     if r.gaps is not None and r.gaps.converged_fraction < 1:
-        out.append(f"q* refinement converged for {100 * r.gaps.converged_fraction:.0f}% of the examples; the "
-                   "others are counted at their best so far (raise the steps): the amortisation gap is then a "
-                   "lower bound")
+        out.append(
+            f"q* refinement converged for {100 * r.gaps.converged_fraction:.0f}% of the examples; the "
+            "others are counted at their best so far (raise the steps): the amortisation gap is then a "
+            "lower bound"
+        )
     return out
 
 
@@ -392,8 +461,10 @@ def inference_gaps(
     per_draw = elements_per_draw(model, x)
     # a gradient step keeps about as much again as its forward pass for the backward one
     batch = max(1, min(n, max_elements // (per_draw * max(2 * config.samples, config.check_samples))))
-    fit = [_refine(model, x[s : s + batch], enc_loc[s : s + batch], enc_scale[s : s + batch], config)
-           for s in range(0, n, batch)]
+    fit = [
+        _refine(model, x[s : s + batch], enc_loc[s : s + batch], enc_scale[s : s + batch], config)
+        for s in range(0, n, batch)
+    ]
     loc = torch.cat([f[0] for f in fit])
     scale = torch.cat([f[1] for f in fit])
     converged = np.concatenate([f[2] for f in fit])
@@ -410,7 +481,9 @@ def inference_gaps(
             # the diagonal Gaussian of its moments that starts the refinement)
             q_enc = model.q_z(x[sl])
             enc_draws.append(_elbo_draws(model, x[sl], q_enc, draw(q_enc, noise=eps)[0])[1])
-            ref_draws.append(_elbo_draws(model, x[sl], _diagonal_normal(loc[sl], scale[sl]), loc[sl] + scale[sl] * eps)[1])
+            ref_draws.append(
+                _elbo_draws(model, x[sl], _diagonal_normal(loc[sl], scale[sl]), loc[sl] + scale[sl] * eps)[1]
+            )
         enc_draws, ref_draws = torch.cat(enc_draws, 1), torch.cat(ref_draws, 1)  # (S, N)
         # q* alone is a poor proposal: the best diagonal Gaussian is narrower than a correlated
         # posterior, and its importance weights are then heavy-tailed. A defensive mixture
@@ -418,17 +491,32 @@ def inference_gaps(
         mixture = [(loc, scale), (enc_loc, enc_scale), (loc, 2 * scale)]
         lm = log_marginal(model, x, k=max(iw_samples, 3), max_elements=max_elements, proposal=mixture)
     fs = config.final_samples
-    log_px = Metric(_np(lm.log_px), f"log p(x): importance sampling, k={lm.k} split evenly over the proposals q*, "
-                    "q_enc and q* with doubled scale (mixture weights)", lm.k, _np(lm.stderr))
+    log_px = Metric(
+        _np(lm.log_px),
+        f"log p(x): importance sampling, k={lm.k} split evenly over the proposals q*, "
+        "q_enc and q* with doubled scale (mixture weights)",
+        lm.k,
+        _np(lm.stderr),
+    )
     elbo_enc = Metric(*_mean_se(enc_draws, f"L[q_enc]: ELBO of the encoder's q, {fs}-sample Monte Carlo", fs))
-    elbo_ref = Metric(*_mean_se(ref_draws, f"L[q*]: ELBO of the per-example optimised diagonal Gaussian, "
-                                f"{fs}-sample Monte Carlo (the draws of L[q_enc])", fs))
+    elbo_ref = Metric(
+        *_mean_se(
+            ref_draws,
+            f"L[q*]: ELBO of the per-example optimised diagonal Gaussian, "
+            f"{fs}-sample Monte Carlo (the draws of L[q_enc])",
+            fs,
+        )
+    )
     return Gaps(
         log_px=log_px,
         elbo_encoder=elbo_enc,
         elbo_refined=elbo_ref,
-        approximation=Metric(log_px.values - elbo_ref.values, "approximation gap: log p(x) - L[q*]", None,
-                             np.sqrt(log_px.mc_stderr**2 + elbo_ref.mc_stderr**2)),
+        approximation=Metric(
+            log_px.values - elbo_ref.values,
+            "approximation gap: log p(x) - L[q*]",
+            None,
+            np.sqrt(log_px.mc_stderr**2 + elbo_ref.mc_stderr**2),
+        ),
         # paired draws: the standard error of the difference, not of each term
         amortisation=Metric(*_mean_se(ref_draws - enc_draws, "amortisation gap: L[q*] - L[q_enc]", fs)),
         converged=converged,
@@ -449,7 +537,9 @@ def _elbo_draws(model: Model, x: torch.Tensor, qz, z: torch.Tensor) -> tuple[tor
     return log_px_z, log_px_z - kl
 
 
-def _elbo_with(model: Model, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+def _elbo_with(
+    model: Model, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor
+) -> torch.Tensor:
     """ELBO of q = N(loc, diag scale^2) per example with the standard-normal draws ``eps`` (S, B, H)."""
     return _elbo_draws(model, x, _diagonal_normal(loc, scale), loc + scale * eps)[1].mean(0)
 
@@ -532,7 +622,9 @@ def _as_input(model: Model, data, device: torch.device, dtype: torch.dtype) -> t
         try:
             x = torch.as_tensor(np.asarray(x, dtype=torch.empty((), dtype=dtype).numpy().dtype), device=device)
         except (TypeError, ValueError):
-            raise TypeError(f"evaluate needs an array, a tensor or a vaekit Dataset, got {type(data).__name__}") from None
+            raise TypeError(
+                f"evaluate needs an array, a tensor or a vaekit Dataset, got {type(data).__name__}"
+            ) from None
     if x.dim() < 2 or x.shape[0] == 0:
         raise ValueError(f"evaluate needs a non-empty batch of shape (N, *data_shape), got shape {tuple(x.shape)}")
     shape = model.data_shape
@@ -554,4 +646,3 @@ def _closed_form_kl(qz, prior) -> bool:
 
 def _np(t: torch.Tensor) -> np.ndarray:
     return t.detach().double().cpu().numpy()
-

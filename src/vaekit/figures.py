@@ -11,6 +11,7 @@ subset); reconstructions and interpolations from its held-out test split (the va
 training split when there is no test split). Randomness (prior samples, posterior draws,
 subsets, t-SNE) is seeded, so the same run always gives the same pictures.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,11 +25,9 @@ import numpy as np
 import torch
 
 from . import generate, plots, runs
-from .checkpoint import atomic_write_bytes
 from .data import Dataset
 from .model import Model
 
-FIGURES_DIR = "figures"
 MAX_POINTS = 2000
 SEED = 0
 MANIFOLD_STEPS = 15
@@ -99,8 +98,15 @@ def view(run: runs.Run) -> RunView:
             colour, colour_name = np.asarray(values), ("true phase" if key == "phase" else key)
             break
     x = fit.x
-    return RunView(run=run, fit=fit, held_out=held_out, image_shape=image_shape_of(run, fit),
-                   value_range=(float(np.min(x)), float(np.max(x))), colour=colour, colour_name=colour_name)
+    return RunView(
+        run=run,
+        fit=fit,
+        held_out=held_out,
+        image_shape=image_shape_of(run, fit),
+        value_range=(float(np.min(x)), float(np.max(x))),
+        colour=colour,
+        colour_name=colour_name,
+    )
 
 
 # -- figures of a model: compute with it, then draw -----------------------------------------
@@ -108,8 +114,17 @@ def _device(model: Model) -> torch.device:
     return next(model.parameters()).device
 
 
-def overview_2d(model: Model, x, history: Sequence[dict[str, Any]] | None = None, *, labels=None, colour=None,
-                colour_name: str = "true phase", n_samples: int = 500, seed: int = 0):
+def overview_2d(
+    model: Model,
+    x,
+    history: Sequence[dict[str, Any]] | None = None,
+    *,
+    labels=None,
+    colour=None,
+    colour_name: str = "true phase",
+    n_samples: int = 500,
+    seed: int = 0,
+):
     """``plots.overview_2d`` for a model of 2-D data: its encoder means of ``x`` and the decoder
     means of ``n_samples`` prior draws z ~ p(z) (seeded)."""
     x = plots._check_2d(x)
@@ -118,12 +133,21 @@ def overview_2d(model: Model, x, history: Sequence[dict[str, Any]] | None = None
         torch.manual_seed(seed)
         z = model.p_z().sample((int(n_samples),)).to(_device(model))
     decoded = generate.decode(model, z).numpy().reshape(len(z), -1)
-    return plots.overview_2d(x, mean.numpy(), decoded, z[:, 0].cpu().numpy(), history, labels=labels, colour=colour,
-                             colour_name=colour_name)
+    return plots.overview_2d(
+        x, mean.numpy(), decoded, z[:, 0].cpu().numpy(), history, labels=labels, colour=colour, colour_name=colour_name
+    )
 
 
-def samples(model: Model, n: int = 64, *, image_shape: Sequence[int] | None = None, data=None,
-            how: str = "mean", value_range: tuple[float, float] | None = None, seed: int = 0):
+def samples(
+    model: Model,
+    n: int = 64,
+    *,
+    image_shape: Sequence[int] | None = None,
+    data=None,
+    how: str = "mean",
+    value_range: tuple[float, float] | None = None,
+    seed: int = 0,
+):
     """Decoded prior samples (seeded): an image grid (``image_shape``), or for 2-D data the samples over the data."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -133,8 +157,13 @@ def samples(model: Model, n: int = 64, *, image_shape: Sequence[int] | None = No
     what = {"mean": "decoded means", "draw": "draws from p(x|z)", "mode": "most probable values"}[how]
     if image_shape is not None:
         return plots.image_grid(x_new, image_shape, value_range=value_range, title=f"{n} samples: z ~ p(z), {what}")
-    return plots.points_over_data(x_new.reshape(len(x_new), -1), data, colour=z[:, 0].numpy(), colour_name="$z_1$",
-                                  title=f"{n} samples: z ~ p(z), {what}")
+    return plots.points_over_data(
+        x_new.reshape(len(x_new), -1),
+        data,
+        colour=z[:, 0].numpy(),
+        colour_name="$z_1$",
+        title=f"{n} samples: z ~ p(z), {what}",
+    )
 
 
 def most_informative(kl, n: int) -> list[int]:
@@ -143,9 +172,18 @@ def most_informative(kl, n: int) -> list[int]:
     return [int(u) for u in np.argsort(-kl, kind="stable")[:n]]
 
 
-def manifold(model: Model, *, steps: int = 15, dims: tuple[int, int] | None = None, kl=None,
-             image_shape: Sequence[int] | None = None, data=None, low: float = 0.05, high: float = 0.95,
-             value_range: tuple[float, float] | None = None):
+def manifold(
+    model: Model,
+    *,
+    steps: int = 15,
+    dims: tuple[int, int] | None = None,
+    kl=None,
+    image_shape: Sequence[int] | None = None,
+    data=None,
+    low: float = 0.05,
+    high: float = 0.95,
+    value_range: tuple[float, float] | None = None,
+):
     """Decoder means on a ``steps`` x ``steps`` grid through the prior's quantiles in two latent units
     (``dims``, array indices), the other units at 0, the prior's mean. Without ``dims``: units 1 and 2
     of a 2-D latent; above two dimensions the two units with the largest KL per unit ``kl`` (H,),
@@ -154,8 +192,10 @@ def manifold(model: Model, *, steps: int = 15, dims: tuple[int, int] | None = No
     chosen_by = ""
     if dims is None and h > 2:
         if kl is None:
-            raise ValueError(f"this latent has {h} units: give dims=(i, j), the two to move, or kl, "
-                             "the KL per unit, to move the two most informative")
+            raise ValueError(
+                f"this latent has {h} units: give dims=(i, j), the two to move, or kl, "
+                "the KL per unit, to move the two most informative"
+            )
         if len(np.ravel(kl)) != h:
             raise ValueError(f"kl has {len(np.ravel(kl))} values but the latent has {h} units")
         dims = tuple(sorted(most_informative(kl, 2)))
@@ -164,13 +204,32 @@ def manifold(model: Model, *, steps: int = 15, dims: tuple[int, int] | None = No
     grid = generate.quantile_grid(h, steps, dims, low, high)  # (R, C, H)
     decoded = generate.decode(model, grid.to(_device(model))).numpy()  # (R, C, *data_shape)
     values = generate.prior_quantiles(steps, low, high).numpy()
-    return plots.manifold_figure(decoded, values, dims=dims if h > 1 else None, latent_dim=h, image_shape=image_shape,
-                                 data=data, quantiles=(low, high), value_range=value_range, chosen_by=chosen_by)
+    return plots.manifold_figure(
+        decoded,
+        values,
+        dims=dims if h > 1 else None,
+        latent_dim=h,
+        image_shape=image_shape,
+        data=data,
+        quantiles=(low, high),
+        value_range=value_range,
+        chosen_by=chosen_by,
+    )
 
 
-def traversal(model: Model, *, base=None, units: Sequence[int] | None = None, steps: int = 9,
-              low: float = 0.05, high: float = 0.95, image_shape: Sequence[int] | None = None, data=None,
-              value_range: tuple[float, float] | None = None, how: str = "mean"):
+def traversal(
+    model: Model,
+    *,
+    base=None,
+    units: Sequence[int] | None = None,
+    steps: int = 9,
+    low: float = 0.05,
+    high: float = 0.95,
+    image_shape: Sequence[int] | None = None,
+    data=None,
+    value_range: tuple[float, float] | None = None,
+    how: str = "mean",
+):
     """Latent traversals: each unit in ``units`` (array indices; default all, at most 10) moved through
     the prior's quantiles with the others fixed at ``base`` (default 0), decoded. Images: one row per
     unit; 2-D data: one curve per unit over the data."""
@@ -179,12 +238,29 @@ def traversal(model: Model, *, base=None, units: Sequence[int] | None = None, st
     values = generate.prior_quantiles(steps, low, high)
     z = generate.traverse(base, units, values)  # (U, S, H)
     decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
-    return plots.traversal_figure(decoded, units, values.numpy(), image_shape=image_shape, data=data,
-                                  value_range=value_range, at_zero=not bool(base.abs().sum()), quantiles=(low, high))
+    return plots.traversal_figure(
+        decoded,
+        units,
+        values.numpy(),
+        image_shape=image_shape,
+        data=data,
+        value_range=value_range,
+        at_zero=not bool(base.abs().sum()),
+        quantiles=(low, high),
+    )
 
 
-def interpolation(model: Model, x_from, x_to, *, steps: int = 8, image_shape: Sequence[int] | None = None,
-                  data=None, value_range: tuple[float, float] | None = None, how: str = "mean"):
+def interpolation(
+    model: Model,
+    x_from,
+    x_to,
+    *,
+    steps: int = 8,
+    image_shape: Sequence[int] | None = None,
+    data=None,
+    value_range: tuple[float, float] | None = None,
+    how: str = "mean",
+):
     """Decoded points along straight lines between the encoder means of ``x_from[i]`` and ``x_to[i]``.
     Images: one row per pair, the originals at both ends; 2-D data: paths over the data."""
     a = torch.as_tensor(np.asarray(x_from), dtype=torch.float32)
@@ -195,8 +271,9 @@ def interpolation(model: Model, x_from, x_to, *, steps: int = 8, image_shape: Se
     zb, _ = generate.encode(model, b)
     z = generate.interpolate(za, zb, steps).transpose(0, 1)  # (P, S, H)
     decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
-    return plots.interpolation_figure(a.numpy(), b.numpy(), decoded, image_shape=image_shape, data=data,
-                                      value_range=value_range)
+    return plots.interpolation_figure(
+        a.numpy(), b.numpy(), decoded, image_shape=image_shape, data=data, value_range=value_range
+    )
 
 
 # -- the kinds of figure -----------------------------------------------------------------------
@@ -221,8 +298,11 @@ def _needs_images(v: RunView):
 
 
 def _needs_images_or_2d(v: RunView):
-    return None if v.image_shape is not None or v.is_2d else (
-        f"it needs image or 2-D data (this run's examples have shape {tuple(v.model.data_shape or ())})")
+    return (
+        None
+        if v.image_shape is not None or v.is_2d
+        else (f"it needs image or 2-D data (this run's examples have shape {tuple(v.model.data_shape or ())})")
+    )
 
 
 def _tensor(x) -> torch.Tensor:
@@ -230,13 +310,26 @@ def _tensor(x) -> torch.Tensor:
 
 
 def _make_overview(v: RunView):
-    return overview_2d(v.model, v.fit.x, v.run.history, labels=v.labels, colour=v.colour,
-                       colour_name=v.colour_name or "value", seed=SEED)
+    return overview_2d(
+        v.model,
+        v.fit.x,
+        v.run.history,
+        labels=v.labels,
+        colour=v.colour,
+        colour_name=v.colour_name or "value",
+        seed=SEED,
+    )
 
 
 def _make_samples(v: RunView):
-    return samples(v.model, 64, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
-                         value_range=v.value_range, seed=SEED)
+    return samples(
+        v.model,
+        64,
+        image_shape=v.image_shape,
+        data=None if v.image_shape else v.fit.x,
+        value_range=v.value_range,
+        seed=SEED,
+    )
 
 
 def _make_reconstructions(v: RunView):
@@ -249,14 +342,27 @@ def _make_reconstructions(v: RunView):
 
 def _make_manifold(v: RunView):
     kl = _kl(v) if v.model.latent_dim > 2 else None  # above two units: the two that carry the most
-    return manifold(v.model, steps=MANIFOLD_STEPS, kl=kl, image_shape=v.image_shape,
-                    data=None if v.image_shape else v.fit.x, value_range=v.value_range)
+    return manifold(
+        v.model,
+        steps=MANIFOLD_STEPS,
+        kl=kl,
+        image_shape=v.image_shape,
+        data=None if v.image_shape else v.fit.x,
+        value_range=v.value_range,
+    )
 
 
 def _make_latent(v: RunView):
     z, _ = generate.encode(v.model, _tensor(v.fit.x))
-    return plots.latent_map(z.numpy(), labels=v.labels, colour=v.colour, colour_name=v.colour_name or "value",
-                            method="tsne", max_points=TSNE_POINTS if plots.has_opentsne() else TSNE_POINTS // 2, seed=SEED)
+    return plots.latent_map(
+        z.numpy(),
+        labels=v.labels,
+        colour=v.colour,
+        colour_name=v.colour_name or "value",
+        method="tsne",
+        max_points=TSNE_POINTS if plots.has_opentsne() else TSNE_POINTS // 2,
+        seed=SEED,
+    )
 
 
 def _kl(v: RunView) -> np.ndarray:
@@ -271,8 +377,13 @@ def _make_kl_units(v: RunView):
 
 def _make_traversal(v: RunView):
     units = most_informative(_kl(v), 10)  # the most informative units first
-    return traversal(v.model, units=units, image_shape=v.image_shape, data=None if v.image_shape else v.fit.x,
-                           value_range=v.value_range)
+    return traversal(
+        v.model,
+        units=units,
+        image_shape=v.image_shape,
+        data=None if v.image_shape else v.fit.x,
+        value_range=v.value_range,
+    )
 
 
 def _make_interpolation(v: RunView):
@@ -295,27 +406,56 @@ def _make_interpolation(v: RunView):
         a, b = [p[0] for p in chosen], [p[1] for p in chosen]
     else:
         a, b = list(range(pairs)), list(range(pairs, 2 * pairs))
-    return interpolation(v.model, x[a], x[b], steps=8, image_shape=v.image_shape,
-                               data=None if v.image_shape else v.fit.x, value_range=v.value_range)
+    return interpolation(
+        v.model,
+        x[a],
+        x[b],
+        steps=8,
+        image_shape=v.image_shape,
+        data=None if v.image_shape else v.fit.x,
+        value_range=v.value_range,
+    )
 
 
 KINDS: dict[str, Kind] = {
-    "curves": Kind("ELBO, reconstruction and KL per epoch, train and validation", lambda v: plots.training_curves(v.run.history),
-                   _needs_history),
-    "overview": Kind("the seeds' four panels for 2-D data: data, code, decoded prior samples, curves", _make_overview, _needs_2d),
-    "samples": Kind("decoded prior samples (image grid, or over the 2-D data)", _make_samples, _needs_images_or_2d,
-                    default=lambda v: v.image_shape is not None),  # 2-D runs: part of 'overview'
+    "curves": Kind(
+        "ELBO, reconstruction and KL per epoch, train and validation",
+        lambda v: plots.training_curves(v.run.history),
+        _needs_history,
+    ),
+    "overview": Kind(
+        "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves", _make_overview, _needs_2d
+    ),
+    "samples": Kind(
+        "decoded prior samples (image grid, or over the 2-D data)",
+        _make_samples,
+        _needs_images_or_2d,
+        default=lambda v: v.image_shape is not None,
+    ),  # 2-D runs: part of 'overview'
     "reconstructions": Kind("held-out images beside their reconstructions", _make_reconstructions, _needs_images),
-    "manifold": Kind("decoded grid of latent points through the prior's quantiles (above two latent units: "
-                     "the two with the most KL, the others at 0)", _make_manifold, _needs_images_or_2d,
-                     default=lambda v: v.model.latent_dim <= 2),  # above two: on request, 'traversal' by default
-    "latent": Kind("map of encoder means (t-SNE above two dimensions), coloured by label or known value",
-                   _make_latent, lambda v: None, default=lambda v: not v.is_2d),  # 2-D runs: part of 'overview'
+    "manifold": Kind(
+        "decoded grid of latent points through the prior's quantiles (above two latent units: "
+        "the two with the most KL, the others at 0)",
+        _make_manifold,
+        _needs_images_or_2d,
+        default=lambda v: v.model.latent_dim <= 2,
+    ),  # above two: on request, 'traversal' by default
+    "latent": Kind(
+        "map of encoder means (t-SNE above two dimensions), coloured by label or known value",
+        _make_latent,
+        lambda v: None,
+        default=lambda v: not v.is_2d,
+    ),  # 2-D runs: part of 'overview'
     "kl_units": Kind("KL per latent unit (nats)", _make_kl_units, lambda v: None),
-    "traversal": Kind("one latent unit at a time through the prior's quantiles, others at 0", _make_traversal,
-                      _needs_images_or_2d, default=lambda v: v.model.latent_dim > 1),  # 1-D: same as 'manifold'
-    "interpolation": Kind("decoded straight lines between the codes of held-out examples", _make_interpolation,
-                          _needs_images_or_2d),
+    "traversal": Kind(
+        "one latent unit at a time through the prior's quantiles, others at 0",
+        _make_traversal,
+        _needs_images_or_2d,
+        default=lambda v: v.model.latent_dim > 1,
+    ),  # 1-D: same as 'manifold'
+    "interpolation": Kind(
+        "decoded straight lines between the codes of held-out examples", _make_interpolation, _needs_images_or_2d
+    ),
 }
 
 
@@ -334,8 +474,9 @@ def choose(v: RunView, which: list[str] | None = None) -> list[str]:
     return list(dict.fromkeys(which))
 
 
-def render(run: runs.Run | str | Path, which: list[str] | None = None, dpi: int = 100,
-           seconds: dict[str, float] | None = None) -> dict[str, bytes]:
+def render(
+    run: runs.Run | str | Path, which: list[str] | None = None, dpi: int = 100, seconds: dict[str, float] | None = None
+) -> dict[str, bytes]:
     """Draw the chosen figures of a run: name -> PNG bytes. ``seconds``, when given, receives the
     wall time each figure took (computing and drawing it), by name."""
     if not isinstance(run, runs.Run):
@@ -354,12 +495,5 @@ def render(run: runs.Run | str | Path, which: list[str] | None = None, dpi: int 
 
 
 def write(run_dir: str | Path, pngs: dict[str, bytes]) -> list[Path]:
-    """Write ``figures/NAME.png`` for each rendered figure, atomically."""
-    folder = Path(run_dir) / FIGURES_DIR
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, data in pngs.items():
-        path = folder / f"{name}.png"
-        atomic_write_bytes(path, data)
-        paths.append(path)
-    return paths
+    """Write ``figures/NAME.png`` for each rendered figure, atomically (through the run's ``RunFolder``)."""
+    return runs.RunFolder(run_dir).write_figures(pngs)

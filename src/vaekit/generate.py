@@ -4,6 +4,7 @@ Tensors in, tensors out. The prior here is the standard normal p(z) = N(0, I), s
 probability p maps to the latent value Phi^-1(p); decoding a grid of such values shows the
 learned manifold with each cell holding equal prior mass (Kingma & Welling 2014, fig. 4).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,7 +22,11 @@ def prior_quantiles(steps: int, low: float = 0.05, high: float = 0.95) -> torch.
         raise ValueError(f"steps must be >= 1, got {steps}")
     if not 0 < low <= high < 1:
         raise ValueError(f"quantile range must satisfy 0 < low <= high < 1, got ({low}, {high})")
-    p = torch.linspace(low, high, int(steps), dtype=torch.float64) if steps > 1 else torch.tensor([0.5 * (low + high)], dtype=torch.float64)
+    p = (
+        torch.linspace(low, high, int(steps), dtype=torch.float64)
+        if steps > 1
+        else torch.tensor([0.5 * (low + high)], dtype=torch.float64)
+    )
     return _STANDARD.icdf(p).float()
 
 
@@ -133,8 +138,7 @@ def encode(model: Model, x, batch_size: int = 4096) -> tuple[torch.Tensor, torch
     return torch.cat(means), torch.cat(scales)
 
 
-def reconstruct(model: Model, x, how: str = "mean", sample_z: bool = True,
-                batch_size: int = 4096) -> torch.Tensor:
+def reconstruct(model: Model, x, how: str = "mean", sample_z: bool = True, batch_size: int = 4096) -> torch.Tensor:
     """Encode, take z ~ q(z|x) (or its mean with ``sample_z=False``), decode with ``how``."""
     parts = []
     with inference(model):

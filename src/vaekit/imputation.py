@@ -272,7 +272,7 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model_ = build_model(spec)
-            self.history_ = train_model(self.model_, x, None, config)
+            self.history_ = train_model(self.model_, x, None, config).history
         self.model_.eval()
         return self
 

@@ -8,6 +8,7 @@ Layout of ``params``: the decoder emits ``n_params`` blocks stacked along the fi
 data dim, so for flat data of D features it has shape (..., n_params * D), and for
 images of shape (C, H, W) it has shape (..., n_params * C, H, W).
 """
+
 from __future__ import annotations
 
 import math
@@ -18,8 +19,14 @@ import torch
 from torch import nn
 from torch.distributions import (
     Bernoulli as _Bernoulli,
+)
+from torch.distributions import (
     Categorical as _Categorical,
+)
+from torch.distributions import (
     ContinuousBernoulli as _ContinuousBernoulli,
+)
+from torch.distributions import (
     Distribution,
     Independent,
     Normal,
@@ -72,7 +79,7 @@ class Likelihood(nn.Module):
         self.event_shape: tuple[int, ...] | None = None
 
     # -- set-up -------------------------------------------------------------------
-    def bind(self, event_shape: tuple[int, ...]) -> "Likelihood":
+    def bind(self, event_shape: tuple[int, ...]) -> Likelihood:
         """Fix the data shape; learned parameters that depend on it are created here."""
         self.event_shape = tuple(int(s) for s in event_shape)
         return self
@@ -466,7 +473,9 @@ class Mixed(Likelihood):
         for i, col in enumerate(columns):
             kind = col.get("kind")
             if kind not in self.KINDS:
-                raise ValueError(f"column {col.get('name', i)!r} has kind {kind!r}; choose one of {', '.join(self.KINDS)}")
+                raise ValueError(
+                    f"column {col.get('name', i)!r} has kind {kind!r}; choose one of {', '.join(self.KINDS)}"
+                )
             entry = {"name": str(col.get("name", f"x{i}")), "kind": kind}
             if kind == "numeric":
                 s = float(col.get("unit_scale", 1.0))
@@ -569,15 +578,18 @@ class Mixed(Likelihood):
             v = a[:, pos]
             bad = ~np.isnan(v) & (v != 0) & (v != 1)
             if bad.any():
-                raise ValueError(f"binary column {col!r} holds {v[bad][0]:.4g}; it must be coded 0 / 1 (or NaN if missing)")
+                raise ValueError(
+                    f"binary column {col!r} holds {v[bad][0]:.4g}; it must be coded 0 / 1 (or NaN if missing)"
+                )
         for col, (start, size) in zip(self._kind_columns("categorical"), self.groups):
             block = a[:, start : start + size]
             missing = np.isnan(block)
             partial = missing.any(1) & ~missing.all(1)
             obs = block[~missing.any(1)]
             if partial.any() or (obs.size and (not np.isin(obs, (0, 1)).all() or not (obs.sum(1) == 1).all())):
-                raise ValueError(f"categorical column {col!r} must be one-hot coded over {size} data columns "
-                                 "(all NaN if missing)")
+                raise ValueError(
+                    f"categorical column {col!r} must be one-hot coded over {size} data columns (all NaN if missing)"
+                )
 
     def _kind_columns(self, kind: str) -> list[str]:
         return [c["name"] for c in self.columns if c["kind"] == kind]
@@ -643,8 +655,13 @@ class MixedDistribution(Distribution):
 REGISTRY: dict[str, type[Likelihood]] = {
     cls.name: cls for cls in (Bernoulli, Gaussian, Categorical, ContinuousBernoulli, Categorical256, Mixed)
 }
-_ALIASES = {"cb": "continuous_bernoulli", "continuous-bernoulli": "continuous_bernoulli", "normal": "gaussian",
-            "categorical-256": "categorical256", "categorical_256": "categorical256"}
+_ALIASES = {
+    "cb": "continuous_bernoulli",
+    "continuous-bernoulli": "continuous_bernoulli",
+    "normal": "gaussian",
+    "categorical-256": "categorical256",
+    "categorical_256": "categorical256",
+}
 
 
 def register(cls: type[Likelihood]) -> type[Likelihood]:
@@ -691,8 +708,9 @@ def auto(x: np.ndarray, max_levels: int = 32) -> Likelihood:
     return Gaussian("learned")
 
 
-def resolve(name: str | dict[str, Any] | Likelihood = "auto", x=None, *, scale: float | None = None,
-            schema: Any = None) -> Likelihood:
+def resolve(
+    name: str | dict[str, Any] | Likelihood = "auto", x=None, *, scale: float | None = None, schema: Any = None
+) -> Likelihood:
     """The likelihood a run asks for, decided with the data where needed.
 
     ``name``: ``auto``, a registered name, a config dict or a ``Likelihood``. ``auto`` looks at the
@@ -710,8 +728,10 @@ def resolve(name: str | dict[str, Any] | Likelihood = "auto", x=None, *, scale: 
             raise ValueError(f"setting scale applies to the Gaussian likelihood, not {name!r}")
         if schema is not None:
             if key not in ("auto", Mixed.name):
-                raise ValueError(f"a table is modelled column by column (likelihood '{Mixed.name}': Gaussian, "
-                                 f"Bernoulli, categorical); likelihood {name!r} applies to arrays and images")
+                raise ValueError(
+                    f"a table is modelled column by column (likelihood '{Mixed.name}': Gaussian, "
+                    f"Bernoulli, categorical); likelihood {name!r} applies to arrays and images"
+                )
             lik = schema.likelihood()
         elif key == Mixed.name:
             raise ValueError("the mixed likelihood models tables (.csv, .tsv, .parquet files)")
@@ -723,8 +743,10 @@ def resolve(name: str | dict[str, Any] | Likelihood = "auto", x=None, *, scale: 
             raise ValueError(f"unknown likelihood {name!r}; choose one of: {', '.join(sorted(REGISTRY))}, auto")
         elif key == Categorical.name:
             if x is None:
-                raise ValueError("a categorical likelihood by name needs the data to count its levels; "
-                                 "give a config such as {'name': 'categorical', 'num_classes': 10}")
+                raise ValueError(
+                    "a categorical likelihood by name needs the data to count its levels; "
+                    "give a config such as {'name': 'categorical', 'num_classes': 10}"
+                )
             s = value_summary(x)
             levels = int(s["max"]) + 1 if s["integer"] and s["min"] >= 0 and s["size"] else 0
             if levels < 2:

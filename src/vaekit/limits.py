@@ -4,6 +4,7 @@ A request such as ``latent_dim=10**12`` or ``sample -n 10**12`` would otherwise 
 ``RuntimeError: can't allocate memory`` deep inside torch. Callers compute what a request
 needs and call ``require_memory`` first; the message names the size and what to do.
 """
+
 from __future__ import annotations
 
 import os
@@ -31,5 +32,7 @@ def require_memory(n_bytes: float, what: str, hint: str = "use a smaller value")
     """Raise ``ValueError`` when ``n_bytes`` (what ``what`` needs) exceeds this machine's RAM."""
     limit = physical_memory()
     if n_bytes > limit:
-        raise ValueError(f"{what} needs about {format_bytes(n_bytes)}, more than this machine's "
-                         f"{format_bytes(limit)} of memory; {hint}")
+        raise ValueError(
+            f"{what} needs about {format_bytes(n_bytes)}, more than this machine's "
+            f"{format_bytes(limit)} of memory; {hint}"
+        )

@@ -1,11 +1,13 @@
 """The VAE as a torch module: prior p(z), encoder q(z|x), decoder p(x|z)."""
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.distributions import Distribution
 
-from .likelihoods import Likelihood, create as create_likelihood
+from .likelihoods import Likelihood
+from .likelihoods import create as create_likelihood
 from .posteriors import Diagonal
 from .priors import Prior, StandardNormal
 
@@ -68,8 +70,10 @@ class Model(nn.Module):
         c = self.condition(c, x.shape[0]) if (c is not None or self.condition_dim) else None
         h = self.encoder(x if c is None else torch.cat([x.reshape(x.shape[0], -1), c.to(x.dtype)], -1))
         if h.shape[-1] != self.posterior.n_params():
-            raise ValueError(f"encoder returned {h.shape[-1]} outputs; a {type(self.posterior).__name__} posterior "
-                             f"with latent_dim={self.latent_dim} needs {self.posterior.n_params()}")
+            raise ValueError(
+                f"encoder returned {h.shape[-1]} outputs; a {type(self.posterior).__name__} posterior "
+                f"with latent_dim={self.latent_dim} needs {self.posterior.n_params()}"
+            )
         return self.posterior(_full_precision(h))
 
     def p_x(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
@@ -107,15 +111,18 @@ class Model(nn.Module):
                 raise ValueError("this model is not conditional (condition_dim=0); call it without a condition")
             return None
         if c is None:
-            raise ValueError(f"this model is conditional: give the condition c, shape (B, {self.condition_dim}) "
-                             "or (B,) class labels")
+            raise ValueError(
+                f"this model is conditional: give the condition c, shape (B, {self.condition_dim}) or (B,) class labels"
+            )
         c = torch.as_tensor(c, device=self._device())
         if not c.is_floating_point():
             if c.dim() > 1 or (c.numel() and (int(c.min()) < 0 or int(c.max()) >= self.condition_dim)):
                 raise ValueError(f"class labels must be integers in [0, {self.condition_dim}), one per example")
             c = nn.functional.one_hot(c.long(), self.condition_dim).float()
         if c.shape[-1] != self.condition_dim:
-            raise ValueError(f"the condition has {c.shape[-1]} values per example, the model takes {self.condition_dim}")
+            raise ValueError(
+                f"the condition has {c.shape[-1]} values per example, the model takes {self.condition_dim}"
+            )
         if n is not None and c.dim() > 1 and c.shape[-2] != n:
             raise ValueError(f"got {c.shape[-2]} conditions for {n} examples")
         return c
@@ -125,10 +132,9 @@ class Model(nn.Module):
 
     # -- uses -------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, x: torch.Tensor, return_scale: bool = False, c: torch.Tensor | None = None,
-               layer: str = "top"):
+    def encode(self, x: torch.Tensor, return_scale: bool = False, c: torch.Tensor | None = None, layer: str = "all"):
         """Posterior means (and standard deviations): the learned representation. A two-layer model
-        gives its ``layer``: "top" (z2), "bottom" (z1) or "all" (z1, z2)."""
+        gives its ``layer``: "all" (z1, z2; what ``decode`` takes), "top" (z2) or "bottom" (z1)."""
         qz = self.q_z(x, c)
         units = self.posterior.units(layer)
         return (qz.mean[..., units], qz.stddev[..., units]) if return_scale else qz.mean[..., units]
@@ -157,8 +163,9 @@ class Model(nn.Module):
         return self.decode(z, draw=draw, c=c)
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor, sample_z: bool = True, draw: bool = False,
-                    c: torch.Tensor | None = None) -> torch.Tensor:
+    def reconstruct(
+        self, x: torch.Tensor, sample_z: bool = True, draw: bool = False, c: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Encode, take z ~ q(z|x) (or its mean), decode the mean (or a draw)."""
         qz = self.q_z(x, c)
         z = qz.sample() if sample_z else qz.mean

@@ -1,8 +1,9 @@
 """Encoder and decoder networks: tensors in, tensors out."""
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -79,10 +80,19 @@ class ConvEncoder(nn.Module):
     convolution per entry of ``channels`` (each halves the size, rounding up), then a fully
     connected network with ``hidden`` layers."""
 
-    def __init__(self, image_shape: Sequence[int], out_features: int, channels: Sequence[int] = (32, 64),
-                 hidden: Sequence[int] = (256,), activation: str = "relu") -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        out_features: int,
+        channels: Sequence[int] = (32, 64),
+        hidden: Sequence[int] = (256,),
+        activation: str = "relu",
+        event_shape: Sequence[int] | None = None,
+    ) -> None:
         super().__init__()
         self.image_shape = _image_shape(image_shape)
+        # one example as the data hold it: (C, H, W), (H, W) or flat; the dims before it are batch dims
+        self.event_shape = tuple(int(s) for s in (event_shape if event_shape is not None else self.image_shape))
         c, h, w = self.image_shape
         layers: list[nn.Module] = []
         for out_c in channels:
@@ -93,7 +103,8 @@ class ConvEncoder(nn.Module):
         self.head = MLP((c, fh, fw), out_features, hidden, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        batch = x.shape[: x.dim() - (3 if tuple(x.shape[-3:]) == self.image_shape else 1)]
+        n_event = len(self.event_shape) if tuple(x.shape[x.dim() - len(self.event_shape) :]) == self.event_shape else 1
+        batch = x.shape[: x.dim() - n_event]
         h = self.conv(x.reshape(-1, *self.image_shape))
         return self.head(h).reshape(*batch, -1)
 
@@ -104,8 +115,15 @@ class ConvDecoder(nn.Module):
     padding (0 or 1) lands exactly on each size the encoder passed through, so the output is
     H x W for any H, W."""
 
-    def __init__(self, latent_dim: int, image_shape: Sequence[int], out_shape: Sequence[int],
-                 channels: Sequence[int] = (32, 64), hidden: Sequence[int] = (256,), activation: str = "relu") -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        image_shape: Sequence[int],
+        out_shape: Sequence[int],
+        channels: Sequence[int] = (32, 64),
+        hidden: Sequence[int] = (256,),
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         c, h, w = _image_shape(image_shape)
         self.out_shape = _shape(out_shape)
@@ -121,8 +139,10 @@ class ConvDecoder(nn.Module):
             target = sizes[i]
             in_c, out_c = channels[i], channels[i - 1] if i > 0 else channels[0]
             pad = tuple(int(t == 2 * s) for t, s in zip(target, sizes[i + 1]))  # even target: one more row/col
-            layers += [globals()["activation"](activation),
-                       nn.ConvTranspose2d(in_c, out_c, 3, stride=2, padding=1, output_padding=pad)]
+            layers += [
+                globals()["activation"](activation),
+                nn.ConvTranspose2d(in_c, out_c, 3, stride=2, padding=1, output_padding=pad),
+            ]
         if channels:
             layers += [globals()["activation"](activation), nn.Conv2d(channels[0], out_channels, 3, padding=1)]
         self.deconv = nn.Sequential(*layers)

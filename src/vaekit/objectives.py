@@ -7,11 +7,12 @@ For one example x, with q(z|x) the encoder and p(z) the prior,
 
 and IWAE_k increases to log p(x) as k grows. Every function returns per-example values in nats.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence, Union
 
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
@@ -98,8 +99,9 @@ def elbo(
         return _elbo(model, x, beta, n_samples, free_bits, c)
 
 
-def _elbo(model: Model, x: torch.Tensor, beta: float, n_samples: int, free_bits: float,
-          c: torch.Tensor | None) -> ELBOTerms:
+def _elbo(
+    model: Model, x: torch.Tensor, beta: float, n_samples: int, free_bits: float, c: torch.Tensor | None
+) -> ELBOTerms:
     qz = model.q_z(x, c)
     pz = model.p_z(c)
     z = qz.rsample((n_samples,))  # (L, B, H)
@@ -117,8 +119,14 @@ def _elbo(model: Model, x: torch.Tensor, beta: float, n_samples: int, free_bits:
     return ELBOTerms(elbo=log_px_z - kl_total, log_px_z=log_px_z, kl=kl_total, objective=log_px_z - beta * kl_term)
 
 
-def _log_weights(model: Model, x: torch.Tensor, qz: Distribution, k: int, noise: torch.Tensor | None = None,
-                 c: torch.Tensor | None = None) -> torch.Tensor:
+def _log_weights(
+    model: Model,
+    x: torch.Tensor,
+    qz: Distribution,
+    k: int,
+    noise: torch.Tensor | None = None,
+    c: torch.Tensor | None = None,
+) -> torch.Tensor:
     """log p(x, z_i) - log q(z_i|x) for k reparameterised draws: (k, B). With ``noise``
     (k, H) standard-normal draws, z_i = q's draw for noise_i (mu(x) + sigma(x) * noise_i for the
     diagonal Gaussian) for every example."""
@@ -165,7 +173,7 @@ def _diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
 
 
 # one diagonal Gaussian per example, (loc, scale) each (N, latent_dim), or a mixture of them
-Proposal = Union[tuple[torch.Tensor, torch.Tensor], Sequence[tuple[torch.Tensor, torch.Tensor]]]
+Proposal = tuple[torch.Tensor, torch.Tensor] | Sequence[tuple[torch.Tensor, torch.Tensor]]
 
 
 @torch.no_grad()
@@ -220,7 +228,9 @@ def log_marginal(
         if components is not None:
             raise ValueError("noise applies to the encoder proposal; give either noise or proposal")
         if tuple(noise.shape) != (k, model.latent_dim):
-            raise ValueError(f"noise must have shape (k, latent_dim) = {(k, model.latent_dim)}, got {tuple(noise.shape)}")
+            raise ValueError(
+                f"noise must have shape (k, latent_dim) = {(k, model.latent_dim)}, got {tuple(noise.shape)}"
+            )
     was_training = model.training
     model.eval()
     pairs = max(1, max_elements // elements_per_draw(model, x))  # (draw, example) pairs per decoder call
@@ -241,7 +251,9 @@ def log_marginal(
             z_all, log_q_all = draw(qz, (k,), None if noise is None else noise.unsqueeze(1), reparameterised=False)
             log_q = qz.log_prob
         else:
-            qs = [_diagonal_normal(loc[start : start + batch], scale[start : start + batch]) for loc, scale in components]
+            qs = [
+                _diagonal_normal(loc[start : start + batch], scale[start : start + batch]) for loc, scale in components
+            ]
             counts = [k // len(qs) + (j < k % len(qs)) for j in range(len(qs))]
             z_all = torch.cat([q.sample((m,)) for q, m in zip(qs, counts)])  # (k, B, H)
             log_share = torch.tensor([math.log(m / k) if m else -math.inf for m in counts], device=xb.device)
@@ -272,8 +284,12 @@ def log_marginal(
     else:
         what = f"a {len(components)}-component Gaussian mixture"
     out = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for a float64 model and data
-    return LogMarginal(log_px=torch.cat(estimates).to(out), stderr=torch.cat(errors).to(out), k=k,
-                       estimator=f"importance sampling with {what} as proposal (IWAE_k), k={k}")
+    return LogMarginal(
+        log_px=torch.cat(estimates).to(out),
+        stderr=torch.cat(errors).to(out),
+        k=k,
+        estimator=f"importance sampling with {what} as proposal (IWAE_k), k={k}",
+    )
 
 
 def _check_proposal(proposal, n: int, latent_dim: int, k: int):
@@ -284,8 +300,10 @@ def _check_proposal(proposal, n: int, latent_dim: int, k: int):
         raise ValueError("proposal needs at least one (loc, scale) pair")
     for loc, scale in components:
         if loc.shape != (n, latent_dim) or scale.shape != loc.shape:
-            raise ValueError(f"proposal needs loc and scale of shape ({n}, {latent_dim}), "
-                             f"got {tuple(loc.shape)} and {tuple(scale.shape)}")
+            raise ValueError(
+                f"proposal needs loc and scale of shape ({n}, {latent_dim}), "
+                f"got {tuple(loc.shape)} and {tuple(scale.shape)}"
+            )
     if len(components) > k:
         raise ValueError(f"a {len(components)}-component proposal needs k >= {len(components)}, got {k}")
     return components

@@ -19,6 +19,7 @@ What the seed documents draw, and where it is here:
 
 Latent units are numbered from 1 in every title and label (z_1 is array index 0).
 """
+
 from __future__ import annotations
 
 import io
@@ -94,8 +95,18 @@ def _label_colours(labels: np.ndarray):
     return classes, np.array([cmap(index[c]) for c in labels]), {c: cmap(index[c]) for c in classes}
 
 
-def _scatter(ax, points: np.ndarray, *, labels=None, colour=None, colour_name: str | None = None,
-             size: float = 7.0, alpha: float = 0.7, legend: bool = True, fig=None):
+def _scatter(
+    ax,
+    points: np.ndarray,
+    *,
+    labels=None,
+    colour=None,
+    colour_name: str | None = None,
+    size: float = 7.0,
+    alpha: float = 0.7,
+    legend: bool = True,
+    fig=None,
+):
     """Scatter 2-D points coloured by class labels (legend) or a continuous value (colour bar)."""
     points = _np(points)
     if labels is not None:
@@ -105,8 +116,16 @@ def _scatter(ax, points: np.ndarray, *, labels=None, colour=None, colour_name: s
             from matplotlib.lines import Line2D
 
             handles = [Line2D([], [], ls="", marker="o", color=by_class[c], label=str(c)) for c in classes]
-            ax.legend(handles=handles, title="label", fontsize=7, title_fontsize=8, loc="best",
-                      ncols=2 if len(classes) > 5 else 1, markerscale=0.8, framealpha=0.8)
+            ax.legend(
+                handles=handles,
+                title="label",
+                fontsize=7,
+                title_fontsize=8,
+                loc="best",
+                ncols=2 if len(classes) > 5 else 1,
+                markerscale=0.8,
+                framealpha=0.8,
+            )
         return None
     if colour is not None:
         sc = ax.scatter(points[:, 0], points[:, 1], c=_np(colour), cmap=VALUE_CMAP, s=size, alpha=alpha, linewidths=0)
@@ -171,8 +190,16 @@ def training_curves(history: Sequence[dict[str, Any]], *, title: str | None = No
         if limits is not None:
             ax.set_ylim(*limits)
             if any(((s < limits[0]) | (s > limits[1]))[~np.isnan(s)].any() for s in shown):
-                ax.text(0.98, 0.03, "first epochs off scale", transform=ax.transAxes, ha="right",
-                        va="bottom", fontsize=7, color="#666666")
+                ax.text(
+                    0.98,
+                    0.03,
+                    "first epochs off scale",
+                    transform=ax.transAxes,
+                    ha="right",
+                    va="bottom",
+                    fontsize=7,
+                    color="#666666",
+                )
         _pretty(ax, "epoch", "nats per example", name)
         ax.legend(fontsize=8)
     if title:
@@ -252,11 +279,25 @@ def overview_2d(
         _pretty(ax_code, xl, yl, f"Encoder means{note}" + (f" by {what}" if what else ""), equal=True)
 
     ax_samples.scatter(x[:, 0], x[:, 1], color=DATA_COLOUR, s=6, alpha=0.6, linewidths=0, label="data")
-    sc = ax_samples.scatter(decoded[:, 0], decoded[:, 1], c=_np(prior_z1), cmap=OVER_DATA_CMAP, s=9,
-                            alpha=0.8, linewidths=0, label="decoded samples")
+    sc = ax_samples.scatter(
+        decoded[:, 0],
+        decoded[:, 1],
+        c=_np(prior_z1),
+        cmap=OVER_DATA_CMAP,
+        s=9,
+        alpha=0.8,
+        linewidths=0,
+        label="decoded samples",
+    )
     fig.colorbar(sc, ax=ax_samples, label="$z_1$ of the prior sample", shrink=0.85)
     ax_samples.legend(fontsize=8, loc="best")
-    _pretty(ax_samples, "$x_1$", "$x_2$", f"{len(decoded)} prior samples $z\\sim\\mathcal{{N}}(0,I)$, decoded means", equal=True)
+    _pretty(
+        ax_samples,
+        "$x_1$",
+        "$x_2$",
+        f"{len(decoded)} prior samples $z\\sim\\mathcal{{N}}(0,I)$, decoded means",
+        equal=True,
+    )
 
     if history is not None and len(history):
         _curves_panel(ax_curves, history)
@@ -278,7 +319,9 @@ def _as_images(images, image_shape: Sequence[int]) -> np.ndarray:
         if shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):  # channels first
             a = np.moveaxis(a, 1, -1)
         elif shape[-1] not in (1, 3, 4):
-            raise ValueError(f"cannot show images of shape {shape}: expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4")
+            raise ValueError(
+                f"cannot show images of shape {shape}: expected (H, W), (H, W, C) or (C, H, W) with C in 1, 3, 4"
+            )
         return a[..., 0] if a.shape[-1] == 1 else a
     raise ValueError(f"cannot show images of shape {shape}: expected (H, W), (H, W, C) or (C, H, W)")
 
@@ -320,8 +363,14 @@ def _show_mosaic(ax, mosaic: np.ndarray, value_range: tuple[float, float] | None
     return im
 
 
-def image_grid(images, image_shape: Sequence[int], *, ncols: int | None = None,
-               value_range: tuple[float, float] | None = None, title: str | None = None):
+def image_grid(
+    images,
+    image_shape: Sequence[int],
+    *,
+    ncols: int | None = None,
+    value_range: tuple[float, float] | None = None,
+    title: str | None = None,
+):
     """A grid of images in one panel (row by row), greys from ``value_range`` (default: the images' own)."""
     mosaic = tile(images, image_shape, ncols)
     ratio = mosaic.shape[0] / mosaic.shape[1]
@@ -332,8 +381,14 @@ def image_grid(images, image_shape: Sequence[int], *, ncols: int | None = None,
     return fig
 
 
-def reconstruction_grid(originals, reconstructions, image_shape: Sequence[int], *, ncols: int | None = None,
-                        value_range: tuple[float, float] | None = None):
+def reconstruction_grid(
+    originals,
+    reconstructions,
+    image_shape: Sequence[int],
+    *,
+    ncols: int | None = None,
+    value_range: tuple[float, float] | None = None,
+):
     """Originals (left) and their reconstructions (right) in the same tile positions."""
     a, b = _np(originals), _np(reconstructions)
     if a.shape[0] != b.shape[0]:
@@ -350,9 +405,16 @@ def reconstruction_grid(originals, reconstructions, image_shape: Sequence[int], 
     return fig
 
 
-def image_rows(rows, image_shape: Sequence[int], *, row_labels: Sequence[str] | None = None,
-               col_labels: Sequence[str] | None = None, value_range: tuple[float, float] | None = None,
-               title: str | None = None, xlabel: str | None = None):
+def image_rows(
+    rows,
+    image_shape: Sequence[int],
+    *,
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+    value_range: tuple[float, float] | None = None,
+    title: str | None = None,
+    xlabel: str | None = None,
+):
     """Images arranged as given, (R, C, D...) -> one mosaic with R rows and C columns, rows and
     columns labelled at the tile centres."""
     r = _np(rows)
@@ -386,7 +448,9 @@ def points_over_data(points, data=None, *, colour=None, colour_name: str = "", t
         d = _check_2d(data)
         ax.scatter(d[:, 0], d[:, 1], color=DATA_COLOUR, s=6, alpha=0.6, linewidths=0, label="data")
     if colour is not None:
-        sc = ax.scatter(points[:, 0], points[:, 1], c=_np(colour), cmap=OVER_DATA_CMAP, s=9, alpha=0.8, linewidths=0, label=label)
+        sc = ax.scatter(
+            points[:, 0], points[:, 1], c=_np(colour), cmap=OVER_DATA_CMAP, s=9, alpha=0.8, linewidths=0, label=label
+        )
         fig.colorbar(sc, ax=ax, label=colour_name, shrink=0.85)
     else:
         ax.scatter(points[:, 0], points[:, 1], color="#3b6ea5", s=9, alpha=0.8, linewidths=0, label=label)
@@ -396,9 +460,18 @@ def points_over_data(points, data=None, *, colour=None, colour_name: str = "", t
 
 
 # -- the latent space ---------------------------------------------------------------------------
-def manifold_figure(decoded, values, *, dims: tuple[int, int] | None = (0, 1), latent_dim: int | None = None,
-                    image_shape: Sequence[int] | None = None, data=None, quantiles: tuple[float, float] = (0.05, 0.95),
-                    value_range: tuple[float, float] | None = None, chosen_by: str = ""):
+def manifold_figure(
+    decoded,
+    values,
+    *,
+    dims: tuple[int, int] | None = (0, 1),
+    latent_dim: int | None = None,
+    image_shape: Sequence[int] | None = None,
+    data=None,
+    quantiles: tuple[float, float] = (0.05, 0.95),
+    value_range: tuple[float, float] | None = None,
+    chosen_by: str = "",
+):
     """The learned manifold: ``decoded`` (R, C, *shape), the decoder means on the grid of latent points
     ``generate.quantile_grid`` builds through the prior's quantiles ``values`` (C,): column j holds
     unit ``dims[0]`` at ``values[j]``, row i unit ``dims[1]`` at its i-th largest value; the other
@@ -415,19 +488,30 @@ def manifold_figure(decoded, values, *, dims: tuple[int, int] | None = (0, 1), l
     if latent_dim <= 2:
         title = f"Decoded latent grid: z through the prior's {low:.0%}-{high:.0%} quantiles"
     else:
-        title = (f"Decoded latent grid over $z_{{{a + 1}}}$ and $z_{{{b + 1}}}$ of {latent_dim}{chosen_by}\n"
-                 f"through the prior's {low:.0%}-{high:.0%} quantiles; the other units at 0 (the prior mean)")
+        title = (
+            f"Decoded latent grid over $z_{{{a + 1}}}$ and $z_{{{b + 1}}}$ of {latent_dim}{chosen_by}\n"
+            f"through the prior's {low:.0%}-{high:.0%} quantiles; the other units at 0 (the prior mean)"
+        )
     if image_shape is not None:
         cols = [f"{v:.2f}" for v in values]
         rows = [f"{v:.2f}" for v in values[::-1]] if b is not None else [""]
-        fig = image_rows(decoded, image_shape, row_labels=rows, col_labels=cols, value_range=value_range,
-                         title=title, xlabel=f"$z_{{{a + 1}}}$")
+        fig = image_rows(
+            decoded,
+            image_shape,
+            row_labels=rows,
+            col_labels=cols,
+            value_range=value_range,
+            title=title,
+            xlabel=f"$z_{{{a + 1}}}$",
+        )
         if b is not None:
             fig.axes[0].set_ylabel(f"$z_{{{b + 1}}}$", fontsize=9)
         return fig
     flat = decoded.reshape(*decoded.shape[:2], -1)
     if flat.shape[-1] != 2:
-        raise ValueError(f"the manifold picture needs image data or 2-D data; these examples have shape {decoded.shape[2:]}")
+        raise ValueError(
+            f"the manifold picture needs image data or 2-D data; these examples have shape {decoded.shape[2:]}"
+        )
     fig, axes = _figure(1, 1, width=PANEL * 1.3, height=PANEL * 1.15)
     ax = axes[0, 0]
     if data is not None:
@@ -438,7 +522,16 @@ def manifold_figure(decoded, values, *, dims: tuple[int, int] | None = (0, 1), l
     cmap = colormaps[ORDERED_CMAP]
     if b is None:  # a curve through the quantiles of the single unit
         ax.plot(flat[0, :, 0], flat[0, :, 1], color="#333333", lw=1.2, zorder=2)
-        sc = ax.scatter(flat[0, :, 0], flat[0, :, 1], c=values, cmap=ORDERED_CMAP, s=28, zorder=3, edgecolors="white", linewidths=0.5)
+        sc = ax.scatter(
+            flat[0, :, 0],
+            flat[0, :, 1],
+            c=values,
+            cmap=ORDERED_CMAP,
+            s=28,
+            zorder=3,
+            edgecolors="white",
+            linewidths=0.5,
+        )
         fig.colorbar(sc, ax=ax, label="$z_1$", shrink=0.85)
     else:
         for i in range(flat.shape[0]):  # rows: constant z_b, z_a varies
@@ -450,7 +543,9 @@ def manifold_figure(decoded, values, *, dims: tuple[int, int] | None = (0, 1), l
         from matplotlib.colors import Normalize
 
         sm = ScalarMappable(norm=Normalize(values.min(), values.max()), cmap=ORDERED_CMAP)
-        fig.colorbar(sm, ax=ax, label=f"$z_{{{b + 1}}}$ (coloured lines); grey lines: constant $z_{{{a + 1}}}$", shrink=0.85)
+        fig.colorbar(
+            sm, ax=ax, label=f"$z_{{{b + 1}}}$ (coloured lines); grey lines: constant $z_{{{a + 1}}}$", shrink=0.85
+        )
     _pretty(ax, "$x_1$", "$x_2$", title, equal=True)
     ax.title.set_fontsize(9)
     return fig
@@ -472,16 +567,18 @@ def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, s
     if has_opentsne():
         import openTSNE
 
-        embedding = openTSNE.TSNE(n_components=2, perplexity=perplexity, initialization="pca", random_state=seed,
-                                  n_jobs=1, verbose=False).fit(z)
+        embedding = openTSNE.TSNE(
+            n_components=2, perplexity=perplexity, initialization="pca", random_state=seed, n_jobs=1, verbose=False
+        ).fit(z)
         return np.asarray(embedding, dtype=np.float64), "openTSNE"
     import inspect
 
     from sklearn.manifold import TSNE
 
     iterations = "max_iter" if "max_iter" in inspect.signature(TSNE).parameters else "n_iter"  # renamed in 1.5
-    points = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed,
-                  **{iterations: 500}).fit_transform(z)
+    points = TSNE(
+        n_components=2, perplexity=perplexity, init="pca", random_state=seed, **{iterations: 500}
+    ).fit_transform(z)
     return points, "scikit-learn"
 
 
@@ -514,8 +611,16 @@ def embed_2d(z, method: str = "auto", *, max_points: int = 2000, seed: int = 0) 
     raise ValueError(f"unknown embedding method {method!r}; choose auto, pca or tsne")
 
 
-def latent_map(z, *, labels=None, colour=None, colour_name: str = "value", method: str = "auto",
-               max_points: int = 2000, seed: int = 0):
+def latent_map(
+    z,
+    *,
+    labels=None,
+    colour=None,
+    colour_name: str = "value",
+    method: str = "auto",
+    max_points: int = 2000,
+    seed: int = 0,
+):
     """A map of encoder means: the two units of a 2-D code (dashed circles at 1 and 2 prior standard
     deviations), PCA or t-SNE above two dimensions, coloured by class label or a continuous value.
     A 1-D code is drawn against the colouring value (or as a histogram against the prior's density)."""
@@ -528,7 +633,9 @@ def latent_map(z, *, labels=None, colour=None, colour_name: str = "value", metho
         if labels is None and colour is None:
             ax.hist(z[:, 0], bins=40, density=True, color="#3b6ea5", alpha=0.7, label="encoder means")
             grid = np.linspace(min(-3.5, z.min()), max(3.5, z.max()), 200)
-            ax.plot(grid, np.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi), color="#333333", lw=1.2, label="prior N(0, 1)")
+            ax.plot(
+                grid, np.exp(-0.5 * grid**2) / math.sqrt(2 * math.pi), color="#333333", lw=1.2, label="prior N(0, 1)"
+            )
             ax.legend(fontsize=8)
             _pretty(ax, "$z_1$", "density", "Encoder means (1-D code)")
         elif labels is not None:
@@ -574,28 +681,52 @@ def kl_units(kl, *, threshold: float = INFORMATIVE_KL):
     low = kl < threshold
     ax.bar(units[~low], kl[~low], color="#3b6ea5", width=0.7, label=f"at least {threshold:g} nats")
     if low.any():
-        ax.bar(units[low], np.maximum(kl[low], 0), color="#b0b0b0", width=0.7,
-               label=f"below {threshold:g} nats (next to no information about x)")
+        ax.bar(
+            units[low],
+            np.maximum(kl[low], 0),
+            color="#b0b0b0",
+            width=0.7,
+            label=f"below {threshold:g} nats (next to no information about x)",
+        )
         if len(kl) <= 32:
             for u, value in zip(units[low], kl[low]):
-                ax.annotate(f"{value:.2f}", (u, max(value, 0)), xytext=(0, 2), textcoords="offset points",
-                            ha="center", va="bottom", fontsize=7, color="#666666")
+                ax.annotate(
+                    f"{value:.2f}",
+                    (u, max(value, 0)),
+                    xytext=(0, 2),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                    color="#666666",
+                )
         top = float(np.max(kl, initial=0.0))
         if top > 0:
             ax.set_ylim(0, 1.4 * top)  # headroom: the legend sits above the bars, not on them
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xlim(0.3, len(kl) + 0.7)
     ax.set_xticks(units if len(units) <= 32 else units[:: math.ceil(len(units) / 32)])
-    _pretty(ax, "latent unit", "KL (nats per example)",
-            f"KL per latent unit, total {kl.sum():.3f} nats\n"
-            f"{int((~low).sum())} of {len(kl)} units carry at least {threshold:g} nats")
+    _pretty(
+        ax,
+        "latent unit",
+        "KL (nats per example)",
+        f"KL per latent unit, total {kl.sum():.3f} nats\n"
+        f"{int((~low).sum())} of {len(kl)} units carry at least {threshold:g} nats",
+    )
     ax.grid(True, axis="y", alpha=0.25)
     ax.grid(False, axis="x")
     return fig
 
 
-def _paths_2d(paths: np.ndarray, data, labels: Sequence[str], title: str, colour_name: str | None = None,
-              ends=None, positions=None):
+def _paths_2d(
+    paths: np.ndarray,
+    data,
+    labels: Sequence[str],
+    title: str,
+    colour_name: str | None = None,
+    ends=None,
+    positions=None,
+):
     """Curves in 2-D data space, one per row of ``paths`` (R, C, 2), each in its own colour. With
     ``colour_name`` the points are also filled by ``positions`` (C,) (default 0..1 along the curve)
     with one colour bar; ``ends`` (R, 2, 2) marks the two examples each curve connects with stars."""
@@ -614,13 +745,22 @@ def _paths_2d(paths: np.ndarray, data, labels: Sequence[str], title: str, colour
         ax.plot(path[:, 0], path[:, 1], color=colour, lw=1.6, label=labels[i], zorder=2)
         if colour_name:
             fill = np.linspace(0, 1, steps) if positions is None else _np(positions)
-            sc = ax.scatter(path[:, 0], path[:, 1], c=fill, cmap=ORDERED_CMAP, s=22, zorder=3,
-                            edgecolors=colour, linewidths=1.0)
+            sc = ax.scatter(
+                path[:, 0], path[:, 1], c=fill, cmap=ORDERED_CMAP, s=22, zorder=3, edgecolors=colour, linewidths=1.0
+            )
         else:
             ax.scatter(path[:, 0], path[:, 1], color=colour, s=14, zorder=3)
         if ends is not None:
-            ax.scatter(ends[i, :, 0], ends[i, :, 1], marker="*", s=160, color=colour, edgecolors="black",
-                       linewidths=0.8, zorder=4)
+            ax.scatter(
+                ends[i, :, 0],
+                ends[i, :, 1],
+                marker="*",
+                s=160,
+                color=colour,
+                edgecolors="black",
+                linewidths=0.8,
+                zorder=4,
+            )
     if sc is not None:
         fig.colorbar(sc, ax=ax, label=colour_name, shrink=0.85)
     if len(paths) <= 12:
@@ -629,27 +769,55 @@ def _paths_2d(paths: np.ndarray, data, labels: Sequence[str], title: str, colour
     return fig
 
 
-def traversal_figure(decoded, units: Sequence[int], values, *, image_shape: Sequence[int] | None = None, data=None,
-                     value_range: tuple[float, float] | None = None, at_zero: bool = True,
-                     quantiles: tuple[float, float] = (0.05, 0.95)):
+def traversal_figure(
+    decoded,
+    units: Sequence[int],
+    values,
+    *,
+    image_shape: Sequence[int] | None = None,
+    data=None,
+    value_range: tuple[float, float] | None = None,
+    at_zero: bool = True,
+    quantiles: tuple[float, float] = (0.05, 0.95),
+):
     """Draw decoded traversals (U, S, *shape): row u holds unit ``units[u]`` at each of ``values``."""
     decoded = _np(decoded)
     row_labels = [f"$z_{{{u + 1}}}$" for u in units]
     where = "others at 0" if at_zero else "others at an example's encoder mean"
     if image_shape is not None:
-        return image_rows(decoded, image_shape, row_labels=row_labels, col_labels=[f"{v:.2f}" for v in _np(values)],
-                          value_range=value_range, xlabel="value of the unit (prior quantiles)",
-                          title=f"Latent traversals, one unit per row, {where}")
+        return image_rows(
+            decoded,
+            image_shape,
+            row_labels=row_labels,
+            col_labels=[f"{v:.2f}" for v in _np(values)],
+            value_range=value_range,
+            xlabel="value of the unit (prior quantiles)",
+            title=f"Latent traversals, one unit per row, {where}",
+        )
     flat = decoded.reshape(*decoded.shape[:2], -1)
     if flat.shape[-1] != 2:
-        raise ValueError(f"the traversal picture needs image data or 2-D data; these examples have shape {decoded.shape[2:]}")
-    return _paths_2d(flat, data, row_labels, f"Latent traversals ({where})",
-                     f"value of the moving unit (prior's {quantiles[0]:.0%} to {quantiles[1]:.0%} quantiles)",
-                     positions=values)
+        raise ValueError(
+            f"the traversal picture needs image data or 2-D data; these examples have shape {decoded.shape[2:]}"
+        )
+    return _paths_2d(
+        flat,
+        data,
+        row_labels,
+        f"Latent traversals ({where})",
+        f"value of the moving unit (prior's {quantiles[0]:.0%} to {quantiles[1]:.0%} quantiles)",
+        positions=values,
+    )
 
 
-def interpolation_figure(x_from, x_to, decoded, *, image_shape: Sequence[int] | None = None, data=None,
-                         value_range: tuple[float, float] | None = None):
+def interpolation_figure(
+    x_from,
+    x_to,
+    decoded,
+    *,
+    image_shape: Sequence[int] | None = None,
+    data=None,
+    value_range: tuple[float, float] | None = None,
+):
     """Draw decoded interpolations (P, S, *shape) between ``x_from[p]`` and ``x_to[p]``."""
     a, b, decoded = _np(x_from), _np(x_to), _np(decoded)
     steps = decoded.shape[1]
@@ -657,11 +825,19 @@ def interpolation_figure(x_from, x_to, decoded, *, image_shape: Sequence[int] | 
     if image_shape is not None:
         rows = np.concatenate([a[:, None], decoded, b[:, None]], axis=1)  # (P, S + 2, *shape)
         cols = ["data"] + [f"{t:.2f}" for t in np.linspace(0, 1, steps)] + ["data"]
-        return image_rows(rows, image_shape, row_labels=labels, col_labels=cols, value_range=value_range,
-                          xlabel="position between the two encoder means",
-                          title="Interpolation between encoded examples (ends: the examples themselves)")
+        return image_rows(
+            rows,
+            image_shape,
+            row_labels=labels,
+            col_labels=cols,
+            value_range=value_range,
+            xlabel="position between the two encoder means",
+            title="Interpolation between encoded examples (ends: the examples themselves)",
+        )
     flat = decoded.reshape(*decoded.shape[:2], -1)
     if flat.shape[-1] != 2:
-        raise ValueError(f"the interpolation picture needs image data or 2-D data; these examples have shape {decoded.shape[2:]}")
+        raise ValueError(
+            f"the interpolation picture needs image data or 2-D data; these examples have shape {decoded.shape[2:]}"
+        )
     ends = np.stack([a.reshape(len(a), -1), b.reshape(len(b), -1)], axis=1)
     return _paths_2d(flat, data, labels, "Interpolations between encoded examples (stars), decoded", ends=ends)

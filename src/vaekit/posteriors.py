@@ -8,13 +8,12 @@ that estimators can share random numbers across models and examples).
 - ``TwoLayer``: q(z1|x) q(z2|z1) of the IWAE paper's two stochastic layers (Burda et al. 2016),
   one distribution over the concatenation (z1, z2).
 """
+
 from __future__ import annotations
 
 import torch
 from torch import nn
 from torch.distributions import Distribution, Independent, MultivariateNormal, Normal, constraints
-
-from .nets import MADE, MLP
 
 # draws behind the moments of families without closed-form ones (IAF, two layers); fixed, so
 # ``encode`` is deterministic and evaluate's numbers repeat
@@ -62,7 +61,9 @@ class _NoiseDistribution(Distribution):
 
     def sample_and_log_prob(self, shape=torch.Size(), noise: torch.Tensor | None = None):
         if noise is None:
-            noise = torch.randn(self._extended_shape(torch.Size(shape)), device=self._like.device, dtype=self._like.dtype)
+            noise = torch.randn(
+                self._extended_shape(torch.Size(shape)), device=self._like.device, dtype=self._like.dtype
+            )
         z, log_q = self._draw(noise)
         self._cache = (z, log_q)  # log_prob of the draws just made needs no inversion
         return z, log_q
@@ -160,6 +161,7 @@ class Hierarchical(_NoiseDistribution):
         a, b = self._split(value)
         return self.first.log_prob(a) + self._second(a).log_prob(b)
 
+
 # -- the families as modules: encoder output h -> q(z|x) -----------------------------------
 class Diagonal(nn.Module):
     """q(z|x) = N(mu(x), diag sigma(x)^2); the encoder gives (mu, log sigma)."""
@@ -175,7 +177,7 @@ class Diagonal(nn.Module):
         loc, log_scale = h.chunk(2, dim=-1)
         return DiagonalGaussian(loc, log_scale.exp())
 
-    def units(self, layer: str = "top") -> slice:
+    def units(self, layer: str = "all") -> slice:
         return slice(None)
 
 
@@ -197,16 +199,15 @@ class FullCovariance(Diagonal):
 
 class IAF(Diagonal):
     """Inverse autoregressive flow on the diagonal Gaussian (Kingma et al. 2016): the encoder gives
-    (mu, log sigma, context h) with h of latent_dim units; ``steps`` MADE steps, alternating the
-    order of the units. The steps' last layers start at zero, so an untrained flow is the identity."""
+    (mu, log sigma, context h) with h of latent_dim units; ``steps`` are autoregressive networks
+    (z, h) -> (shift, log scale) such as ``nets.MADE`` (vaekit's builder alternates their order of
+    the units and starts their last layers at zero, so an untrained flow is the identity)."""
 
-    def __init__(self, latent_dim: int, steps: int = 2, hidden: int | None = None) -> None:
+    def __init__(self, latent_dim: int, steps) -> None:
         super().__init__(latent_dim)
-        if int(steps) < 1:
-            raise ValueError(f"an IAF needs at least 1 step, got {steps}")
-        hidden = int(hidden or max(16, 4 * self.latent_dim))
-        self.steps = nn.ModuleList(MADE(self.latent_dim, self.latent_dim, hidden, reverse=bool(t % 2))
-                                   for t in range(int(steps)))
+        self.steps = nn.ModuleList(steps)
+        if not len(self.steps):
+            raise ValueError("an IAF needs at least 1 step")
 
     def n_params(self) -> int:
         return 3 * self.latent_dim
@@ -217,13 +218,13 @@ class IAF(Diagonal):
 
 
 class TwoLayer(Diagonal):
-    """q(z1|x) q(z2|z1) over z = (z1, z2): the encoder gives z1's (mu, log sigma), an MLP maps z1 to
-    z2's. ``latent_dim`` is z1's size plus z2's."""
+    """q(z1|x) q(z2|z1) over z = (z1, z2): the encoder gives z1's (mu, log sigma), ``upper`` maps z1
+    (..., bottom_dim) to z2's (..., 2 * top_dim). ``latent_dim`` is z1's size plus z2's."""
 
-    def __init__(self, bottom_dim: int, top_dim: int, hidden=(64,), activation: str = "tanh") -> None:
+    def __init__(self, bottom_dim: int, top_dim: int, upper: nn.Module) -> None:
         super().__init__(int(bottom_dim) + int(top_dim))
         self.dims = (int(bottom_dim), int(top_dim))
-        self.upper = MLP(self.dims[0], 2 * self.dims[1], hidden, activation)
+        self.upper = upper
 
     def n_params(self) -> int:
         return 2 * self.dims[0]
@@ -232,8 +233,8 @@ class TwoLayer(Diagonal):
         loc, log_scale = h.chunk(2, dim=-1)
         return Hierarchical(DiagonalGaussian(loc, log_scale.exp()), self.upper, self.dims, first_part=0)
 
-    def units(self, layer: str = "top") -> slice:
-        """The units of ``layer``: "top" (z2), "bottom" (z1) or "all"."""
+    def units(self, layer: str = "all") -> slice:
+        """The units of ``layer``: "all" (z1, z2), "top" (z2) or "bottom" (z1)."""
         if layer not in ("top", "bottom", "all"):
             raise ValueError(f"layer must be 'top', 'bottom' or 'all', got {layer!r}")
         return {"top": slice(self.dims[0], None), "bottom": slice(0, self.dims[0]), "all": slice(None)}[layer]

@@ -3,6 +3,7 @@
 ``c`` is the condition of a conditional VAE (used by ``ConditionalNormal``), ``q_z`` the model's
 encoder distribution x -> q(z|x) (used by ``VampPrior``); a prior ignores what it does not use.
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,6 @@ import torch
 from torch import nn
 from torch.distributions import Categorical, Distribution, Independent, MixtureSameFamily, Normal, register_kl
 
-from .nets import MLP
 from .posteriors import DiagonalGaussian, Hierarchical
 
 
@@ -55,8 +55,11 @@ class MixtureOfGaussians(Prior):
             raise ValueError(f"latent_dim and n_components must be >= 1, got {latent_dim} and {n_components}")
         self.latent_dim, self.n_components = int(latent_dim), int(n_components)
         g = torch.Generator().manual_seed(0)
-        start = torch.randn(self.n_components, self.latent_dim, generator=g) if self.n_components > 1 else \
-            torch.zeros(1, self.latent_dim)
+        start = (
+            torch.randn(self.n_components, self.latent_dim, generator=g)
+            if self.n_components > 1
+            else torch.zeros(1, self.latent_dim)
+        )
         self.logits = nn.Parameter(torch.zeros(self.n_components))
         self.loc = nn.Parameter(start)
         self.log_scale = nn.Parameter(torch.zeros(self.n_components, self.latent_dim))
@@ -74,15 +77,17 @@ class VampPrior(Prior):
     K learned pseudo-inputs u_k of the data's shape. The pseudo-inputs start at small random values
     around ``init`` (e.g. the data mean)."""
 
-    def __init__(self, latent_dim: int, data_shape: tuple[int, ...], n_components: int = 10,
-                 init: torch.Tensor | float = 0.5) -> None:
+    def __init__(
+        self, latent_dim: int, data_shape: tuple[int, ...], n_components: int = 10, init: torch.Tensor | float = 0.5
+    ) -> None:
         super().__init__()
         if int(latent_dim) < 1 or int(n_components) < 1:
             raise ValueError(f"latent_dim and n_components must be >= 1, got {latent_dim} and {n_components}")
         self.latent_dim, self.n_components = int(latent_dim), int(n_components)
         g = torch.Generator().manual_seed(0)
-        self.pseudo_inputs = nn.Parameter(torch.as_tensor(init, dtype=torch.float32)
-                                          + 0.01 * torch.randn(self.n_components, *data_shape, generator=g))
+        self.pseudo_inputs = nn.Parameter(
+            torch.as_tensor(init, dtype=torch.float32) + 0.01 * torch.randn(self.n_components, *data_shape, generator=g)
+        )
 
     def forward(self, c: torch.Tensor | None = None, q_z=None) -> Distribution:
         if q_z is None:
@@ -90,7 +95,9 @@ class VampPrior(Prior):
         components = q_z(self.pseudo_inputs)  # batch (K,)
         if not isinstance(components, Independent):
             raise ValueError("the VampPrior needs a diagonal Gaussian posterior")
-        weights = Categorical(logits=torch.zeros(self.n_components, device=self.pseudo_inputs.device), validate_args=False)
+        weights = Categorical(
+            logits=torch.zeros(self.n_components, device=self.pseudo_inputs.device), validate_args=False
+        )
         return MixtureSameFamily(weights, components, validate_args=False)
 
     def config(self) -> dict:
@@ -98,13 +105,13 @@ class VampPrior(Prior):
 
 
 class ConditionalNormal(Prior):
-    """A learned conditional prior p(z|c) = N(mu(c), diag sigma(c)^2) (Sohn et al. 2015); an MLP maps
-    the condition to (mu, log sigma)."""
+    """A learned conditional prior p(z|c) = N(mu(c), diag sigma(c)^2) (Sohn et al. 2015); ``net`` maps
+    the condition (..., condition_dim) to (mu, log sigma), (..., 2 * latent_dim)."""
 
-    def __init__(self, latent_dim: int, condition_dim: int, hidden=(64,), activation: str = "tanh") -> None:
+    def __init__(self, latent_dim: int, net: nn.Module) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
-        self.net = MLP(int(condition_dim), 2 * self.latent_dim, hidden, activation)
+        self.net = net
 
     def forward(self, c: torch.Tensor | None = None, q_z=None) -> Distribution:
         if c is None:
@@ -117,13 +124,14 @@ class ConditionalNormal(Prior):
 
 
 class TwoLayerPrior(Prior):
-    """p(z2) p(z1|z2) over z = (z1, z2) (Burda et al. 2016): z2 ~ N(0, I), z1 ~ N(mu(z2), diag sigma(z2)^2)."""
+    """p(z2) p(z1|z2) over z = (z1, z2) (Burda et al. 2016): z2 ~ N(0, I), z1 ~ N(mu(z2), diag sigma(z2)^2)
+    with ``lower`` mapping z2 (..., top_dim) to (mu, log sigma), (..., 2 * bottom_dim)."""
 
-    def __init__(self, bottom_dim: int, top_dim: int, hidden=(64,), activation: str = "tanh") -> None:
+    def __init__(self, bottom_dim: int, top_dim: int, lower: nn.Module) -> None:
         super().__init__()
         self.dims = (int(bottom_dim), int(top_dim))
         self.latent_dim = sum(self.dims)
-        self.lower = MLP(self.dims[1], 2 * self.dims[0], hidden, activation)
+        self.lower = lower
         self.register_buffer("zeros", torch.zeros(self.dims[1]), persistent=False)
 
     def forward(self, c: torch.Tensor | None = None, q_z=None) -> Distribution:

@@ -4,6 +4,7 @@ Everything is inside the file: figures as base64 PNG ``data:`` URIs, the style s
 no scripts, no fonts or links to fetch. The layout is a single column that widens into a grid
 of figures on wide screens, and tables scroll sideways instead of overflowing on a phone.
 """
+
 from __future__ import annotations
 
 import base64
@@ -18,9 +19,7 @@ import numpy as np
 
 from . import figures, runs
 from ._version import __version__
-from .checkpoint import atomic_write_text, read_json
 
-REPORT_FILE = "report.html"
 HISTORY_ROWS = 25  # rows of the short history table; the full one is folded below it
 
 CSS = """
@@ -109,11 +108,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 def kv_table(d: dict[str, Any], caption: str | None = None) -> str:
     """A two-column key/value table; nested dicts become dotted keys."""
     rows = "".join(
-        f"<tr><th scope=\"row\">{_e(k)}</th><td class=\"{'num' if _is_num(v) else ''}\">{_e(fmt(v))}</td></tr>"
+        f'<tr><th scope="row">{_e(k)}</th><td class="{"num" if _is_num(v) else ""}">{_e(fmt(v))}</td></tr>'
         for k, v in _flatten(d)
     )
     head = f"<h3>{_e(caption)}</h3>" if caption else ""
-    return f"<div>{head}<div class=\"scroll\"><table>{rows}</table></div></div>"
+    return f'<div>{head}<div class="scroll"><table>{rows}</table></div></div>'
 
 
 def _is_num(v: Any) -> bool:
@@ -121,11 +120,11 @@ def _is_num(v: Any) -> bool:
 
 
 def grid_table(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    head = "".join(f"<th class=\"num\">{_e(c)}</th>" for c in columns)
+    head = "".join(f'<th class="num">{_e(c)}</th>' for c in columns)
     body = "".join(
-        "<tr>" + "".join(f"<td class=\"num\">{_e(fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows
+        "<tr>" + "".join(f'<td class="num">{_e(fmt(r.get(c)))}</td>' for c in columns) + "</tr>" for r in rows
     )
-    return f"<div class=\"scroll\"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
 def png_data_uri(png: bytes) -> str:
@@ -133,12 +132,22 @@ def png_data_uri(png: bytes) -> str:
 
 
 # -- sections ---------------------------------------------------------------------------------------
-HISTORY_COLUMNS = ["epoch", "train_elbo", "train_log_px_z", "train_kl", "val_elbo", "val_log_px_z", "val_kl", "beta", "seconds"]
+HISTORY_COLUMNS = [
+    "epoch",
+    "train_elbo",
+    "train_log_px_z",
+    "train_kl",
+    "val_elbo",
+    "val_log_px_z",
+    "val_kl",
+    "beta",
+    "seconds",
+]
 
 
 def _history_section(history: list[dict[str, Any]], curves_png: bytes | None) -> str:
     if not history:
-        return "<p class=\"note\">No epochs recorded yet.</p>"
+        return '<p class="note">No epochs recorded yet.</p>'
     columns = [c for c in HISTORY_COLUMNS if any(c in row for row in history)]
     columns += sorted({k for row in history for k in row} - set(columns))
     parts = []
@@ -147,11 +156,11 @@ def _history_section(history: list[dict[str, Any]], curves_png: bytes | None) ->
     n = len(history)
     if n > HISTORY_ROWS:
         picks = sorted(set(np.linspace(0, n - 1, HISTORY_ROWS).round().astype(int).tolist()))
-        parts.append(f"<p class=\"note\">{len(picks)} of {n} epochs, evenly spaced (nats per example):</p>")
+        parts.append(f'<p class="note">{len(picks)} of {n} epochs, evenly spaced (nats per example):</p>')
         parts.append(grid_table([history[i] for i in picks], columns))
         parts.append(f"<details><summary>all {n} epochs</summary>{grid_table(list(history), columns)}</details>")
     else:
-        parts.append("<p class=\"note\">Nats per example.</p>")
+        parts.append('<p class="note">Nats per example.</p>')
         parts.append(grid_table(list(history), columns))
     return "\n".join(parts)
 
@@ -165,9 +174,11 @@ def png_size(png: bytes) -> tuple[int, int]:
 
 def _figure_html(name: str, png: bytes, caption: str) -> str:
     width, height = png_size(png)
-    cls = " class=\"wide\"" if width > WIDE_PX else ""
-    return (f"<figure{cls} id=\"fig-{_e(name)}\"><img src=\"{png_data_uri(png)}\" width=\"{width}\" height=\"{height}\" "
-            f"alt=\"{_e(name)}: {_e(caption)}\"><figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>")
+    cls = ' class="wide"' if width > WIDE_PX else ""
+    return (
+        f'<figure{cls} id="fig-{_e(name)}"><img src="{png_data_uri(png)}" width="{width}" height="{height}" '
+        f'alt="{_e(name)}: {_e(caption)}"><figcaption><b>{_e(name)}</b>: {_e(caption)}</figcaption></figure>'
+    )
 
 
 def _is_metric(value: Any) -> bool:
@@ -183,19 +194,21 @@ def _how(metric: dict[str, Any]) -> str:
 def metric_table(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """Quantities as rows: the name with its estimator beneath, the mean over the examples, its Monte
     Carlo standard error and the spread over the examples (standard deviation, not an error bar)."""
-    head = ("<thead><tr><th>quantity (estimator)</th><th class=\"num\">mean</th><th class=\"num\">MC s.e.</th>"
-            "<th class=\"num\">std over x</th></tr></thead>")
+    head = (
+        '<thead><tr><th>quantity (estimator)</th><th class="num">mean</th><th class="num">MC s.e.</th>'
+        '<th class="num">std over x</th></tr></thead>'
+    )
     body = "".join(
-        f"<tr><td class=\"q\">{_e(name)}<span class=\"est\">{_e(_how(m))}</span></td>"
-        f"<td class=\"num\">{_e(fmt(m['mean']))}</td><td class=\"num\">{_e(fmt(m.get('mc_stderr')))}</td>"
-        f"<td class=\"num\">{_e(fmt(m.get('std')))}</td></tr>"
+        f'<tr><td class="q">{_e(name)}<span class="est">{_e(_how(m))}</span></td>'
+        f'<td class="num">{_e(fmt(m["mean"]))}</td><td class="num">{_e(fmt(m.get("mc_stderr")))}</td>'
+        f'<td class="num">{_e(fmt(m.get("std")))}</td></tr>'
         for name, m in rows
     )
-    return f"<div class=\"scroll\"><table class=\"metrics\">{head}<tbody>{body}</tbody></table></div>"
+    return f'<div class="scroll"><table class="metrics">{head}<tbody>{body}</tbody></table></div>'
 
 
 def _group(title: str, content: str) -> str:
-    return f"<div class=\"group\"><h3>{_e(title)}</h3>{content}</div>"
+    return f'<div class="group"><h3>{_e(title)}</h3>{content}</div>'
 
 
 def _units_group(ev: dict[str, Any], used: set[str]) -> str | None:
@@ -209,21 +222,31 @@ def _units_group(ev: dict[str, Any], used: set[str]) -> str | None:
     used |= {"kl_per_unit", "active_units", "posterior_collapse"}
     n = max(len(c) for c in columns)
     cell = lambda c, j: _e(fmt(c[j])) if isinstance(c, list) and j < len(c) else "-"  # noqa: E731
-    rows = "".join(f"<tr><td class=\"num\">{j + 1}</td><td class=\"num\">{cell(kl, j)}</td>"
-                   f"<td class=\"num\">{cell(var, j)}</td><td class=\"num\">{cell(active, j)}</td></tr>" for j in range(n))
-    table = ("<div class=\"scroll\"><table><thead><tr><th class=\"num\">unit</th><th class=\"num\">KL (nats)</th>"
-             "<th class=\"num\">Var<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>|x]</th><th class=\"num\">active</th></tr></thead>"
-             f"<tbody>{rows}</tbody></table></div>")
+    rows = "".join(
+        f'<tr><td class="num">{j + 1}</td><td class="num">{cell(kl, j)}</td>'
+        f'<td class="num">{cell(var, j)}</td><td class="num">{cell(active, j)}</td></tr>'
+        for j in range(n)
+    )
+    table = (
+        '<div class="scroll"><table><thead><tr><th class="num">unit</th><th class="num">KL (nats)</th>'
+        '<th class="num">Var<sub>x</sub> E<sub>q</sub>[z<sub>j</sub>|x]</th><th class="num">active</th></tr></thead>'
+        f"<tbody>{rows}</tbody></table></div>"
+    )
     notes = []
     if "count" in act:
-        notes.append(f"{fmt(act['count'])} of {fmt(act.get('of', n))} units active"
-                     + (f": {act['criterion']}" if act.get("criterion") else ""))
+        notes.append(
+            f"{fmt(act['count'])} of {fmt(act.get('of', n))} units active"
+            + (f": {act['criterion']}" if act.get("criterion") else "")
+        )
     collapse = ev.get("posterior_collapse")
     if isinstance(collapse, dict) and "kind" in collapse:
-        notes.append(f"posterior collapse: {collapse['kind']}" + (f" ({collapse['criterion']})" if collapse.get("criterion") else ""))
+        notes.append(
+            f"posterior collapse: {collapse['kind']}"
+            + (f" ({collapse['criterion']})" if collapse.get("criterion") else "")
+        )
     if isinstance(ev.get("kl_per_unit"), dict) and ev["kl_per_unit"].get("estimator"):
         notes.append(f"KL per unit: {ev['kl_per_unit']['estimator']}")
-    text = "".join(f"<p class=\"note\">{_e(t)}.</p>" for t in notes)
+    text = "".join(f'<p class="note">{_e(t)}.</p>' for t in notes)
     return _group("Latent units", text + table)
 
 
@@ -232,15 +255,26 @@ def _gaps_group(ev: dict[str, Any], used: set[str]) -> str | None:
     if not isinstance(gaps, dict):
         return None
     used.add("gaps")
-    names = [("log_px", "log p(x), mixture proposal"), ("elbo_refined", "L[q*], refined q"),
-             ("elbo_encoder", "L[q_enc], the encoder's q"), ("approximation", "approximation gap"),
-             ("amortisation", "amortisation gap")]
+    names = [
+        ("log_px", "log p(x), mixture proposal"),
+        ("elbo_refined", "L[q*], refined q"),
+        ("elbo_encoder", "L[q_enc], the encoder's q"),
+        ("approximation", "approximation gap"),
+        ("amortisation", "amortisation gap"),
+    ]
     rows = [(label, gaps[key]) for key, label in names if _is_metric(gaps.get(key))]
     ref = gaps.get("refinement") if isinstance(gaps.get("refinement"), dict) else {}
-    note = ("<p class=\"note\">log p(x) - L[q_enc] = approximation gap + amortisation gap. q* is refined per example "
-            "from the encoder's output" + (f" by Adam (step size {ref.get('lr'):g}), at most {ref.get('steps')} steps, "
+    note = (
+        '<p class="note">log p(x) - L[q_enc] = approximation gap + amortisation gap. q* is refined per example '
+        "from the encoder's output"
+        + (
+            f" by Adam (step size {ref.get('lr'):g}), at most {ref.get('steps')} steps, "
             f"{ref.get('mean_steps'):.0f} on average; {100 * ref['converged_fraction']:.0f}% of the examples converged"
-            if all(_is_num(ref.get(k)) for k in ("lr", "steps", "mean_steps", "converged_fraction")) else "") + ".</p>")
+            if all(_is_num(ref.get(k)) for k in ("lr", "steps", "mean_steps", "converged_fraction"))
+            else ""
+        )
+        + ".</p>"
+    )
     return _group("Inference gaps (Cremer et al. 2018)", note + metric_table(rows)) if rows else None
 
 
@@ -249,12 +283,20 @@ def _evaluate_section(ev: dict[str, Any]) -> str:
     used = {"units", "data", "device", "seed", "n_examples", "data_dims", "latent_dim", "warnings"}
     parts = []
     data = ev.get("data") if isinstance(ev.get("data"), dict) else {}
-    where = ", ".join(x for x in (
-        str(data["source"]) if data.get("source") else "",
-        f"{fmt(data.get('n', ev.get('n_examples')))} examples" if data.get("n", ev.get("n_examples")) is not None else "",
-        f"seed {fmt(ev['seed'])}" if "seed" in ev else "", f"on {ev['device']}" if ev.get("device") else "") if x)
+    where = ", ".join(
+        x
+        for x in (
+            str(data["source"]) if data.get("source") else "",
+            f"{fmt(data.get('n', ev.get('n_examples')))} examples"
+            if data.get("n", ev.get("n_examples")) is not None
+            else "",
+            f"seed {fmt(ev['seed'])}" if "seed" in ev else "",
+            f"on {ev['device']}" if ev.get("device") else "",
+        )
+        if x
+    )
     if where:
-        parts.append(f"<p class=\"note\">{_e(where)}; nats per example.</p>")
+        parts.append(f'<p class="note">{_e(where)}; nats per example.</p>')
     bounds: list[tuple[str, dict[str, Any]]] = []
     if _is_metric(ev.get("log_px")):
         bounds.append(("log p(x)", ev["log_px"]))
@@ -262,8 +304,12 @@ def _evaluate_section(ev: dict[str, Any]) -> str:
     for k in sorted(iwae, key=lambda k: -int(k) if str(k).isdigit() else 0):
         if _is_metric(iwae[k]):
             bounds.append((f"IWAE_{k} bound", iwae[k]))
-    for key, label in (("elbo", "ELBO"), ("log_px_z", "E_q[log p(x|z)]"), ("kl", "KL(q(z|x) || p(z))"),
-                       ("bits_per_dim", "bits per dimension (bits)")):
+    for key, label in (
+        ("elbo", "ELBO"),
+        ("log_px_z", "E_q[log p(x|z)]"),
+        ("kl", "KL(q(z|x) || p(z))"),
+        ("bits_per_dim", "bits per dimension (bits)"),
+    ):
         if _is_metric(ev.get(key)):
             bounds.append((label, ev[key]))
     used |= {"log_px", "iwae", "elbo", "log_px_z", "kl", "bits_per_dim"}
@@ -273,7 +319,7 @@ def _evaluate_section(ev: dict[str, Any]) -> str:
         if group:
             parts.append(group)
     for warning in ev.get("warnings") or []:
-        parts.append(f"<p class=\"warn\">warning: {_e(warning)}</p>")
+        parts.append(f'<p class="warn">warning: {_e(warning)}</p>')
     rest = {k: v for k, v in ev.items() if k not in used}
     if rest:
         parts.append(_group("Other numbers", kv_table(rest)))
@@ -282,7 +328,7 @@ def _evaluate_section(ev: dict[str, Any]) -> str:
 
 def _metrics_section(metrics: dict[str, Any]) -> str:
     if not metrics:
-        return "<p class=\"note\">No metrics.json in this run.</p>"
+        return '<p class="note">No metrics.json in this run.</p>'
     parts = []
     if isinstance(metrics.get("evaluate"), dict):
         parts.append(f"<h3>vaekit evaluate</h3>{_evaluate_section(metrics['evaluate'])}")
@@ -295,7 +341,7 @@ def _metrics_section(metrics: dict[str, Any]) -> str:
     for key, value in metrics.items():
         if isinstance(value, dict) and key != "evaluate":
             tables.append(kv_table(value, f"{key} ({names[key]})" if key in names else key))
-    parts.append(f"<div class=\"tables\">{''.join(tables)}</div>")
+    parts.append(f'<div class="tables">{"".join(tables)}</div>')
     return "\n".join(parts)
 
 
@@ -374,17 +420,23 @@ def _cards(run: runs.Run, metrics: dict[str, Any]) -> str:
     html_cards = []
     for key, value, note in headline(run, metrics):
         cls = "v" if _is_num(value) else "v text"
-        note_html = f"<div class=\"k\">{_e(note)}</div>" if note else ""
-        html_cards.append(f"<div class=\"card\"><div class=\"k\">{_e(key)}</div><div class=\"{cls}\">{_e(fmt(value))}</div>{note_html}</div>")
-    return "<div class=\"cards\">" + "".join(html_cards) + "</div>"
+        note_html = f'<div class="k">{_e(note)}</div>' if note else ""
+        html_cards.append(
+            f'<div class="card"><div class="k">{_e(key)}</div><div class="{cls}">{_e(fmt(value))}</div>{note_html}</div>'
+        )
+    return '<div class="cards">' + "".join(html_cards) + "</div>"
 
 
-def build(run: runs.Run, pngs: dict[str, bytes], *, summary: dict[str, Any] | None = None,
-          metrics: dict[str, Any] | None = None) -> str:
+def build(
+    run: runs.Run,
+    pngs: dict[str, bytes],
+    *,
+    summary: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> str:
     """The report's HTML text for an opened run and its rendered figures (name -> PNG bytes)."""
     if metrics is None:
-        path = run.path / runs.METRICS_FILE
-        metrics = read_json(path) if path.is_file() else {}
+        metrics = run.folder.read_metrics()
     summary = data_summary(run) if summary is None else summary
     cfg = run.config
     title = f"vaekit run: {run.path.resolve().name}"
@@ -394,7 +446,7 @@ def build(run: runs.Run, pngs: dict[str, bytes], *, summary: dict[str, Any] | No
     others = [(n, p) for n, p in pngs.items() if n != "curves"]
     if others:
         figs = "".join(_figure_html(n, p, figures.KINDS[n].description if n in figures.KINDS else n) for n, p in others)
-        sections.append(("figures", "Figures", f"<div class=\"figs\">{figs}</div>"))
+        sections.append(("figures", "Figures", f'<div class="figs">{figs}</div>'))
     config_tables = [kv_table(summary, "data")]
     if isinstance(cfg.get("model"), dict):
         config_tables.append(kv_table(cfg["model"], "model"))
@@ -403,15 +455,22 @@ def build(run: runs.Run, pngs: dict[str, bytes], *, summary: dict[str, Any] | No
     rest = {k: v for k, v in cfg.items() if k not in ("model", "train", "data")}
     if rest:
         config_tables.append(kv_table(rest, "run"))
-    sections.append(("config", "Configuration and data", f"<div class=\"tables\">{''.join(config_tables)}</div>"))
+    sections.append(("config", "Configuration and data", f'<div class="tables">{"".join(config_tables)}</div>'))
 
-    nav = "".join(f"<a href=\"#{sid}\">{_e(name)}</a>" for sid, name, _ in sections)
-    body = "\n".join(f"<section id=\"{sid}\"><h2>{_e(name)}</h2>\n{content}\n</section>" for sid, name, content in sections)
-    subtitle = (f"{_e(summary.get('name') or cfg.get('data', {}).get('name', ''))} &middot; created {_e(cfg.get('created', '?'))}"
-                f" &middot; vaekit {_e(cfg.get('vaekit_version', __version__))}")
+    nav = "".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name, _ in sections)
+    body = "\n".join(
+        f'<section id="{sid}"><h2>{_e(name)}</h2>\n{content}\n</section>' for sid, name, content in sections
+    )
+    subtitle = (
+        f"{_e(summary.get('name') or cfg.get('data', {}).get('name', ''))} &middot; created {_e(cfg.get('created', '?'))}"
+        f" &middot; vaekit {_e(cfg.get('vaekit_version', __version__))}"
+    )
     estimator = metrics.get("estimator")
-    lead = ("<p class=\"note\">All numbers are in nats per example, higher is better for ELBO and log-likelihoods"
-            + (f"; final metrics: {_e(estimator)}" if estimator else "") + ".</p>")
+    lead = (
+        '<p class="note">All numbers are in nats per example, higher is better for ELBO and log-likelihoods'
+        + (f"; final metrics: {_e(estimator)}" if estimator else "")
+        + ".</p>"
+    )
     made = _dt.datetime.now().isoformat(timespec="seconds")
     return f"""<!DOCTYPE html>
 <html lang="en">
@@ -443,13 +502,12 @@ def write(run: runs.Run | str | Path, pngs: dict[str, bytes] | None = None, out:
     if pngs is None:
         pngs = figures.render(run)
     text = build(run, pngs)
-    path = Path(out) if out is not None else run.path / REPORT_FILE
-    atomic_write_text(path, text)
-    return path
+    return run.folder.write_report(text, out)
 
 
-
-def write_all(run: runs.Run | str | Path, *, dpi: int = 100, out: str | Path | None = None) -> tuple[Path, dict[str, float]]:
+def write_all(
+    run: runs.Run | str | Path, *, dpi: int = 100, out: str | Path | None = None
+) -> tuple[Path, dict[str, float]]:
     """Draw the run's figures, write ``figures/*.png`` and the report: (the report's path, wall seconds
     per step: ``figures`` in all, one entry per figure name, and ``report``)."""
     start = time.perf_counter()
@@ -467,5 +525,8 @@ def describe_seconds(seconds: dict[str, float]) -> str:
     """'figures 3.1 s (latent 2.0, curves 0.4, ...), report 0.1 s': the slowest figures first."""
     parts = sorted(((k, v) for k, v in seconds.items() if k not in ("figures", "report")), key=lambda kv: -kv[1])
     detail = ", ".join(f"{k} {v:.1f}" for k, v in parts[:4])
-    return f"figures {seconds.get('figures', 0.0):.1f} s" + (f" ({detail})" if detail else "") + \
-        f", report {seconds.get('report', 0.0):.1f} s"
+    return (
+        f"figures {seconds.get('figures', 0.0):.1f} s"
+        + (f" ({detail})" if detail else "")
+        + f", report {seconds.get('report', 0.0):.1f} s"
+    )

@@ -6,6 +6,7 @@ so imputation is reconstruction: encode what is observed, decode, and fill the g
 decoded means (for a categorical column, the category probabilities; the table's ``inverse``
 turns them into the most probable category).
 """
+
 from __future__ import annotations
 
 import math
@@ -32,8 +33,9 @@ def impute(model: Model, x, batch_size: int = 4096, sample_z: bool = False) -> t
     return torch.cat(out) if out else torch.empty(0, *model.data_shape, device=device, dtype=dtype)
 
 
-def column_log_likelihoods(model: Model, x, n_samples: int = 10, batch_size: int = 1024,
-                           seed: int | None = 0) -> dict[str, Any]:
+def column_log_likelihoods(
+    model: Model, x, n_samples: int = 10, batch_size: int = 1024, seed: int | None = 0
+) -> dict[str, Any]:
     """Each column's share of the ELBO's reconstruction term: E_q(z|x)[log p(x_j | z)] in nats,
     averaged over the examples where column j is observed (``n_samples``-draw Monte Carlo).
     Summing ``log_lik * observed / n`` over the columns gives the mean log p(x|z)."""
@@ -62,8 +64,12 @@ def column_log_likelihoods(model: Model, x, n_samples: int = 10, batch_size: int
     out = {}
     for name, s, c in zip(names, sums.tolist(), counts.tolist()):
         out[name] = {"log_lik": s / c if c else math.nan, "observed": int(c)}
-    return {"estimator": f"E_q[log p(x_j|z)] per observed value, {n_samples}-sample Monte Carlo, z ~ q(z|x)",
-            "units": "nats", "n": n, "columns": out}
+    return {
+        "estimator": f"E_q[log p(x_j|z)] per observed value, {n_samples}-sample Monte Carlo, z ~ q(z|x)",
+        "units": "nats",
+        "n": n,
+        "columns": out,
+    }
 
 
 def _observed_columns(lik, x: torch.Tensor) -> torch.Tensor:

@@ -33,8 +33,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         add_setting(groups[title], key, f)
     g = groups["output"]
     g.add_argument("--config", help="TOML or JSON file of settings (flag names as keys); flags override it")
-    g.add_argument("--resume", metavar="RUN", help="continue the stopped run in this folder (only --epochs, --device "
-                   "and --progress may change)")
+    g.add_argument("--resume", metavar="RUN", help="continue the stopped run in this folder (only --epochs, --device, "
+                   "--lr and --progress may change)")
     g.add_argument("--no-figures", action="store_false", dest="figures",
                    help="skip drawing figures/ and report.html at the end (make them later with 'vaekit report RUN')")
     g.add_argument("--log", choices=["tensorboard", "mlflow"], help="also log the history, figures and settings to "
@@ -69,12 +69,12 @@ def _run(args: argparse.Namespace) -> int:
         tracking.check_available(log)
     start = time.perf_counter()
     if "resume" in given:
-        allowed = {"resume", "epochs", "device", "progress"}
+        allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
         extra = sorted(set(given) - allowed)
         if extra:
             raise ValueError(f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}")
         result = runs.resume(given["resume"], epochs=given.get("epochs"), device=given.get("device"),
-                             progress=given.get("progress"), log=_log)
+                             progress=given.get("progress"), lr=given.get("lr"), log=_log)
     else:
         settings = read_settings_file(given.pop("config")) if "config" in given else {}
         settings.update(given)

@@ -1,4 +1,5 @@
 """The ``Dataset`` container and the split helper (``load`` is in ``sources``, above the readers)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class Dataset:
     def __len__(self) -> int:
         return int(self.x.shape[0])
 
-    def subset(self, index: np.ndarray) -> "Dataset":
+    def subset(self, index: np.ndarray) -> Dataset:
         return Dataset(
             x=self.x.subset(index) if hasattr(self.x, "subset") else self.x[index],
             name=self.name,

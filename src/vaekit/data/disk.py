@@ -9,14 +9,15 @@ map a whole large folio (up to megabytes) of the page cache, so a memory-mapped 
 epoch makes resident memory grow with the file. Plain reads go through the operating system's
 page cache (which keeps hot data for the next epoch) without charging it to the process.
 """
+
 from __future__ import annotations
 
 import math
 import os
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -42,8 +43,10 @@ def npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
         raise  # reading failed (a damaged archive member, a disk error), not the header's content
     except Exception as err:  # numpy raises ValueError, tokenize.TokenError, SyntaxError, EOFError, ...
         text = (err.args[0] if err.args and isinstance(err.args[0], str) else str(err)).strip().splitlines()
-        raise DataError(f"cannot read {name}: its .npy header is broken "
-                        f"({text[0][:160] if text else type(err).__name__}); save it again with numpy.save") from None
+        raise DataError(
+            f"cannot read {name}: its .npy header is broken "
+            f"({text[0][:160] if text else type(err).__name__}); save it again with numpy.save"
+        ) from None
     if not all(isinstance(s, int) and s >= 0 for s in shape):
         raise DataError(f"{name} has a broken .npy header (shape {shape!r}); save it again with numpy.save")
     return tuple(shape), bool(fortran), np.dtype(dtype), int(offset)
@@ -52,11 +55,15 @@ def npy_header(f, name: str) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 def check_npy_dtype(dtype: np.dtype, name: str) -> None:
     """Only real numbers (and booleans) are data: refuse objects, text, records and complex numbers."""
     if dtype.hasobject or dtype.fields is not None or dtype.subdtype is not None:
-        raise DataError(f"{name} holds {'Python objects' if dtype.hasobject else 'records'} (dtype {dtype}), not a numeric "
-                        "array; save a plain float or integer array")
+        raise DataError(
+            f"{name} holds {'Python objects' if dtype.hasobject else 'records'} (dtype {dtype}), not a numeric "
+            "array; save a plain float or integer array"
+        )
     if dtype.kind == "c":
-        raise DataError(f"{name} holds complex numbers (dtype {dtype}); vaekit models real values: save x.real, or the "
-                        "real and imaginary parts as separate features")
+        raise DataError(
+            f"{name} holds complex numbers (dtype {dtype}); vaekit models real values: save x.real, or the "
+            "real and imaginary parts as separate features"
+        )
     if dtype.kind not in "biuf":
         raise DataError(f"{name} does not hold a numeric array (dtype {dtype})")
 
@@ -124,8 +131,14 @@ class DiskArray:
     as ``row > threshold``, static binarisation without a copy of the file). Nothing of the
     file stays in memory between reads."""
 
-    def __init__(self, path: str | os.PathLike, *, index: np.ndarray | None = None,
-                 threshold: float | None = None, _file: _RowFile | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        index: np.ndarray | None = None,
+        threshold: float | None = None,
+        _file: _RowFile | None = None,
+    ) -> None:
         if _file is None:
             path = Path(path)
             try:
@@ -138,12 +151,15 @@ class DiskArray:
                 raise DataError(f"{path.name} holds no examples")
             need, size = offset + math.prod(shape) * dtype.itemsize, path.stat().st_size
             if size < need:
-                raise DataError(f"{path.name} is truncated: its header promises {shape} values ({need} bytes), "
-                                f"the file has {size}")
+                raise DataError(
+                    f"{path.name} is truncated: its header promises {shape} values ({need} bytes), the file has {size}"
+                )
             try:
                 header = np.load(path, mmap_mode="r", allow_pickle=False)
             except (OSError, ValueError, EOFError) as err:
-                raise DataError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+                raise DataError(
+                    f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+                ) from None
             if not isinstance(header, np.memmap):
                 raise DataError(f"{path.name} cannot be memory-mapped")
             _file = _from_memmap(header)
@@ -153,7 +169,7 @@ class DiskArray:
         self.threshold = threshold
 
     @classmethod
-    def from_memmap(cls, x: np.memmap) -> "DiskArray":
+    def from_memmap(cls, x: np.memmap) -> DiskArray:
         """Wrap an array from ``np.load(path, mmap_mode="r")`` (or ``np.memmap``)."""
         return cls(x.filename, _file=_from_memmap(x))
 
@@ -229,12 +245,12 @@ class DiskArray:
         for start in range(0, len(self), rows):
             yield self[start : start + rows]
 
-    def subset(self, index: np.ndarray) -> "DiskArray":
+    def subset(self, index: np.ndarray) -> DiskArray:
         index = np.asarray(index, dtype=np.int64)
         base = index if self.index is None else self.index[index]
         return DiskArray(self.path, index=base, threshold=self.threshold, _file=self._m)
 
-    def binarized(self, threshold: float) -> "DiskArray":
+    def binarized(self, threshold: float) -> DiskArray:
         return DiskArray(self.path, index=self.index, threshold=float(threshold), _file=self._m)
 
     def __getstate__(self):
@@ -247,12 +263,16 @@ class DiskArray:
 
 def _from_memmap(x: np.memmap) -> _RowFile:
     if x.filename is None or not _whole(x):
-        raise DataError("only a whole memory-mapped file can be streamed (np.load(path, mmap_mode='r')), not a view of one")
+        raise DataError(
+            "only a whole memory-mapped file can be streamed (np.load(path, mmap_mode='r')), not a view of one"
+        )
     if x.ndim < 1:
         raise DataError(f"{Path(x.filename).name} holds a scalar, not rows of data")
     if not x.flags.c_contiguous:
-        raise DataError(f"{Path(x.filename).name} is stored in Fortran order; rows can only be streamed from "
-                        "C order (save it with np.save(path, np.ascontiguousarray(x)))")
+        raise DataError(
+            f"{Path(x.filename).name} is stored in Fortran order; rows can only be streamed from "
+            "C order (save it with np.save(path, np.ascontiguousarray(x)))"
+        )
     check_npy_dtype(np.dtype(x.dtype), Path(x.filename).name)
     return _RowFile(Path(x.filename), int(x.offset), tuple(int(s) for s in x.shape), np.dtype(x.dtype))
 

@@ -4,6 +4,7 @@ Layout (LeCun et al.): two zero bytes, a type code, the number of dimensions d, 
 big-endian uint32 sizes, then the values in big-endian C order. Type codes: 0x08 uint8,
 0x09 int8, 0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -42,8 +43,9 @@ def read_idx(path: str | Path) -> np.ndarray:
         raise DataError(f"{path.name} is not an IDX file (it must start with two zero bytes)")
     code, ndim = raw[2], raw[3]
     if code not in IDX_TYPES:
-        raise DataError(f"{path.name} has unknown IDX type code 0x{code:02X}; known: "
-                        + ", ".join(f"0x{c:02X}" for c in IDX_TYPES))
+        raise DataError(
+            f"{path.name} has unknown IDX type code 0x{code:02X}; known: " + ", ".join(f"0x{c:02X}" for c in IDX_TYPES)
+        )
     if ndim == 0:
         raise DataError(f"{path.name} declares 0 dimensions")
     header = 4 + 4 * ndim
@@ -54,15 +56,20 @@ def read_idx(path: str | Path) -> np.ndarray:
     need = math.prod(shape) * dtype.itemsize
     have = len(raw) - header
     if have < need:
-        raise DataError(f"{path.name} is truncated: its header promises {shape} values ({need} bytes), "
-                        f"the file holds {have}")
+        raise DataError(
+            f"{path.name} is truncated: its header promises {shape} values ({need} bytes), the file holds {have}"
+        )
     if have > need:
         raise DataError(f"{path.name} has {have - need} bytes after the {shape} values its header declares")
     try:  # the native-order copy and the float32 one made from it
         require_memory(need + 4 * math.prod(shape), f"reading {path.name} (shape {shape})")
     except ValueError as err:
         raise DataError(str(err)) from None
-    return np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=header).reshape(shape).astype(dtype.newbyteorder("="))
+    return (
+        np.frombuffer(raw, dtype=dtype, count=math.prod(shape), offset=header)
+        .reshape(shape)
+        .astype(dtype.newbyteorder("="))
+    )
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> Path:

@@ -5,6 +5,7 @@ gives images with labels 0..K-1 in the sorted order of the sub-folder names. All
 have one size. Grey images give one channel; if any image has colour, all are read as RGB.
 Pixels become float32 in [0, 1] (8-bit: value / 255), shape (N, C, H, W).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -33,8 +34,10 @@ def list_images(folder: Path) -> tuple[list[Path], np.ndarray | None, list[str] 
     top = _images_in(folder)
     subs = sorted(p for p in folder.iterdir() if p.is_dir() and _images_in(p))
     if top and subs:
-        raise DataError(f"{folder} holds images both directly and in sub-folders ({subs[0].name}/); "
-                        "put all of them in class sub-folders or none")
+        raise DataError(
+            f"{folder} holds images both directly and in sub-folders ({subs[0].name}/); "
+            "put all of them in class sub-folders or none"
+        )
     if top:
         return top, None, None
     if not subs:
@@ -54,7 +57,9 @@ def _open(path: Path):
         img = Image.open(path)
         img.load()
     except Exception as err:  # Pillow's decoders raise OSError, SyntaxError, ValueError, struct.error, IndexError, ...
-        raise DataError(f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+        raise DataError(
+            f"cannot read image {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}"
+        ) from None
     return img
 
 
@@ -81,8 +86,10 @@ def load_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray | None, tupl
         if img.size != first.size:
             w0, h0 = first.size
             w, h = img.size
-            raise DataError(f"images differ in size: {files[0].name} is {h0}x{w0} (height x width), "
-                            f"{p.relative_to(folder)} is {h}x{w}; resize them to one size first")
+            raise DataError(
+                f"images differ in size: {files[0].name} is {h0}x{w0} (height x width), "
+                f"{p.relative_to(folder)} is {h}x{w}; resize them to one size first"
+            )
     colour = any(img.mode not in _GREY_MODES for img in images)
     w, h = first.size
     try:
@@ -94,8 +101,12 @@ def load_image_folder(folder: Path) -> tuple[np.ndarray, np.ndarray | None, tupl
         img.close()
     h, w = x.shape[2:]
     image_shape = (3, h, w) if colour else (h, w)
-    info = {"path": str(folder.resolve()), "files": len(files), "channels": x.shape[1],
-            "levels": 256 if all(img.mode in ("L", "RGB", "RGBA", "P", "LA", "1") for img in images) else None}
+    info = {
+        "path": str(folder.resolve()),
+        "files": len(files),
+        "channels": x.shape[1],
+        "levels": 256 if all(img.mode in ("L", "RGB", "RGBA", "P", "LA", "1") for img in images) else None,
+    }
     if classes is not None:
         info["label_names"] = classes
     return x, labels, image_shape, info

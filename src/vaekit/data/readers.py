@@ -1,5 +1,6 @@
 """Readers for user data: arrays (.npy, streamed from disk when large; .npz), tables (.csv, .tsv,
 .parquet), IDX files (MNIST's format) and folders of images. ``read_path`` returns a ``Dataset``."""
+
 from __future__ import annotations
 
 import math
@@ -40,15 +41,24 @@ def read_path(path: str | Path, *, strict: bool = True, **options: Any) -> Datas
     elif is_idx(path):
         kind = "idx"
     else:
-        raise DataError(f"cannot read {path.name}: unknown file type {suffix or '(none)'}; use .npy, .npz, .csv, "
-                        ".tsv, .parquet, an IDX file (MNIST's ...-idx3-ubyte[.gz]) or a folder of images")
+        raise DataError(
+            f"cannot read {path.name}: unknown file type {suffix or '(none)'}; use .npy, .npz, .csv, "
+            ".tsv, .parquet, an IDX file (MNIST's ...-idx3-ubyte[.gz]) or a folder of images"
+        )
     given = {k: v for k, v in options.items() if v not in (None, False, (), [], "")}
-    allowed = {"table": _TABLE_OPTIONS, "npy": ("binarize", "stream"), "npz": ("binarize",),
-               "idx": ("binarize",), "images": ("binarize",)}[kind]
+    allowed = {
+        "table": _TABLE_OPTIONS,
+        "npy": ("binarize", "stream"),
+        "npz": ("binarize",),
+        "idx": ("binarize",),
+        "images": ("binarize",),
+    }[kind]
     misplaced = sorted(set(given) - set(allowed) - ({"stream"} if given.get("stream") == "auto" else set()))
     if misplaced and strict:
-        raise DataError(f"option(s) {', '.join('--' + m.replace('_', '-') for m in misplaced)} do not apply to "
-                        f"{path.name} ({'a table' if kind == 'table' else 'an array'})")
+        raise DataError(
+            f"option(s) {', '.join('--' + m.replace('_', '-') for m in misplaced)} do not apply to "
+            f"{path.name} ({'a table' if kind == 'table' else 'an array'})"
+        )
     opts = {k: v for k, v in options.items() if k in allowed}
 
     name = path.stem if kind != "idx" else path.name.split(".")[0]
@@ -81,7 +91,9 @@ def binarize_static(x, what: str = "the data"):
 
     s = value_summary(x)
     if s["size"] and (s["min"] < 0 or s["max"] > 1):
-        raise DataError(f"--binarize needs values in [0, 1] (pixels); {what} has values in [{s['min']:.4g}, {s['max']:.4g}]")
+        raise DataError(
+            f"--binarize needs values in [0, 1] (pixels); {what} has values in [{s['min']:.4g}, {s['max']:.4g}]"
+        )
     if hasattr(x, "binarized"):
         return x.binarized(0.5)
     return (np.asarray(x) > 0.5).astype(np.float32)
@@ -92,7 +104,9 @@ def read_array(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".npy", ".npz"):
-        raise DataError(f"cannot read {path.name} as an array: unknown file type {suffix or '(none)'}; use .npy or .npz")
+        raise DataError(
+            f"cannot read {path.name} as an array: unknown file type {suffix or '(none)'}; use .npy or .npz"
+        )
     return _read_array(path, suffix[1:], stream=False)
 
 
@@ -149,7 +163,9 @@ def _check(x: np.ndarray, path: Path) -> np.ndarray:
     bad = ~np.isfinite(x)
     if bad.any():
         row = int(np.argwhere(bad)[0][0])
-        raise DataError(f"{path.name} has {int(bad.sum())} NaN or infinite values (first in row {row}); remove or impute them")
+        raise DataError(
+            f"{path.name} has {int(bad.sum())} NaN or infinite values (first in row {row}); remove or impute them"
+        )
     return x
 
 
@@ -164,10 +180,14 @@ def _checked_header(f, name: str, available: int) -> tuple[tuple[int, ...], np.d
     n = math.prod(shape)
     need = n * dtype.itemsize
     if available - offset < need:
-        raise DataError(f"{name} is truncated: its header promises {shape} values ({need} bytes), "
-                        f"the file holds {max(0, available - offset)}")
+        raise DataError(
+            f"{name} is truncated: its header promises {shape} values ({need} bytes), "
+            f"the file holds {max(0, available - offset)}"
+        )
     try:
-        require_memory(need + 5 * n, f"reading {name} (shape {shape}, {dtype})", "read it streamed from disk (--stream on)")
+        require_memory(
+            need + 5 * n, f"reading {name} (shape {shape}, {dtype})", "read it streamed from disk (--stream on)"
+        )
     except ValueError as err:
         raise DataError(str(err)) from None
     return shape, dtype
@@ -214,6 +234,8 @@ def _read_npz(path: Path):
             except DataError:
                 raise
             except Exception as err:  # zip and zlib raise BadZipFile, zlib.error, EOFError, ValueError, ...
-                raise DataError(f"{name} cannot be read: the archive is corrupted or truncated ({_one_line(err)}); "
-                                "save it again with numpy.savez") from None
+                raise DataError(
+                    f"{name} cannot be read: the archive is corrupted or truncated ({_one_line(err)}); "
+                    "save it again with numpy.savez"
+                ) from None
         return out[0], out[1]

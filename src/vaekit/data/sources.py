@@ -1,5 +1,6 @@
 """``load``: a built-in data set by name or a file or folder by path. It sits above ``core``,
 ``builtin`` and ``readers`` (which only import ``core``), so the data package has no import cycle."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,5 @@ def load(source: str, **options: Any) -> Dataset:
         return BUILTIN[source](**options)
     path = Path(source)
     if not path.exists():
-        raise DataError(
-            f"no data set or file named {source!r}; give a path or one of: {', '.join(sorted(BUILTIN))}"
-        )
+        raise DataError(f"no data set or file named {source!r}; give a path or one of: {', '.join(sorted(BUILTIN))}")
     return read_path(path, **options)

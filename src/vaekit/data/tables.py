@@ -13,12 +13,14 @@ categorical) unless named in ``numeric`` / ``binary`` / ``categorical``. A missi
 (empty cell, NA) becomes NaN in the model's numbers and drops out of the likelihood; a
 category never seen in training is reported and treated as missing.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -60,8 +62,10 @@ def read_table(path: str | Path, label_column: str | None = None):
     except pd.errors.EmptyDataError:
         raise DataError(f"{path.name} is empty") from None
     except pd.errors.ParserError as err:
-        raise DataError(f"{path.name} has ragged rows ({str(err).strip().splitlines()[-1]}); every row needs the same "
-                        "number of fields") from None
+        raise DataError(
+            f"{path.name} has ragged rows ({str(err).strip().splitlines()[-1]}); every row needs the same "
+            "number of fields"
+        ) from None
     except (OSError, ValueError, UnicodeDecodeError) as err:
         raise DataError(f"cannot read {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
     except Exception as err:  # pyarrow raises its own error types for broken files
@@ -75,8 +79,10 @@ def read_table(path: str | Path, label_column: str | None = None):
     labels = None
     if label_column is not None:
         if label_column not in frame.columns:
-            raise DataError(f"--label-column {label_column!r} is not a column of {path.name}; its columns are: "
-                            + ", ".join(frame.columns))
+            raise DataError(
+                f"--label-column {label_column!r} is not a column of {path.name}; its columns are: "
+                + ", ".join(frame.columns)
+            )
         labels, names = encode_labels(frame[label_column])
         if names is not None:
             info["label_names"] = names
@@ -101,9 +107,11 @@ def _refuse_ragged_rows(path: Path, sep: str) -> None:
             if expected is None:
                 expected = len(row)
             elif len(row) != expected:
-                raise DataError(f"{path.name} has ragged rows: line {reader.line_num} has {len(row)} fields, the first "
-                                f"row has {expected}; every row needs the same number of fields (leave a missing "
-                                "value empty, e.g. 1,,3)")
+                raise DataError(
+                    f"{path.name} has ragged rows: line {reader.line_num} has {len(row)} fields, the first "
+                    f"row has {expected}; every row needs the same number of fields (leave a missing "
+                    "value empty, e.g. 1,,3)"
+                )
 
 
 def _is_number(text) -> bool:
@@ -182,15 +190,24 @@ class Schema:
 
     # -- fitting ------------------------------------------------------------------------
     @classmethod
-    def fit(cls, frame, *, numeric: Iterable[str] = (), binary: Iterable[str] = (),
-            categorical: Iterable[str] = (), label_column: str | None = None,
-            max_categories: int = 100) -> "Schema":
+    def fit(
+        cls,
+        frame,
+        *,
+        numeric: Iterable[str] = (),
+        binary: Iterable[str] = (),
+        categorical: Iterable[str] = (),
+        label_column: str | None = None,
+        max_categories: int = 100,
+    ) -> Schema:
         forced = {}
         for kind, names in (("numeric", numeric), ("binary", binary), ("categorical", categorical)):
             for name in _names(names):
                 if name not in frame.columns:
-                    raise DataError(f"--{kind} names column {name!r}, which the table does not have; its columns are: "
-                                    + ", ".join(frame.columns))
+                    raise DataError(
+                        f"--{kind} names column {name!r}, which the table does not have; its columns are: "
+                        + ", ".join(frame.columns)
+                    )
                 if name in forced and forced[name] != kind:
                     raise DataError(f"column {name!r} is named both --{forced[name]} and --{kind}")
                 forced[name] = kind
@@ -323,14 +340,20 @@ class Schema:
 
     # -- files ------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "table", "columns": [dict(c) for c in self.columns], "label_column": self.label_column,
-                "notes": list(self.notes)}
+        return {
+            "kind": "table",
+            "columns": [dict(c) for c in self.columns],
+            "label_column": self.label_column,
+            "notes": list(self.notes),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Schema":
+    def from_dict(cls, d: dict[str, Any]) -> Schema:
         if d.get("kind") != "table":
             raise DataError("this preprocessing record is not a table schema")
-        return cls(columns=[dict(c) for c in d["columns"]], label_column=d.get("label_column"), notes=list(d.get("notes", [])))
+        return cls(
+            columns=[dict(c) for c in d["columns"]], label_column=d.get("label_column"), notes=list(d.get("notes", []))
+        )
 
     def describe(self) -> str:
         counts = {k: sum(c["kind"] == k for c in self.columns) for k in KINDS}
@@ -364,9 +387,11 @@ def _fit_column(name: str, series, forced: str | None, n_rows: int, max_categori
             if not bad:
                 forced = "numeric"
             elif len(distinct) > max_categories or (len(distinct) > 20 and len(distinct) > 0.5 * n_rows):
-                raise DataError(f"column {name!r} looks like free text or an identifier ({len(distinct)} different "
-                                f"values in {n_rows} rows); drop it, use it as --label-column, or force it with "
-                                f"--categorical {name}")
+                raise DataError(
+                    f"column {name!r} looks like free text or an identifier ({len(distinct)} different "
+                    f"values in {n_rows} rows); drop it, use it as --label-column, or force it with "
+                    f"--categorical {name}"
+                )
             else:
                 forced = "categorical"
     if forced == "numeric":
@@ -377,12 +402,19 @@ def _fit_column(name: str, series, forced: str | None, n_rows: int, max_categori
         if np.isinf(v).any():
             raise DataError(f"column {name!r} holds infinite values; remove them or leave the cells empty")
         mean, std = float(v.mean()), float(v.std())
-        return {"name": name, "kind": "numeric", "mean": mean, "scale": std if std > 0 else 1.0,
-                "integer": bool(np.all(v == np.round(v)))}
+        return {
+            "name": name,
+            "kind": "numeric",
+            "mean": mean,
+            "scale": std if std > 0 else 1.0,
+            "integer": bool(np.all(v == np.round(v))),
+        }
     if forced == "binary":
         if len(distinct) > 2:
-            raise DataError(f"column {name!r} is binary but holds {len(distinct)} different values "
-                            f"({', '.join(map(repr, distinct[:4]))}...); use --categorical {name}")
+            raise DataError(
+                f"column {name!r} is binary but holds {len(distinct)} different values "
+                f"({', '.join(map(repr, distinct[:4]))}...); use --categorical {name}"
+            )
         values = distinct if len(distinct) == 2 else distinct + [f"not {distinct[0]}"]
         return {"name": name, "kind": "binary", "values": values}
     if len(distinct) < 2:
@@ -390,8 +422,15 @@ def _fit_column(name: str, series, forced: str | None, n_rows: int, max_categori
     return {"name": name, "kind": "categorical", "categories": distinct}
 
 
-def load_table(path: Path, *, label_column: str | None = None, numeric=(), binary=(), categorical=(),
-               schema: Schema | dict | None = None):
+def load_table(
+    path: Path,
+    *,
+    label_column: str | None = None,
+    numeric=(),
+    binary=(),
+    categorical=(),
+    schema: Schema | dict | None = None,
+):
     """(x, labels, info, frame, schema, report): the table read and put through ``schema`` (or a
     schema fitted on all of its rows)."""
     frame, labels, info = read_table(path, label_column)
@@ -415,4 +454,4 @@ def unknown_summary(report: dict[str, Any]) -> str | None:
         more = f" and {len(seen) - 3} more" if len(seen) > 3 else ""
         parts.append(f"{col}: {shown}{more}")
     total = sum(sum(s.values()) for s in unknown.values())
-    return (f"{total} value(s) not seen in training were treated as missing: " + "; ".join(parts))
+    return f"{total} value(s) not seen in training were treated as missing: " + "; ".join(parts)

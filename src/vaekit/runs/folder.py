@@ -9,14 +9,16 @@ lock file is made with ``O_EXCL`` inside it; the process holding the lock is the
 lets go. A second writer on the same folder gets a clear refusal. ``vaekit train --resume`` takes the
 same lock.
 """
+
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .. import checkpoint
 from .._version import __version__
@@ -86,8 +88,9 @@ class RunFolder:
 
     # -- making and opening --------------------------------------------------------------
     @classmethod
-    def create(cls, path: str | os.PathLike | None = None, *, name: str = "run", root: str | os.PathLike = "runs"
-               ) -> "RunFolder":
+    def create(
+        cls, path: str | os.PathLike | None = None, *, name: str = "run", root: str | os.PathLike = "runs"
+    ) -> RunFolder:
         """Claim a new folder and hold its lock (``release`` or ``with folder.lock()`` lets go).
 
         ``path``: that folder, which must not exist or be empty. None: ``root/NAME-TIME``, with a
@@ -98,7 +101,9 @@ class RunFolder:
                 folder.path.mkdir(parents=True)
             except FileExistsError:
                 if not folder.path.is_dir():
-                    raise ValueError(f"output folder {folder.path} exists and is not a folder; choose another") from None
+                    raise ValueError(
+                        f"output folder {folder.path} exists and is not a folder; choose another"
+                    ) from None
             folder._claim()
             return folder
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -119,11 +124,12 @@ class RunFolder:
         others = [p.name for p in self.path.iterdir() if p.name != LOCK_FILE]
         if others:
             self.release()
-            raise ValueError(f"output folder {self.path} exists and is not empty; choose another output folder "
-                             "or delete it")
+            raise ValueError(
+                f"output folder {self.path} exists and is not empty; choose another output folder or delete it"
+            )
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> "RunFolder":
+    def open(cls, path: str | os.PathLike) -> RunFolder:
         folder = cls(path)
         if not folder.config_path.is_file():
             raise CheckpointError(f"{folder.path} is not a vaekit run folder (no {checkpoint.CONFIG_FILE})")
@@ -140,9 +146,11 @@ class RunFolder:
                     with contextlib.suppress(FileNotFoundError):
                         self.lock_path.unlink()
                     continue
-                raise RunFolderBusy(f"run folder {self.path} is in use by another vaekit process "
-                                    f"({self._lock_owner()}); wait for it to finish, or delete {self.lock_path} "
-                                    "if that process is gone") from None
+                raise RunFolderBusy(
+                    f"run folder {self.path} is in use by another vaekit process "
+                    f"({self._lock_owner()}); wait for it to finish, or delete {self.lock_path} "
+                    "if that process is gone"
+                ) from None
             with os.fdopen(fd, "w") as f:
                 f.write(f"{os.getpid()} {socket.gethostname()}\n")
             self._locked = True
@@ -155,7 +163,7 @@ class RunFolder:
             self._locked = False
 
     @contextlib.contextmanager
-    def lock(self) -> Iterator["RunFolder"]:
+    def lock(self) -> Iterator[RunFolder]:
         """Hold the writer's lock inside the block (a no-op when this object already holds it)."""
         held = self._locked
         if not held:
@@ -190,12 +198,21 @@ class RunFolder:
         return False
 
     # -- config.json: written one way, read one way -----------------------------------------
-    def write_config(self, config: RunConfig, data_facts: dict[str, Any] | None = None,
-                     extra: dict[str, Any] | None = None, created: str | None = None) -> dict[str, Any]:
+    def write_config(
+        self,
+        config: RunConfig,
+        data_facts: dict[str, Any] | None = None,
+        extra: dict[str, Any] | None = None,
+        created: str | None = None,
+    ) -> dict[str, Any]:
         """``config`` as ``RunConfig.to_dict`` plus metadata; ``data_facts`` (name, sizes, ...) go
         next to the data settings, ``extra`` (e.g. the estimator's parameters) at the top."""
-        d = {"format_version": checkpoint.FORMAT_VERSION, "vaekit_version": __version__,
-             "created": created or _dt.datetime.now().isoformat(timespec="seconds"), **config.to_dict()}
+        d = {
+            "format_version": checkpoint.FORMAT_VERSION,
+            "vaekit_version": __version__,
+            "created": created or _dt.datetime.now().isoformat(timespec="seconds"),
+            **config.to_dict(),
+        }
         d["data"].update(data_facts or {})
         d.update(extra or {})
         RunConfig.from_dict(d)  # what is written must read back
@@ -262,3 +279,20 @@ class RunFolder:
 
     def load_trainer(self, model):
         return checkpoint.load_trainer(self.trainer_path, model) if self.trainer_path.is_file() else None
+
+    # -- figures and the report ------------------------------------------------------------------
+    def write_figures(self, pngs: dict[str, bytes]) -> list[Path]:
+        """``figures/NAME.png`` for each rendered figure (name -> PNG bytes), each written atomically."""
+        self.figures_dir.mkdir(exist_ok=True)
+        paths = []
+        for name, data in pngs.items():
+            path = self.figures_dir / f"{name}.png"
+            checkpoint.atomic_write_bytes(path, data)
+            paths.append(path)
+        return paths
+
+    def write_report(self, html: str, out: str | os.PathLike | None = None) -> Path:
+        """The report's HTML, atomically, at ``report.html`` or ``out``."""
+        path = Path(out) if out is not None else self.report_path
+        checkpoint.atomic_write_text(path, html)
+        return path

@@ -21,7 +21,7 @@ from ..data import Dataset
 from ..data.tables import unknown_summary
 from ..model import Model
 from ..spec import build_model, resolved
-from ..train import History, fit, resolve_device
+from ..train import FitResult, History, fit, resolve_device
 from .data import load_splits
 from .folder import RunFolder
 from .metrics import final_metrics
@@ -108,10 +108,10 @@ def train(settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = 
 
 
 def resume(run_dir, *, epochs: int | None = None, device: str | None = None, progress: bool | None = None,
-           log: Callable[[str], None] = print) -> TrainResult:
+           lr: float | None = None, log: Callable[[str], None] = print) -> TrainResult:
     """Continue a stopped run; the result equals an uninterrupted run with the same settings
     (also under torchrun with the same number of processes: every process restores its own RNG).
-    Only ``epochs``, ``device`` and ``progress`` may change. The folder is locked while it runs."""
+    Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs."""
     ctx = distributed.current()
     if not ctx.is_main:
         log = _silent
@@ -121,7 +121,7 @@ def resume(run_dir, *, epochs: int | None = None, device: str | None = None, pro
         raise type(err)(f"{err}; nothing to resume") from None
     raw = folder.read_config()
     config = folder.run_config()
-    changes = {k: v for k, v in (("epochs", epochs), ("device", device), ("progress", progress)) if v is not None}
+    changes = {k: v for k, v in (("epochs", epochs), ("device", device), ("progress", progress), ("lr", lr)) if v is not None}
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
     resolve_device(config.train.device)
     with folder.lock() if ctx.is_main else contextlib.nullcontext():
@@ -145,12 +145,14 @@ def _fit_and_finish(folder: RunFolder, config: RunConfig, model: Model, parts: d
                     log) -> TrainResult:
     ctx = distributed.current()
     train_cfg = config.train
+    fitted = None
     if state is not None and (state.epoch >= train_cfg.epochs or state.stopped_early):
         history = state.history
     else:
-        history = _fit(folder, config, model, parts, state, ctx)
+        fitted = _fit(folder, config, model, parts, state, ctx)
+        history = fitted.history
     if ctx.active:
-        digest = getattr(history, "replica_digest", None) or distributed.check_replicas(model)
+        digest = (fitted and fitted.replica_digest) or distributed.check_replicas(model)
         log(f"data-parallel: {ctx.world_size} processes, batches of {train_cfg.batch_size // ctx.world_size} each "
             f"(effective {train_cfg.batch_size}); weights identical on all processes (sha256 {digest})")
     if not ctx.is_main:
@@ -170,7 +172,7 @@ def _fit_and_finish(folder: RunFolder, config: RunConfig, model: Model, parts: d
     return TrainResult(run_dir=folder.path, model=model, history=history, metrics=metrics)
 
 
-def _fit(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, ctx) -> History:
+def _fit(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, ctx) -> FitResult:
     """The one call of ``vaekit.fit`` in the run layer."""
     saver = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
     val = parts["val"].x if len(parts["val"]) else None
