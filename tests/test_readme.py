@@ -79,7 +79,7 @@ def test_every_block_is_runnable_or_skipped_with_a_reason():
 
 def test_commands_split_on_continuation_lines_and_skip_comments():
     code = "# a comment\nvaekit train \\\n  --epochs 2   # short\n\necho done"
-    assert _commands(code) == ["vaekit train    --epochs 2   # short", "echo done"]
+    assert _commands(code) == ["vaekit train  --epochs 2   # short", "echo done"]
 
 
 @pytest.mark.slow
