@@ -8,6 +8,7 @@ commands under "Start here" are what .ci/run itself does, so they are skipped th
 Blocks of other languages (```text, ```toml, plain ```) are shown output or file contents and are
 not run.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,7 +60,10 @@ def test_blocks_parse_with_line_numbers_and_skip_reasons():
     text = "intro\n```bash\necho 1\n```\n<!-- readme: skip (needs four GPUs on two nodes) -->\n\n```python\nx = 1\n```\n```\nout\n```\n"
     found = blocks(text)
     assert [(b.lang, b.code, b.line, b.skip) for b in found] == [
-        ("bash", "echo 1", 3, None), ("python", "x = 1", 8, "needs four GPUs on two nodes"), ("", "out", 11, None)]
+        ("bash", "echo 1", 3, None),
+        ("python", "x = 1", 8, "needs four GPUs on two nodes"),
+        ("", "out", 11, None),
+    ]
     assert [b.runs() for b in found] == [True, False, False]
 
 
@@ -73,8 +77,10 @@ def test_every_block_is_runnable_or_skipped_with_a_reason():
         if b.skip is not None:
             assert len(b.skip.strip()) > 10, f"{b}: a skipped block needs a real reason"
         if b.runs():
-            assert not PLACEHOLDERS.search(b.code), f"{b}: placeholder {PLACEHOLDERS.search(b.code).group()!r}; " \
-                                                    "name a file or run folder an earlier block makes"
+            assert not PLACEHOLDERS.search(b.code), (
+                f"{b}: placeholder {PLACEHOLDERS.search(b.code).group()!r}; "
+                "name a file or run folder an earlier block makes"
+            )
 
 
 def test_commands_split_on_continuation_lines_and_skip_comments():
@@ -101,10 +107,17 @@ def test_readme_examples_run(tmp_path, monkeypatch):
             exec(code, namespace)  # noqa: S102 - the README's own code
         else:
             for line in _commands(block.code):
-                proc = subprocess.run(["bash", "-c", "set -o pipefail; " + line], cwd=tmp_path, env=env,
-                                      capture_output=True, text=True, timeout=1200)
-                assert proc.returncode == 0, (f"{block}: command failed (exit {proc.returncode}): {line}\n"
-                                              f"--- stderr ---\n{proc.stderr[-3000:]}")
+                proc = subprocess.run(
+                    ["bash", "-c", "set -o pipefail; " + line],
+                    cwd=tmp_path,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    timeout=1200,
+                )
+                assert proc.returncode == 0, (
+                    f"{block}: command failed (exit {proc.returncode}): {line}\n--- stderr ---\n{proc.stderr[-3000:]}"
+                )
         took.append(f"{block}: {time.perf_counter() - t0:.1f} s")
         ran += 1
     print("\n".join(took))

@@ -1,5 +1,6 @@
 """Start-up: ``vaekit --help``, ``vaekit COMMAND --help`` and argument errors import none of the
 heavy libraries (checked through sys.modules, not timings), and ``import vaekit`` stays light."""
+
 import json
 import os
 import subprocess
@@ -23,13 +24,27 @@ print(json.dumps({{"code": code, "heavy": sorted(m for m in {heavy!r} if m in sy
 
 
 def _probe(argv):
-    r = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=120,
+    )
     return json.loads(r.stderr.strip().splitlines()[-1]), r
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["train", "--epochs", "many"],
-                                  ["train", "--lr", "nan"], ["demo", "--help"], ["nosuchcommand"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["train", "--epochs", "many"],
+        ["train", "--lr", "nan"],
+        ["demo", "--help"],
+        ["nosuchcommand"],
+    ],
+)
 def test_help_and_argument_errors_import_nothing_heavy(argv):
     result, r = _probe(argv)
     assert result["heavy"] == [], (argv, result)
@@ -45,8 +60,16 @@ def test_every_command_help_is_light(command):
     assert result["heavy"] == [], result
 
 
-@pytest.mark.parametrize("argv", [["evaluate", "runs/x", "--iw-samples", "-1"], ["score", "runs/x", "--score", "nope"],
-                                  ["sample", "runs/x", "-n", "0"], ["plot"], ["impute", "runs/x"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["evaluate", "runs/x", "--iw-samples", "-1"],
+        ["score", "runs/x", "--score", "nope"],
+        ["sample", "runs/x", "-n", "0"],
+        ["plot"],
+        ["impute", "runs/x"],
+    ],
+)
 def test_command_argument_errors_are_light_and_one_line(argv):
     result, r = _probe(argv)
     assert result == {"code": 2, "heavy": []}, (argv, result, r.stderr)
@@ -66,9 +89,11 @@ def test_parser_copies_match_their_sources():
 
 
 def test_import_vaekit_is_light_and_names_load_on_use():
-    code = ("import sys, vaekit; light = 'torch' not in sys.modules; spec = vaekit.ModelSpec(data_shape=(3,)); "
-            "still = 'torch' not in sys.modules; vaekit.VAE; print(light, still, 'torch' in sys.modules, "
-            "vaekit.__version__)")
+    code = (
+        "import sys, vaekit; light = 'torch' not in sys.modules; spec = vaekit.ModelSpec(data_shape=(3,)); "
+        "still = 'torch' not in sys.modules; vaekit.VAE; print(light, still, 'torch' in sys.modules, "
+        "vaekit.__version__)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     import vaekit
@@ -117,7 +142,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle.extend(path[path.index(nxt):] + [nxt])
+                cycle.extend(path[path.index(nxt) :] + [nxt])
                 return True
             if nxt not in state and visit(nxt, path + [nxt]):
                 return True

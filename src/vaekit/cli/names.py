@@ -2,6 +2,7 @@
 ``choices`` and defaults for ``--help``, copied here so that ``vaekit COMMAND --help`` and argument
 errors load nothing heavy. tests/test_startup.py checks every copy against its source, so a change
 there fails the tests until it is made here too."""
+
 from __future__ import annotations
 
 SPLITS = ("train", "val", "test")
@@ -23,7 +24,7 @@ FIGURES = {
     "samples": "decoded prior samples (image grid, or over the 2-D data)",
     "reconstructions": "held-out images beside their reconstructions",
     "manifold": "decoded grid of latent points through the prior's quantiles (above two latent units: the two "
-                "with the most KL, the others at 0)",
+    "with the most KL, the others at 0)",
     "latent": "map of encoder means (t-SNE above two dimensions), coloured by label or known value",
     "kl_units": "KL per latent unit (nats)",
     "traversal": "one latent unit at a time through the prior's quantiles, others at 0",
