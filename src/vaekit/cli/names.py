@@ -23,8 +23,10 @@ FIGURES = {
     "overview": "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves",
     "samples": "decoded prior samples (image grid, or over the 2-D data)",
     "reconstructions": "held-out images beside their reconstructions",
-    "manifold": "decoded grid of latent points through the prior's quantiles (above two latent units: the two "
-    "with the most KL, the others at 0)",
+    "manifold": (
+        "decoded grid of latent points through the prior's quantiles (above two latent units: the two "
+        "with the most KL, the others at 0)"
+    ),
     "latent": "map of encoder means (t-SNE above two dimensions), coloured by label or known value",
     "kl_units": "KL per latent unit (nats)",
     "traversal": "one latent unit at a time through the prior's quantiles, others at 0",
