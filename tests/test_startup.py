@@ -76,6 +76,14 @@ def test_command_argument_errors_are_light_and_one_line(argv):
     assert r.stderr.strip().count("\n") == 1 and "usage:" not in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("command", list(COMMANDS))
+def test_every_command_refuses_an_unknown_flag_lightly(command):
+    result, r = _probe([command, "--no-such-flag"])
+    assert result == {"code": 2, "heavy": []}, (command, result, r.stderr)
+    assert "--no-such-flag" in r.stderr.splitlines()[0] or "required" in r.stderr.splitlines()[0], r.stderr
+    assert r.stderr.strip().count("\n") == 1 and "usage:" not in r.stderr, r.stderr
+
+
 def test_parser_copies_match_their_sources():
     """cli/names.py copies what the parsers show from heavy modules; each copy equals its source."""
     from vaekit import anomaly, figures, imputation
