@@ -27,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adam, distributed, likelihoods, objectives
+from . import adam, distributed, likelihoods, objectives, schedules
 from .batches import TensorSource, as_tensor, gather, inference, is_streamed, iterate, make_source
 from .config import TrainConfig  # the settings dataclass (torch-free, shared with the CLI); re-exported here
 from .errors import TrainingError
@@ -61,6 +61,7 @@ class TrainerState:
     bad_epochs: int = 0
     best_weights: dict[str, torch.Tensor] | None = None
     stopped_early: bool = False
+    schedule: dict[str, Any] | None = None  # the plateau learning-rate schedule's tracker (best, bad, scale)
     # where the last checkpoint of this run was written (set by checkpoint callbacks and load_trainer;
     # not itself saved): the divergence message names it only when there is one
     saved_to: str | None = None
@@ -87,12 +88,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def make_optimizer(model: Model, config: TrainConfig):
-    """Adam: vaekit's direct call of the fused kernel where it exists (see ``vaekit.adam``), else
-    torch's foreach implementation."""
+    """``config.optimizer``: Adam or AdamW, as vaekit's direct call of torch's fused kernel where it
+    exists (see ``vaekit.adam``), else torch's foreach implementation. The learning rate is set per
+    epoch by the schedule (``vaekit.schedules``)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if adam.available(params):
-        return adam.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    fused, fallback = (adam.AdamW, torch.optim.AdamW) if config.optimizer == "adamw" else (adam.Adam, torch.optim.Adam)
+    if adam.available(params, fused._kernel):
+        return fused(params, lr=config.lr, weight_decay=config.weight_decay)
+    return fallback(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _rng_state(generator: torch.Generator, device: torch.device, world_size: int = 1) -> dict[str, torch.Tensor]:
@@ -422,6 +430,8 @@ def _setup(
         val = None
     if config.early_stopping and val is None:
         raise ValueError("early stopping needs validation data")
+    if config.lr_schedule == "plateau" and val is None:
+        raise ValueError("lr_schedule 'plateau' follows the validation ELBO: give validation data or another schedule")
     ctx = _check_data_parallel(config, rank, world_size) if world_size > 1 else None
     device = resolve_device(config.device)
     if ctx is not None:
@@ -704,8 +714,16 @@ def fit(
             unit="epoch",
             dynamic_ncols=True,
         )
+        plateau = schedules.Plateau.from_dict(state.schedule) if config.lr_schedule == "plateau" else None
         for epoch in bar:
+            lr = schedules.lr_at(config, epoch, plateau)
+            _set_lr(run.optimizer, lr)
             row = _train_epoch(run, epoch)
+            if config.lr_schedule != "constant":
+                row["lr"] = lr
+            if plateau is not None:
+                plateau.update(row["val_elbo"], config.lr_patience, config.lr_factor)
+                state.schedule = plateau.to_dict()
             if run.device.type == "cpu":
                 row["threads"] = threads
             state.history.append(row)
