@@ -166,3 +166,31 @@ def test_cli_flags_and_toml(tmp_path):
         cmd[:6] + ["--lr-schedule", "linear", "--out", str(tmp_path / "r2")], capture_output=True, text=True
     )
     assert bad.returncode == 2 and "lr_schedule" in bad.stderr.replace("-", "_") and "Traceback" not in bad.stderr
+
+
+def test_estimator_takes_optimiser_and_schedule():
+    import numpy as np
+
+    x = (np.random.default_rng(1).random((150, 6)) > 0.5).astype(np.float64)
+    est = vaekit.VAE(latent_dim=2, hidden=(8,), epochs=3, optimizer="adamw", weight_decay=0.01, lr_schedule="cosine")
+    est.set_params(lr_min=1e-4, random_state=0, threads=1).fit(x)
+    rates = [row["lr"] for row in est.history_]
+    assert rates[0] == pytest.approx(1e-3) and rates[0] > rates[1] > rates[2] > 1e-4
+    with pytest.raises(ValueError, match="validation_fraction"):
+        vaekit.VAE(epochs=1, lr_schedule="plateau").fit(x)
+    with pytest.raises(ValueError, match="optimizer"):
+        vaekit.VAE(epochs=1, optimizer="rmsprop").fit(x)
+
+
+def test_adamw_and_schedules_keep_dynamo_away():
+    code = (
+        "import sys, numpy as np, torch, vaekit\n"
+        "x = (np.random.default_rng(0).random((64, 6)) > 0.5).astype('float32')\n"
+        "m = vaekit.build_model(vaekit.ModelSpec(data_shape=(6,), latent_dim=2, hidden=(8,), likelihood='bernoulli'))\n"
+        "ds = torch.utils.data.TensorDataset(torch.as_tensor(x))\n"
+        "vaekit.fit(m, ds, x, vaekit.TrainConfig(epochs=2, optimizer='adamw', lr_schedule='plateau', progress=False))\n"
+        "print('torch._dynamo' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
