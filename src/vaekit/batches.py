@@ -266,7 +266,9 @@ def _loader_batches(loader, batch_size: int) -> Iterator[torch.Tensor]:
 
     if isinstance(loader, DataLoader):
         for b in loader:
-            yield _stack(list(b[0]) if isinstance(b, (tuple, list)) else list(b), "a loader batch")
+            xb = b[0] if isinstance(b, (tuple, list)) else b
+            # a collated batch is one tensor already; anything else is stacked example by example
+            yield xb.detach().to("cpu", torch.float32) if isinstance(xb, torch.Tensor) else _stack(list(xb), "a batch")
         return
     items: list = []
     for item in loader:
