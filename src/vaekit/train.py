@@ -145,9 +145,12 @@ def _elbo_sums(model: Model, x, batch_size: int, n_samples: int = 1, c: torch.Te
     return sums
 
 
-def evaluate_elbo(model: Model, x: torch.Tensor, batch_size: int = 4096, n_samples: int = 1) -> dict[str, float]:
-    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example)."""
-    elbo, log_px_z, kl = (_elbo_sums(model, x, batch_size, n_samples) / x.shape[0]).tolist()
+def evaluate_elbo(
+    model: Model, x: torch.Tensor, batch_size: int = 4096, n_samples: int = 1, c: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example); ``c``: the
+    conditions of a conditional model."""
+    elbo, log_px_z, kl = (_elbo_sums(model, x, batch_size, n_samples, c=c) / x.shape[0]).tolist()
     return {"elbo": elbo, "log_px_z": log_px_z, "kl": kl}
 
 
