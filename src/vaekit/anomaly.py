@@ -135,10 +135,10 @@ def raw_score(
 
 
 def score(
-    model: Model, x: torch.Tensor, kind: str = "logpx", n_samples: int = 100, noise: torch.Tensor | None = None
+    model: Model, x: torch.Tensor, kind: str = "logpx", n_samples: int = 100, noise: torch.Tensor | None = None, c=None
 ) -> torch.Tensor:
     """scikit-learn's convention: higher means more normal (``kl`` is negated)."""
-    return SCORES[check_kind(kind)][1] * raw_score(model, x, kind, n_samples, noise)
+    return SCORES[check_kind(kind)][1] * raw_score(model, x, kind, n_samples, noise, c)
 
 
 def check_kind(kind: str) -> str:
