@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 import vaekit
-from vaekit import figures, runs
+from vaekit import figures, generate, runs
 from vaekit.cli import main
 
 EPOCHS = 40
@@ -197,3 +197,29 @@ def test_unconditional_estimator_ignores_y():
     np.testing.assert_array_equal(a.transform(X[:10] / 16), b.transform(X[:10] / 16))
     with pytest.raises(ValueError, match="condition='y'"):
         a.sample(2, y=1)
+
+
+def test_encode_and_traverse_use_the_condition(cvae_run, digits_classifier, tmp_path, capsys):
+    run = runs.open_run(cvae_run)
+    test = run.data("test")
+    assert main(["encode", str(cvae_run), "-o", str(tmp_path / "z.npy")]) == 0
+    z = np.load(tmp_path / "z.npy")
+    own, _ = generate.encode(run.model, test.x, c=test.labels)
+    other, _ = generate.encode(run.model, test.x, c=(test.labels + 1) % 10)
+    np.testing.assert_allclose(z, own.numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(z, other.numpy(), atol=1e-3)  # the encoder does see c
+    assert "q(z|x, c)" in capsys.readouterr().out
+    out = tmp_path / "t.npy"
+    assert main(["traverse", str(cvae_run), "--condition", "6", "--units", "1,2", "-o", str(out), "--no-png"]) == 0
+    x = np.load(out)
+    assert x.shape == (2, 9, 64)
+    assert np.mean(digits_classifier.predict(x.reshape(-1, 64)) == 6) > 0.6  # a traversal within class 6
+    for argv, words in (
+        (["traverse", str(cvae_run)], "give --condition"),
+        (["traverse", str(cvae_run), "--condition", "10"], "out of range"),
+        (["interpolate", str(cvae_run)], "not available for a conditional run"),
+    ):
+        assert _code([*argv, "--no-png", "-o", str(tmp_path / "never.npy")]) == 2
+        err = capsys.readouterr().err.strip()
+        assert words in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "never.npy").exists()

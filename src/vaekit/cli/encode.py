@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .. import generate
+from .. import generate, runs
 from . import outputs
 
 
@@ -27,7 +27,8 @@ def run(args: argparse.Namespace) -> int:
     run_ = outputs.open_run(args)
     out = outputs.array_path(run_, args.out, "z.npy", allowed=(".npy", ".npz"))
     data = outputs.input_data(run_, args)
-    mean, scale = generate.encode(run_.model, data.x)  # batch by batch, also from disk
+    c = runs.conditions(run_, data, "the input data")  # a conditional run: q(z|x, c), c the labels
+    mean, scale = generate.encode(run_.model, data.x, c=c)  # batch by batch, also from disk
     written = [out]
     if out.suffix.lower() == ".npz":
         arrays = {"mean": mean.numpy()}
@@ -41,5 +42,8 @@ def run(args: argparse.Namespace) -> int:
             outputs.write_npy(scale_path, scale.numpy())
             written.append(scale_path)
     what = "posterior means and standard deviations" if args.scales else "posterior means"
-    print(f"encoded {len(data)} examples: {what}, {mean.shape[1]} latent units, to {', '.join(map(str, written))}")
+    given = " of q(z|x, c), c = each example's class label" if c is not None else ""
+    print(
+        f"encoded {len(data)} examples: {what}{given}, {mean.shape[1]} latent units, to {', '.join(map(str, written))}"
+    )
     return 0
