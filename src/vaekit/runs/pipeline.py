@@ -71,7 +71,7 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
     image_shape = None if image is None or len(data_shape) > 1 else (tuple(image) if len(image) == 3 else (1, *image))
     if config.data.condition == "label":  # a conditional VAE on the class labels: c is one-hot of K classes
         n_classes = 1 + max(
-            int(class_labels(p, f"{train_part.name} ({name} rows)").max(initial=-1)) for name, p in parts.items()
+            int(class_labels(p, f"the {name} rows of {train_part.name}").max(initial=-1)) for name, p in parts.items()
         )
         if n_classes < 2:
             raise SettingError(f"setting condition='label' needs at least two classes; {train_part.name} has one")
