@@ -126,6 +126,9 @@ def test_refusals_without_labels_or_on_an_unconditional_run(tmp_path, capsys):
     assert not (tmp_path / "nolabels").exists()
     assert _code(["train", "--condition", "colour", "--out", str(tmp_path / "bad")]) == 2
     assert "condition" in capsys.readouterr().err
+    assert _code(["train", "--conditional-prior", "--out", str(tmp_path / "bad")]) == 2
+    assert "--condition label" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
     plain = tmp_path / "plain"
     assert main(["train", "--data", "sine", "--epochs", "1", "--out", str(plain), "--no-progress", "--no-figures"]) == 0
     capsys.readouterr()
@@ -137,14 +140,17 @@ def test_refusals_without_labels_or_on_an_unconditional_run(tmp_path, capsys):
         assert "not" in capsys.readouterr().err
 
 
-def test_conditional_resume_equals_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("prior", [False, True])
+def test_conditional_resume_equals_an_uninterrupted_run(tmp_path, prior):
     settings = {"data": "digits", "condition": "label", "hidden": (32,), "seed": 3, "progress": False}
+    settings["conditional_prior"] = prior  # True: a learned p(z|c), saved and resumed with the rest
     quiet = dict(log=lambda _: None)
     runs.train({**settings, "epochs": 3, "out": str(tmp_path / "a")}, **quiet)
     runs.train({**settings, "epochs": 1, "out": str(tmp_path / "b")}, **quiet)  # "stopped" after one epoch
     runs.resume(tmp_path / "b", epochs=3, **quiet)
     a, b = vaekit.load(tmp_path / "a"), vaekit.load(tmp_path / "b")
     assert a.condition_dim == b.condition_dim == 10
+    assert b.spec.conditional_prior is prior
     for k, v in a.state_dict().items():
         assert torch.equal(v, b.state_dict()[k]), k
 

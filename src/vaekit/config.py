@@ -743,8 +743,19 @@ class RunConfig(_Checked):
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str | None = setting(None, "run folder to create (default: runs/DATA-TIME)", kind="str", optional=True)
     checkpoint_every: int = setting(1, "epochs between checkpoints", kind="int", low=1)
+    # the model's conditional_prior, set from the command line before the number of classes is known
+    # (ModelSpec refuses conditional_prior without condition_dim; the run layer sets both together)
+    conditional_prior: bool = setting(
+        False, "with --condition label: learn the prior p(z|c) instead of N(0, I)", kind="bool"
+    )
 
     SECTIONS = {"data": DataConfig, "model": ModelSpec, "train": TrainConfig}
+
+    def _check_together(self) -> None:
+        if self.conditional_prior and not self.data.condition and not self.model.condition_dim:
+            raise SettingError(
+                "setting conditional_prior=True needs a conditional run: add condition='label' (--condition label)"
+            )
 
     @classmethod
     def section_fields(cls):

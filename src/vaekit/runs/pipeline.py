@@ -76,7 +76,10 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
         if n_classes < 2:
             raise SettingError(f"setting condition='label' needs at least two classes; {train_part.name} has one")
         spec = dataclasses.replace(
-            spec, condition_dim=n_classes, network="mlp" if spec.network == "auto" else spec.network
+            spec,
+            condition_dim=n_classes,
+            conditional_prior=spec.conditional_prior or config.conditional_prior,
+            network="mlp" if spec.network == "auto" else spec.network,
         )
     spec = resolved(dataclasses.replace(spec, data_shape=data_shape, image_shape=image_shape), lik)
     train_cfg = dataclasses.replace(config.train, dynamic_binarize=config.data.binarize == "dynamic")
