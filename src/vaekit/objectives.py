@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch.distributions import Distribution, Independent, Normal, kl_divergence
 
+from .likelihoods import Bernoulli as _Bernoulli
 from .model import Model
 from .posteriors import draw
 
@@ -335,3 +336,60 @@ def loss(
     else:
         terms = elbo(model, x, beta=beta, n_samples=n_samples, free_bits=free_bits, c=c)
     return -terms.objective.mean(), terms
+
+
+# -- the training step's fast path ------------------------------------------------------------
+def fast_step_supported(model: Model, free_bits: float = 0.0, iw_samples: int = 0, c=None) -> bool:
+    """Whether ``fast_loss`` computes this model's training loss: an unconditional ``Model`` with the
+    diagonal Gaussian posterior and the N(0, I) prior, trained on the (beta-)ELBO without free bits.
+    Every likelihood qualifies (its own ``log_prob`` gives log p(x|z)); anything else takes ``loss``."""
+    from .posteriors import Diagonal
+    from .priors import StandardNormal
+
+    return (
+        type(model).q_z is Model.q_z
+        and type(model).p_z is Model.p_z
+        and type(model).log_px_z is Model.log_px_z
+        and type(model).decode_params is Model.decode_params
+        and type(model.posterior) is Diagonal
+        and type(model.prior) is StandardNormal
+        and model.condition_dim == 0
+        and c is None
+        and not free_bits
+        and not (iw_samples and iw_samples > 1)
+    )
+
+
+def fast_loss(model: Model, x: torch.Tensor, beta: float = 1.0, n_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """``loss(model, x, beta, n_samples)`` for a model ``fast_step_supported`` accepts, from tensors alone:
+    z = mu + sigma * eps (the same random numbers as ``q_z(x).rsample``), the closed-form
+    KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1) / 2 - log sigma, and log p(x|z) from the
+    likelihood (for Bernoulli, -BCE-with-logits summed over the batch in one operation). No
+    Distribution objects and no per-example vectors are built. Returns the loss (the negative mean
+    objective) and, detached, the batch sums of (objective, ELBO, log p(x|z), KL): shape (4,)."""
+    lik = model.likelihood
+    if lik.event_shape is None:
+        lik.bind(tuple(x.shape[1:]))
+    h = model.encoder(x)
+    if h.shape[-1] != 2 * model.latent_dim:
+        model.q_z(x)  # raises the model's own error for an encoder of the wrong width
+    if h.dtype in (torch.float16, torch.bfloat16):
+        h = h.float()
+    loc, log_scale = h.chunk(2, dim=-1)
+    scale = log_scale.exp()
+    if n_samples == 1:
+        z = loc + torch.empty_like(loc).normal_() * scale  # what Normal.rsample() draws
+    else:
+        eps = torch.empty((n_samples, *loc.shape), dtype=loc.dtype, device=loc.device).normal_()
+        z = loc + eps * scale
+    params = model.decode_params(z)
+    if type(lik) is _Bernoulli and params.shape == x.shape:
+        log_px = -torch.nn.functional.binary_cross_entropy_with_logits(params, x, reduction="sum")
+    else:
+        log_px = lik.log_prob(params, x).sum()
+    if n_samples != 1:
+        log_px = log_px / n_samples
+    kl_sum = (0.5 * (scale * scale + loc * loc - 1) - log_scale).sum()
+    objective = log_px - beta * kl_sum
+    sums = torch.stack([objective, log_px - kl_sum, log_px, kl_sum]).detach()
+    return -objective / x.shape[0], sums
