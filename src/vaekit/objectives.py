@@ -360,7 +360,9 @@ def fast_step_supported(model: Model, free_bits: float = 0.0, iw_samples: int = 
     )
 
 
-def fast_loss(model: Model, x: torch.Tensor, beta: float = 1.0, n_samples: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+def fast_loss(
+    model: Model, x: torch.Tensor, beta: float = 1.0, n_samples: int = 1
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``loss(model, x, beta, n_samples)`` for a model ``fast_step_supported`` accepts, from tensors alone:
     z = mu + sigma * eps (the same random numbers as ``q_z(x).rsample``), the closed-form
     KL(N(mu, sigma^2) || N(0, 1)) = (sigma^2 + mu^2 - 1) / 2 - log sigma, and log p(x|z) from the
