@@ -275,7 +275,7 @@ def log_marginal(
             z = z_all[s : s + chunk]  # (n, B, H)
             log_qz = log_q(z) if log_q_all is None else log_q_all[s : s + chunk]
             # float64 for the sums: equal weights then give a standard error of ~0, not float32 noise
-            log_w = (model.log_px_z(z, xb, cb) + pz.log_prob(z) - log_qz).double()  # (n, B)
+            log_w = (_log_px_z(model, z, xb, cb) + pz.log_prob(z) - log_qz).double()  # (n, B)
             lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
             lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
         estimates.append(lse1 - math.log(k))
@@ -295,6 +295,19 @@ def log_marginal(
         k=k,
         estimator=f"importance sampling with {what} as proposal (IWAE_k), k={k}",
     )
+
+
+def _log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
+    """``model.log_px_z(z, x, c)``; for a Bernoulli decoder of a plain ``Model``, sum_d x_d l_d - softplus(l_d)
+    over the logits l: one batched product with x and one softplus pass instead of the elementwise
+    BCE on x broadcast to every draw (equal to float rounding)."""
+    if c is not None or type(model.likelihood) is not _Bernoulli or type(model).log_px_z is not Model.log_px_z:
+        return model.log_px_z(z, x, c)
+    logits = model.decode_params(z)  # (n, B, *event)
+    if logits.shape[1:] != x.shape or z.dim() != 3:
+        return model.likelihood.log_prob(logits, x)
+    flat = logits.reshape(*logits.shape[:2], -1)
+    return torch.einsum("nbd,bd->nb", flat, x.reshape(x.shape[0], -1).to(flat.dtype)) - F.softplus(flat).sum(-1)
 
 
 def _check_proposal(proposal, n: int, latent_dim: int, k: int):
