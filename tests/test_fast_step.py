@@ -153,3 +153,19 @@ def test_log_marginals_bernoulli_log_likelihood_equals_the_likelihoods_own():
         log_w = model.p_x(zs).log_prob(x) + model.p_z().log_prob(zs) - qz.log_prob(zs)
         expected = torch.logsumexp(log_w.double(), 0) - np.log(64)
     torch.testing.assert_close(estimate.double(), expected, rtol=1e-6, atol=0)
+
+
+def test_the_fast_step_under_bf16_autocast_keeps_float32_sums_near_the_general_path():
+    model = _model({"name": "bernoulli"})
+    x = _data()
+    config = TrainConfig(amp="bf16")
+    fast, general = train.LossStep(model, config, "cpu"), train.LossStep(model, config, "cpu")
+    general.fast = False
+    assert fast.fast
+    torch.manual_seed(9)
+    loss_fast, sums_fast = fast(x, 1.0)
+    torch.manual_seed(9)
+    loss_general, sums_general = general(x, 1.0)
+    assert sums_fast.dtype == torch.float32 and loss_fast.dtype == torch.float32
+    torch.testing.assert_close(sums_fast, sums_general, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(loss_fast, loss_general, rtol=1e-5, atol=1e-5)

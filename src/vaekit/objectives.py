@@ -420,24 +420,25 @@ def fast_loss(
     # loss = (nll + beta KL) / B; the sums of (objective, ELBO, log p(x|z), KL) from (nll, 2 KL + n) in one op
     loss = torch.add(nll, twice_kl, alpha=0.5 * beta).sub_(0.5 * beta * n).div_(x.shape[0])
     offsets, matrix = _mix(n, beta, nll)
-    sums = torch.addmm(offsets, torch.stack([nll, twice_kl]).detach().unsqueeze(0), matrix)
-    return loss, sums.squeeze(0)
+    # elementwise, not a matmul: autocast (--amp) leaves it in float32
+    sums = torch.addcmul(offsets, torch.stack([nll, twice_kl]).detach().view(2, 1), matrix).sum(0)
+    return loss, sums
 
 
 _MIX_CACHE: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
 
 def _mix(n: int, beta: float, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(offsets (1, 4), matrix (2, 4)): (nll, 2 KL + n) -> (objective, ELBO, log p(x|z), KL), made once per
+    """(offsets (2, 4), matrix (2, 4)): (nll, 2 KL + n) -> (objective, ELBO, log p(x|z), KL), made once per
     (n, beta, dtype, device) and kept (a few at a time: the full batches' and the last one's)."""
     key = (n, float(beta), like.dtype, like.device)
     found = _MIX_CACHE.get(key)
     if found is None:
         if len(_MIX_CACHE) >= 8:  # a KL warm-up changes beta every step
             _MIX_CACHE.clear()
-        offsets = torch.tensor([[0.5 * beta * n, 0.5 * n, 0.0, -0.5 * n]], dtype=like.dtype, device=like.device)
+        offsets = torch.tensor([[0.5 * beta * n, 0.5 * n, 0.0, -0.5 * n], [0.0] * 4], dtype=like.dtype)
         matrix = torch.tensor([[-1.0, -1.0, -1.0, 0.0], [-0.5 * beta, -0.5, 0.0, 0.5]], dtype=like.dtype)
-        found = _MIX_CACHE[key] = (offsets, matrix.to(like.device))
+        found = _MIX_CACHE[key] = (offsets.to(like.device), matrix.to(like.device))
     return found
 
 
