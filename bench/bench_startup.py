@@ -4,6 +4,7 @@ contenders are timed in rotating rounds in one run and the median wall time is r
 
     PYTHONPATH=src python bench/bench_startup.py --rounds 5
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,7 +34,7 @@ def main() -> None:
             subprocess.run(cmd, capture_output=True, env=os.environ)
             times[name].append(time.perf_counter() - t0)
     print(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}; {args.rounds} rotating rounds")
-    print(f"| command | median s | min s |\n|---|---|---|")
+    print("| command | median s | min s |\n|---|---|---|")
     for name, ts in times.items():
         print(f"| {name} | {statistics.median(ts):.3f} | {min(ts):.3f} |")
 

@@ -1,5 +1,6 @@
 """Start-up: ``vaekit --help``, ``vaekit COMMAND --help`` and argument errors import none of the
 heavy libraries (checked through sys.modules, not timings), and ``import vaekit`` stays light."""
+
 import json
 import os
 import subprocess
@@ -23,19 +24,44 @@ print(json.dumps({{"code": code, "heavy": sorted(m for m in {heavy!r} if m in sy
 
 
 def _probe(argv):
-    r = subprocess.run([sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)], capture_output=True, text=True,
-                       env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", PROBE.format(argv=argv, heavy=HEAVY)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        timeout=120,
+    )
     return json.loads(r.stderr.strip().splitlines()[-1]), r
 
 
 # these command modules (owned by the commands, report and tables branches) still import torch at module level,
 # most through cli/outputs.py; strict: once one is made light the mark must go
-STILL_HEAVY = {"evaluate", "sample", "reconstruct", "encode", "interpolate", "traverse", "plot", "report", "score",
-               "impute", "synthesize"}
+STILL_HEAVY = {
+    "evaluate",
+    "sample",
+    "reconstruct",
+    "encode",
+    "interpolate",
+    "traverse",
+    "plot",
+    "report",
+    "score",
+    "impute",
+    "synthesize",
+}
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["train", "--help"], ["train", "--epochs", "many"],
-                                  ["train", "--lr", "nan"], ["demo", "--help"], ["nosuchcommand"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["train", "--epochs", "many"],
+        ["train", "--lr", "nan"],
+        ["demo", "--help"],
+        ["nosuchcommand"],
+    ],
+)
 def test_help_and_argument_errors_import_nothing_heavy(argv):
     result, r = _probe(argv)
     assert result["heavy"] == [], (argv, result)
@@ -44,9 +70,15 @@ def test_help_and_argument_errors_import_nothing_heavy(argv):
         assert r.stderr.strip().count("\n") == 1 and "usage:" not in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("command", [
-    pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="its module imports torch at module level"))
-    if c in STILL_HEAVY else c for c in COMMANDS])
+@pytest.mark.parametrize(
+    "command",
+    [
+        pytest.param(c, marks=pytest.mark.xfail(strict=True, reason="its module imports torch at module level"))
+        if c in STILL_HEAVY
+        else c
+        for c in COMMANDS
+    ],
+)
 def test_every_command_help_is_light(command):
     result, r = _probe([command, "--help"])
     assert result["code"] == 0, r.stderr
@@ -54,9 +86,11 @@ def test_every_command_help_is_light(command):
 
 
 def test_import_vaekit_is_light_and_names_load_on_use():
-    code = ("import sys, vaekit; light = 'torch' not in sys.modules; spec = vaekit.ModelSpec(data_shape=(3,)); "
-            "still = 'torch' not in sys.modules; vaekit.VAE; print(light, still, 'torch' in sys.modules, "
-            "vaekit.__version__)")
+    code = (
+        "import sys, vaekit; light = 'torch' not in sys.modules; spec = vaekit.ModelSpec(data_shape=(3,)); "
+        "still = 'torch' not in sys.modules; vaekit.VAE; print(light, still, 'torch' in sys.modules, "
+        "vaekit.__version__)"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     import vaekit
@@ -105,7 +139,7 @@ def test_no_import_cycles():
         state[node] = 1
         for nxt in sorted(graph[node]):
             if state.get(nxt) == 1:
-                cycle.extend(path[path.index(nxt):] + [nxt])
+                cycle.extend(path[path.index(nxt) :] + [nxt])
                 return True
             if nxt not in state and visit(nxt, path + [nxt]):
                 return True

@@ -9,6 +9,7 @@ stderr and exit code 2; a training run that diverges ends with one line and exit
 other failure ends with one line and a hint to rerun with ``--debug`` (or VAEKIT_DEBUG=1) for the
 full traceback. A closed stdout (``vaekit train ... | head -1``) is ignored quietly.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -56,8 +57,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser; only ``command``'s module is imported (the others are listed by name)."""
     parser = Parser(prog="vaekit", description="Variational autoencoders: train, evaluate, sample, encode and score.")
     parser.add_argument("--version", action="version", version=f"vaekit {__version__}")
-    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                        help="show the full traceback of an unexpected error (or set VAEKIT_DEBUG=1)")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="show the full traceback of an unexpected error (or set VAEKIT_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for name, help_text in COMMANDS.items():
         if name == command:
@@ -136,7 +141,10 @@ def _main(argv: list[str], debug: bool) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("vaekit: interrupted; the last checkpoint is kept (resume with 'vaekit train --resume RUN')", file=sys.stderr)
+        print(
+            "vaekit: interrupted; the last checkpoint is kept (resume with 'vaekit train --resume RUN')",
+            file=sys.stderr,
+        )
         return 130
     except UsageError as err:
         print(f"{err.prog}: error: {err}", file=sys.stderr)
@@ -154,8 +162,10 @@ def _main(argv: list[str], debug: bool) -> int:
     except Exception as err:  # the last resort: one line, never a bare traceback
         if debug:
             raise
-        print(f"{name}: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
+        print(
+            f"{name}: internal error: {type(err).__name__}: {_one_line(err)} (rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

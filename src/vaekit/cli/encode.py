@@ -1,4 +1,5 @@
 """``vaekit encode RUN --data ... -o z.npy``: posterior means (and scales) as a representation."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``vaekit evaluate RUN``: log p(x), bounds, KL per unit, active units, collapse and the inference gaps."""
+
 from __future__ import annotations
 
 import argparse
@@ -34,20 +35,34 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Evaluate a trained run on its held-out test split (or --data): log p(x) by importance "
         "sampling, ELBO and IWAE bounds, bits per dimension for images, KL per latent unit, active units, "
         "a posterior-collapse check and, with --gaps, the amortisation and approximation gaps. Prints a "
-        "table (or JSON with --json) and writes the numbers to RUN/metrics.json under \"evaluate\".",
+        'table (or JSON with --json) and writes the numbers to RUN/metrics.json under "evaluate".',
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("run", metavar="RUN", help="a run folder written by 'vaekit train'")
-    p.add_argument("--data", default=argparse.SUPPRESS,
-                   help="a built-in data set name or a .npy/.npz/.csv file (default: the run's test split)")
-    p.add_argument("--iw-samples", type=non_negative_int, default=1000, metavar="K",
-                   help="importance samples per example for log p(x) (0 skips it)")
-    p.add_argument("--iwae", type=_ks, default="5,50", metavar="K1,K2", help="further IWAE_k bounds to report ('none' for none)")
+    p.add_argument(
+        "--data",
+        default=argparse.SUPPRESS,
+        help="a built-in data set name or a .npy/.npz/.csv file (default: the run's test split)",
+    )
+    p.add_argument(
+        "--iw-samples",
+        type=non_negative_int,
+        default=1000,
+        metavar="K",
+        help="importance samples per example for log p(x) (0 skips it)",
+    )
+    p.add_argument(
+        "--iwae", type=_ks, default="5,50", metavar="K1,K2", help="further IWAE_k bounds to report ('none' for none)"
+    )
     p.add_argument("--elbo-samples", type=positive_int, default=10, metavar="L", help="Monte Carlo draws for the ELBO")
     p.add_argument("--gaps", action="store_true", help="also compute the amortisation and approximation gaps (slower)")
-    p.add_argument("--gap-steps", type=positive_int, default=defaults.steps, help="most refinement steps per example for --gaps")
+    p.add_argument(
+        "--gap-steps", type=positive_int, default=defaults.steps, help="most refinement steps per example for --gaps"
+    )
     p.add_argument("--gap-lr", type=positive_float, default=defaults.lr, help="Adam step size of the refinement")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random draw: the same seed gives the same numbers")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of every random draw: the same seed gives the same numbers"
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--no-save", action="store_true", help="do not write the results into RUN/metrics.json")
@@ -61,11 +76,22 @@ def run(args: argparse.Namespace) -> int:
     data = runs.read_input(opened, source_arg)
     if len(data) == 0:
         raise ValueError(f"{args.run} holds no test examples (it was trained with --test-fraction 0); give --data")
-    image = bool(opened.config.get("data", {}).get("image_shape")) or data.image_shape is not None \
+    image = (
+        bool(opened.config.get("data", {}).get("image_shape"))
+        or data.image_shape is not None
         or len(opened.model.data_shape or ()) >= 2
+    )
     gaps = GapConfig(steps=args.gap_steps, lr=args.gap_lr) if args.gaps else False
-    result = evaluate(opened.model, data, iw_samples=args.iw_samples, iwae_k=args.iwae,
-                      elbo_samples=args.elbo_samples, gaps=gaps, bits_per_dim=image, seed=args.seed)
+    result = evaluate(
+        opened.model,
+        data,
+        iw_samples=args.iw_samples,
+        iwae_k=args.iwae,
+        elbo_samples=args.elbo_samples,
+        gaps=gaps,
+        bits_per_dim=image,
+        seed=args.seed,
+    )
     source = f"{data.name} test split" if source_arg is None else str(source_arg)
     record = {"data": {"source": source, "n": len(data)}, "device": str(device), **result.to_dict()}
     if not args.no_save:
@@ -75,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(format_table(result, f"{args.run}: {source}, {len(data)} examples, seed {args.seed}"))
         if not args.no_save:
-            print(f"written to {opened.folder.metrics_path} under \"{EVALUATE_KEY}\"")
+            print(f'written to {opened.folder.metrics_path} under "{EVALUATE_KEY}"')
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return 0
@@ -99,8 +125,10 @@ def format_table(r: Evaluation, title: str) -> str:
     if r.bits_per_dim is not None:
         lines.append(_row("bits/dim", r.bits_per_dim))
     lines.append("")
-    lines.append(f"latent units: {r.n_active} of {r.latent_dim} active "
-                 f"(Var_x E_q[z_j|x] > {r.active_threshold}, Burda et al. 2016); posterior collapse: {r.collapse}")
+    lines.append(
+        f"latent units: {r.n_active} of {r.latent_dim} active "
+        f"(Var_x E_q[z_j|x] > {r.active_threshold}, Burda et al. 2016); posterior collapse: {r.collapse}"
+    )
     kl_units = r.kl_per_unit.mean(0)
     width = 8
     lines.append("  " + f"{'unit':<16}" + "".join(f"{j + 1:>{width}}" for j in range(r.latent_dim)))
@@ -110,9 +138,11 @@ def format_table(r: Evaluation, title: str) -> str:
     if r.gaps is not None:
         g = r.gaps
         lines.append("")
-        lines.append(f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder, "
-                     f"{100 * g.converged_fraction:.0f}% converged, {g.steps_taken.mean():.0f} steps on average "
-                     f"(at most {g.config.steps}, Adam lr {g.config.lr})")
+        lines.append(
+            f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder, "
+            f"{100 * g.converged_fraction:.0f}% converged, {g.steps_taken.mean():.0f} steps on average "
+            f"(at most {g.config.steps}, Adam lr {g.config.lr})"
+        )
         lines.append(_row("log p(x) [mixture]", g.log_px))
         lines.append(_row("L[q*]", g.elbo_refined))
         lines.append(_row("L[q_enc]", g.elbo_encoder))

@@ -1,4 +1,5 @@
 """``vaekit interpolate RUN``: decode straight lines between the codes of two examples."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,12 +22,22 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     outputs.add_run_argument(p)
     outputs.add_data_arguments(p, "take the examples from")
-    p.add_argument("--pair", nargs=2, type=int, action="append", metavar=("I", "J"),
-                   help="indices of two examples in the data; repeat for more rows [default: 0 1]")
+    p.add_argument(
+        "--pair",
+        nargs=2,
+        type=int,
+        action="append",
+        metavar=("I", "J"),
+        help="indices of two examples in the data; repeat for more rows [default: 0 1]",
+    )
     p.add_argument("--steps", type=outputs.positive_steps, default=8, help="points on each line, ends included")
     outputs.add_decode_arguments(p)
-    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/interpolation.npy]; for a table run a .csv "
-                   "or .parquet table [default: RUN/interpolation.csv] (.npy: the model-space numbers)")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="array file (.npy) [default: RUN/interpolation.npy]; for a table run a .csv "
+        "or .parquet table [default: RUN/interpolation.csv] (.npy: the model-space numbers)",
+    )
     outputs.add_png_arguments(p, "interpolation.png")
     return p
 
@@ -51,12 +62,20 @@ def run(args: argparse.Namespace) -> int:
     x = generate.decode(run_.model, z, how=how).numpy()
     index = np.indices(x.shape[:2]).reshape(2, -1)  # the pair and step of each point
     written = outputs.write_data(run_, out, x, lead={"pair": index[0], "step": index[1]})
-    print(f"wrote {len(pairs)} interpolation(s) of {args.steps} points ({outputs.DESCRIBE_HOW[how]}), "
-          f"array shape {x.shape}, to {out} ({written})")
+    print(
+        f"wrote {len(pairs)} interpolation(s) of {args.steps} points ({outputs.DESCRIBE_HOW[how]}), "
+        f"array shape {x.shape}, to {out} ({written})"
+    )
     if png is not None:
         fit = runs.read_input(run_, None, which="train").x
-        fig = plots.interpolation_figure(a.numpy(), b.numpy(), x, image_shape=shape, data=None if shape is not None else fit,
-                                         value_range=(float(fit.min()), float(fit.max())))
+        fig = plots.interpolation_figure(
+            a.numpy(),
+            b.numpy(),
+            x,
+            image_shape=shape,
+            data=None if shape is not None else fit,
+            value_range=(float(fit.min()), float(fit.max())),
+        )
         plots.save(fig, png)
         print(f"picture: {png}")
     return 0

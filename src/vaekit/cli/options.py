@@ -1,4 +1,5 @@
 """Shared pieces of argument parsing: config files and flag merging."""
+
 from __future__ import annotations
 
 import argparse

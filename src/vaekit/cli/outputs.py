@@ -8,6 +8,7 @@ table with the original columns, values and categories, as CSV (the default) or 
 by the extension of ``-o``. A table run's ``-o x.npy`` / ``.npz`` writes the model-space numbers
 instead (standardised numeric columns, 0/1 binary ones, one-hot categories, NaN for missing).
 Nothing is ever pickled."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,16 +32,25 @@ def add_run_argument(p: argparse.ArgumentParser) -> None:
 
 def add_data_arguments(p: argparse.ArgumentParser, what: str) -> None:
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--data", help=f"data to {what}: a built-in name or a .npy/.npz/.csv file (default: the run's test split)")
-    g.add_argument("--split", choices=["train", "val", "test"], help="one of the run's own splits instead of --data [default: test]")
+    g.add_argument(
+        "--data", help=f"data to {what}: a built-in name or a .npy/.npz/.csv file (default: the run's test split)"
+    )
+    g.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        help="one of the run's own splits instead of --data [default: test]",
+    )
 
 
 def add_decode_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of taking the decoded mean")
-    g.add_argument("--round", action="store_true",
-                   help="the most probable value instead of the mean: Bernoulli means rounded to 0/1, "
-                   "a categorical's most likely level (not for continuous likelihoods other than Gaussian)")
+    g.add_argument(
+        "--round",
+        action="store_true",
+        help="the most probable value instead of the mean: Bernoulli means rounded to 0/1, "
+        "a categorical's most likely level (not for continuous likelihoods other than Gaussian)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for the prior samples and draws")
 
 
@@ -95,7 +105,9 @@ def output_path(run: runs.Run, given: str | None, default_stem: str, numeric=(".
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise ValueError(f"writing {path.name} needs pyarrow: pip install 'vaekit[parquet]', or write a .csv") from None
+            raise ValueError(
+                f"writing {path.name} needs pyarrow: pip install 'vaekit[parquet]', or write a .csv"
+            ) from None
     return path
 
 

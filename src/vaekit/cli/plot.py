@@ -1,4 +1,5 @@
 """``vaekit plot RUN [WHICH...]``: draw a run's figures into RUN/figures/."""
+
 from __future__ import annotations
 
 import argparse
@@ -31,7 +32,11 @@ def run(args: argparse.Namespace) -> int:
         defaults = set(figures.choose(v))
         for name, kind in figures.KINDS.items():
             why = kind.needs(v)
-            state = "drawn by default" if name in defaults else ("on request" if why is None else f"not for this run: {why}")
+            state = (
+                "drawn by default"
+                if name in defaults
+                else ("on request" if why is None else f"not for this run: {why}")
+            )
             print(f"{name:16s}{state}")
         return 0
     pngs = figures.render(run_, args.which or None, dpi=args.dpi)

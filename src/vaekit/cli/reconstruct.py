@@ -1,4 +1,5 @@
 """``vaekit reconstruct RUN --data ...``: examples beside their reconstructions."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,9 +27,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-n", "--n", type=positive_int, help="only the first N examples [default: all]")
     p.add_argument("--mean-z", action="store_true", help="decode the posterior mean instead of a draw z ~ q(z|x)")
     outputs.add_decode_arguments(p)
-    p.add_argument("-o", "--out", help="output file: .npz (original and reconstruction) or .npy (reconstructions) "
-                   "[default: RUN/reconstructions.npz]; for a table run also .csv or .parquet "
-                   "[default: RUN/reconstructions.csv]")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="output file: .npz (original and reconstruction) or .npy (reconstructions) "
+        "[default: RUN/reconstructions.npz]; for a table run also .csv or .parquet "
+        "[default: RUN/reconstructions.csv]",
+    )
     outputs.add_png_arguments(p, "reconstructions.png")
     return p
 
@@ -52,9 +57,11 @@ def run(args: argparse.Namespace) -> int:
     observed = ~np.isnan(diff)  # a table's missing cells have nothing to compare with
     mse = float(np.mean(diff[observed] ** 2)) if observed.any() else float("nan")
     mae = float(np.mean(np.abs(diff[observed]))) if observed.any() else float("nan")
-    print(f"reconstructed {len(x)} examples ({outputs.DESCRIBE_HOW[how]} of {z_how}) to {out}; "
-          f"mean squared difference {mse:.4g}, mean absolute {mae:.4g} (in the model's data space"
-          f"{', observed values' if not observed.all() else ''})")
+    print(
+        f"reconstructed {len(x)} examples ({outputs.DESCRIBE_HOW[how]} of {z_how}) to {out}; "
+        f"mean squared difference {mse:.4g}, mean absolute {mae:.4g} (in the model's data space"
+        f"{', observed values' if not observed.all() else ''})"
+    )
     if run_.schema is not None:  # a table: also fill its missing values by reconstruction
         _write_imputed(run_, x, out)
     if png is not None:
@@ -63,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
             lo, hi = float(min(x.min(), rec.min())), float(max(x.max(), rec.max()))
             fig = plots.reconstruction_grid(x[:shown], rec[:shown], shape, value_range=(lo, hi))
         else:
-            fig = plots.points_over_data(rec, x, title=f"{len(x)} reconstructions over their originals (grey)",
-                                         label="reconstructions")
+            fig = plots.points_over_data(
+                rec, x, title=f"{len(x)} reconstructions over their originals (grey)", label="reconstructions"
+            )
         plots.save(fig, png)
         print(f"picture: {png}")
     return 0

@@ -1,4 +1,5 @@
 """``vaekit report RUN``: one self-contained report.html for a run."""
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,5 @@
 """``vaekit sample RUN -n N``: generate new examples from a trained run."""
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
     outputs.add_run_argument(p)
     p.add_argument("-n", "--n", type=positive_int, default=64, help="number of examples")
     outputs.add_decode_arguments(p)
-    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/samples.npy]; for a table run a .csv or "
-                   ".parquet table [default: RUN/samples.csv] (.npy: the model-space numbers)")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="array file (.npy) [default: RUN/samples.npy]; for a table run a .csv or "
+        ".parquet table [default: RUN/samples.csv] (.npy: the model-space numbers)",
+    )
     outputs.add_png_arguments(p, "samples.png")
     return p
 
@@ -35,8 +40,9 @@ def run(args: argparse.Namespace) -> int:
     how = outputs.decode_how(args)
     model = run_.model
     # z, the decoder's output and the samples (twice: as a tensor and as written), 4 bytes a value
-    per_example = model.latent_dim + math.prod(model.likelihood.param_shape(model.data_shape)) \
-        + 2 * math.prod(model.data_shape)
+    per_example = (
+        model.latent_dim + math.prod(model.likelihood.param_shape(model.data_shape)) + 2 * math.prod(model.data_shape)
+    )
     limits.require_memory(4 * args.n * per_example, f"sample -n {args.n}", "use a smaller -n")
     outputs.seed_everything(args.seed)
     z = model.p_z().sample((args.n,))
@@ -48,7 +54,9 @@ def run(args: argparse.Namespace) -> int:
         shown = min(args.n, outputs.MAX_TILES) if shape is not None else args.n
         title = f"{shown} samples: z ~ p(z), {outputs.DESCRIBE_HOW[how]}"
         if shape is not None:
-            fig = plots.image_grid(x[:shown].numpy(), shape, value_range=(float(fit.min()), float(fit.max())), title=title)
+            fig = plots.image_grid(
+                x[:shown].numpy(), shape, value_range=(float(fit.min()), float(fit.max())), title=title
+            )
         else:
             fig = plots.points_over_data(x.numpy(), fit, colour=z[:, 0].cpu().numpy(), colour_name="$z_1$", title=title)
         plots.save(fig, png)

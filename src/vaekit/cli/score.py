@@ -1,4 +1,5 @@
 """``vaekit score``: anomaly scores of a trained run's model, one row per example."""
+
 from __future__ import annotations
 
 import argparse
@@ -30,20 +31,40 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     p.add_argument("run", metavar="RUN", help="run folder written by 'vaekit train' or VAE.save")
     p.add_argument("--data", help="built-in data set or .npy/.npz/.csv file to score (default: the run's own split)")
-    p.add_argument("--split", choices=["train", "val", "test"], default="test",
-                   help="the run's split to score when --data is not given")
+    p.add_argument(
+        "--split",
+        choices=["train", "val", "test"],
+        default="test",
+        help="the run's split to score when --data is not given",
+    )
     p.add_argument("--score", choices=[*anomaly.SCORES, "all"], default="logpx", help="which score(s) to compute")
-    p.add_argument("--iw-samples", type=positive_int, default=1000, metavar="K",
-                   help="importance samples for logpx, and z draws for recon")
-    p.add_argument("--labels", metavar="FILE",
-                   help=".npy/.csv/.txt with one label per example (default: the data's own labels, if any)")
-    p.add_argument("--anomaly-label", action="append", metavar="VALUE",
-                   help="label value that marks an anomaly (repeatable); default: labels must be 0/1 with 1 = anomaly")
+    p.add_argument(
+        "--iw-samples",
+        type=positive_int,
+        default=1000,
+        metavar="K",
+        help="importance samples for logpx, and z draws for recon",
+    )
+    p.add_argument(
+        "--labels",
+        metavar="FILE",
+        help=".npy/.csv/.txt with one label per example (default: the data's own labels, if any)",
+    )
+    p.add_argument(
+        "--anomaly-label",
+        action="append",
+        metavar="VALUE",
+        help="label value that marks an anomaly (repeatable); default: labels must be 0/1 with 1 = anomaly",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
-    p.add_argument("-o", "--out", metavar="CSV", help="where to write the scores (default: standard output, with "
-                   "the summary on standard error)")
+    p.add_argument(
+        "-o",
+        "--out",
+        metavar="CSV",
+        help="where to write the scores (default: standard output, with the summary on standard error)",
+    )
     return p
 
 
@@ -66,13 +87,17 @@ def run(args: argparse.Namespace) -> int:
     columns: dict[str, np.ndarray] = {}
     with inference(model):
         for kind in kinds:
-            values = [anomaly.raw_score(model, xb, kind, args.iw_samples, noise)
-                      for xb in model_batches(model, data.x, args.batch_size)]  # from disk too, batch by batch
+            values = [
+                anomaly.raw_score(model, xb, kind, args.iw_samples, noise)
+                for xb in model_batches(model, data.x, args.batch_size)
+            ]  # from disk too, batch by batch
             columns[anomaly.SCORES[kind][0]] = torch.cat(values).double().cpu().numpy()
 
     draws = f"; K = L = {args.iw_samples} draws" if kinds != ["kl"] else ""
-    lines = [f"scored {n} examples of {data.name} with {opened.path}: {'; '.join(anomaly.SCORES[k][2] for k in kinds)}"
-             f"{draws}; nats per example"]
+    lines = [
+        f"scored {n} examples of {data.name} with {opened.path}: {'; '.join(anomaly.SCORES[k][2] for k in kinds)}"
+        f"{draws}; nats per example"
+    ]
     if is_anomaly is not None:
         lines += _summaries(kinds, columns, is_anomaly)
 
@@ -99,7 +124,9 @@ def _labels(args, own: np.ndarray | None, n: int) -> tuple[np.ndarray | None, np
             raise ValueError("--anomaly-label needs labels: the data carry none, so give --labels FILE")
         return None, None
     if raw.shape[0] != n:
-        raise ValueError(f"{source} has {raw.shape[0]} labels but the data have {n} examples; give one label per example")
+        raise ValueError(
+            f"{source} has {raw.shape[0]} labels but the data have {n} examples; give one label per example"
+        )
     if args.anomaly_label:
         wanted = [_as_label(v, raw) for v in args.anomaly_label]
         missing = [str(v) for v in wanted if not np.any(raw == v)]
@@ -111,10 +138,15 @@ def _labels(args, own: np.ndarray | None, n: int) -> tuple[np.ndarray | None, np
         values = set(np.unique(raw).tolist())
         if not values <= {0, 1}:
             if not args.labels:  # a labelled data set (digits, pinwheel): scores only, with a hint
-                print(f"vaekit score: note: {source} are classes {sorted(values)[:10]}, not 0/1; "
-                      "give --anomaly-label VALUE to print AUROC", file=sys.stderr)
+                print(
+                    f"vaekit score: note: {source} are classes {sorted(values)[:10]}, not 0/1; "
+                    "give --anomaly-label VALUE to print AUROC",
+                    file=sys.stderr,
+                )
                 return raw, None
-            raise ValueError(f"{source} holds values other than 0/1; say which mark anomalies with --anomaly-label VALUE")
+            raise ValueError(
+                f"{source} holds values other than 0/1; say which mark anomalies with --anomaly-label VALUE"
+            )
         is_anomaly = raw.astype(int)
     if is_anomaly.min() == is_anomaly.max():
         kind = "anomalies" if is_anomaly[0] else "normal examples"
@@ -158,7 +190,9 @@ def _summaries(kinds, columns, y: np.ndarray) -> list[str]:
     for kind in kinds:
         name, sign, _ = anomaly.SCORES[kind]
         outlying = -sign * columns[name]  # higher = more anomalous
-        out.append(f"{name}: AUROC {roc_auc_score(y, outlying):.4f}, average precision {average_precision_score(y, outlying):.4f}")
+        out.append(
+            f"{name}: AUROC {roc_auc_score(y, outlying):.4f}, average precision {average_precision_score(y, outlying):.4f}"
+        )
     return out
 
 

@@ -3,6 +3,7 @@
 The flags, their types, checks and help (defaults included) are generated from the settings
 dataclasses (``vaekit.config``); this module imports torch only inside ``run``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,26 @@ def add_parser(sub) -> argparse.ArgumentParser:
         add_setting(groups[title], key, f)
     g = groups["output"]
     g.add_argument("--config", help="TOML or JSON file of settings (flag names as keys); flags override it")
-    g.add_argument("--resume", metavar="RUN", help="continue the stopped run in this folder (only --epochs, --device, "
-                   "--lr and --progress may change)")
-    g.add_argument("--no-figures", action="store_false", dest="figures",
-                   help="skip drawing figures/ and report.html at the end (make them later with 'vaekit report RUN')")
-    g.add_argument("--log", choices=["tensorboard", "mlflow"], help="also log the history, figures and settings to "
-                   "TensorBoard (RUN/tensorboard/) or MLflow (pip install 'vaekit[tracking]')")
-    g.add_argument("--log-uri", help="--log tensorboard: the event folder; --log mlflow: the tracking URI [default: ./mlruns]")
+    g.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue the stopped run in this folder (only --epochs, --device, --lr and --progress may change)",
+    )
+    g.add_argument(
+        "--no-figures",
+        action="store_false",
+        dest="figures",
+        help="skip drawing figures/ and report.html at the end (make them later with 'vaekit report RUN')",
+    )
+    g.add_argument(
+        "--log",
+        choices=["tensorboard", "mlflow"],
+        help="also log the history, figures and settings to "
+        "TensorBoard (RUN/tensorboard/) or MLflow (pip install 'vaekit[tracking]')",
+    )
+    g.add_argument(
+        "--log-uri", help="--log tensorboard: the event folder; --log mlflow: the tracking URI [default: ./mlruns]"
+    )
     return p
 
 
@@ -60,7 +74,10 @@ def _run(args: argparse.Namespace) -> int:
 
     given = explicit(args)
     draw = given.pop("figures", True)
-    log, log_uri = given.pop("log", None), given.pop("log_uri", None)  # the tracker (vaekit.tracking), not a run setting
+    log, log_uri = (
+        given.pop("log", None),
+        given.pop("log_uri", None),
+    )  # the tracker (vaekit.tracking), not a run setting
     if log_uri is not None and log is None:
         raise ValueError("--log-uri applies to --log tensorboard or --log mlflow")
     if log is not None:
@@ -72,9 +89,17 @@ def _run(args: argparse.Namespace) -> int:
         allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
         extra = sorted(set(given) - allowed)
         if extra:
-            raise ValueError(f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}")
-        result = runs.resume(given["resume"], epochs=given.get("epochs"), device=given.get("device"),
-                             progress=given.get("progress"), lr=given.get("lr"), log=_log)
+            raise ValueError(
+                f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}"
+            )
+        result = runs.resume(
+            given["resume"],
+            epochs=given.get("epochs"),
+            device=given.get("device"),
+            progress=given.get("progress"),
+            lr=given.get("lr"),
+            log=_log,
+        )
     else:
         settings = read_settings_file(given.pop("config")) if "config" in given else {}
         settings.update(given)
@@ -97,10 +122,15 @@ def _figures_and_report(run_dir, spent) -> int:
     except Exception as err:  # the run is trained and saved; a drawing failure must not hide that
         if os.environ.get("VAEKIT_DEBUG"):
             raise
-        print(f"vaekit train: the run in {run_dir} is complete, but drawing its figures failed "
-              f"({type(err).__name__}: {err}); retry with 'vaekit report {run_dir}'", file=sys.stderr)
+        print(
+            f"vaekit train: the run in {run_dir} is complete, but drawing its figures failed "
+            f"({type(err).__name__}: {err}); retry with 'vaekit report {run_dir}'",
+            file=sys.stderr,
+        )
         return 1
     print(f"figures and report: {path}")
-    print(f"time: train {spent['train']:.1f} s, data + setup + final metrics {spent['run'] - spent['train']:.1f} s, "
-          f"{report.describe_seconds(seconds)}")
+    print(
+        f"time: train {spent['train']:.1f} s, data + setup + final metrics {spent['run'] - spent['train']:.1f} s, "
+        f"{report.describe_seconds(seconds)}"
+    )
     return 0

@@ -1,4 +1,5 @@
 """``vaekit traverse RUN``: move one latent unit at a time, the others fixed, and decode."""
+
 from __future__ import annotations
 
 import argparse
@@ -40,17 +41,33 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "for image or 2-D data, a picture (one row or curve per unit).",
     )
     outputs.add_run_argument(p)
-    p.add_argument("--units", type=_units, help="latent units, counted from 1 as in every title and table, e.g. 1,4,6 "
-                   "[default: all, at most 10]")
+    p.add_argument(
+        "--units",
+        type=_units,
+        help="latent units, counted from 1 as in every title and table, e.g. 1,4,6 [default: all, at most 10]",
+    )
     p.add_argument("--steps", type=outputs.positive_steps, default=9, help="values per unit")
-    p.add_argument("--range", type=_range, default=(0.05, 0.95), metavar="LOW,HIGH",
-                   help="prior probabilities of the first and last value [default: 0.05,0.95]")
-    p.add_argument("--example", type=int, metavar="I",
-                   help="start from the encoder mean of example I of --data / --split instead of z = 0")
+    p.add_argument(
+        "--range",
+        type=_range,
+        default=(0.05, 0.95),
+        metavar="LOW,HIGH",
+        help="prior probabilities of the first and last value [default: 0.05,0.95]",
+    )
+    p.add_argument(
+        "--example",
+        type=int,
+        metavar="I",
+        help="start from the encoder mean of example I of --data / --split instead of z = 0",
+    )
     outputs.add_data_arguments(p, "take --example from")
     outputs.add_decode_arguments(p)
-    p.add_argument("-o", "--out", help="array file (.npy) [default: RUN/traversal.npy]; for a table run a .csv or "
-                   ".parquet table, one row per point with its unit and value [default: RUN/traversal.csv]")
+    p.add_argument(
+        "-o",
+        "--out",
+        help="array file (.npy) [default: RUN/traversal.npy]; for a table run a .csv or "
+        ".parquet table, one row per point with its unit and value [default: RUN/traversal.csv]",
+    )
     outputs.add_png_arguments(p, "traversal.png")
     return p
 
@@ -64,7 +81,9 @@ def run(args: argparse.Namespace) -> int:
     numbers = args.units if args.units is not None else list(range(1, min(model.latent_dim, 10) + 1))
     bad = [u for u in numbers if not 1 <= u <= model.latent_dim]
     if bad:
-        raise ValueError(f"latent unit(s) {bad} out of range: this model has units 1..{model.latent_dim} (counted from 1)")
+        raise ValueError(
+            f"latent unit(s) {bad} out of range: this model has units 1..{model.latent_dim} (counted from 1)"
+        )
     units = [u - 1 for u in numbers]  # array indices
     base = torch.zeros(model.latent_dim)
     if args.example is not None:
@@ -84,13 +103,22 @@ def run(args: argparse.Namespace) -> int:
     lead = {"unit": np.repeat(numbers, len(values)), "value": np.tile(values.numpy(), len(units))}
     written = outputs.write_data(run_, out, x, lead=lead)
     start = "z = 0" if args.example is None else f"the encoder mean of example {args.example}"
-    print(f"traversed units {', '.join(f'z{u}' for u in numbers)} over {args.steps} values from {start} "
-          f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out} ({written})")
+    print(
+        f"traversed units {', '.join(f'z{u}' for u in numbers)} over {args.steps} values from {start} "
+        f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out} ({written})"
+    )
     if png is not None:
         fit = runs.read_input(run_, None, which="train").x
-        fig = plots.traversal_figure(x, units, values.numpy(), image_shape=shape, data=None if shape is not None else fit,
-                                     value_range=(float(fit.min()), float(fit.max())), at_zero=args.example is None,
-                                     quantiles=(low, high))
+        fig = plots.traversal_figure(
+            x,
+            units,
+            values.numpy(),
+            image_shape=shape,
+            data=None if shape is not None else fit,
+            value_range=(float(fit.min()), float(fit.max())),
+            at_zero=args.example is None,
+            quantiles=(low, high),
+        )
         plots.save(fig, png)
         print(f"picture: {png}")
     return 0
