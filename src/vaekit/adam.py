@@ -5,7 +5,8 @@ optimiser imports ``torch._dynamo`` (2-3 s on an idle machine, far more on a bus
 vaekit's first-epoch overhead), and each ``step()`` regroups the tensors by device and dtype in
 Python. This class holds the grouped lists once and calls ``torch._fused_adam_`` directly: the
 same update (Kingma & Ba 2015, with L2 ``weight_decay`` as in torch's Adam), bit for bit, and the
-same checkpoint layout, so a state saved by either loads into the other.
+same checkpoint layout, so a state saved by either loads into the other. ``AdamW`` is the same
+with torch's ``_fused_adamw_`` kernel (decoupled weight decay, as torch.optim.AdamW).
 
 ``step(found_inf=flag)``: with a 0-d float tensor flag equal to 1 the kernel changes nothing
 (weights, moments, step counts), decided on the device, as for GradScaler's skipped steps.
@@ -18,9 +19,10 @@ from typing import Any
 import torch
 
 
-def available(params: list[torch.Tensor]) -> bool:
-    """The fused kernel exists for these tensors (CPU and CUDA float tensors, all on one device)."""
-    if not hasattr(torch, "_fused_adam_") or not params:
+def available(params: list[torch.Tensor], kernel: str = "_fused_adam_") -> bool:
+    """The fused kernel (``_fused_adam_`` or ``_fused_adamw_``) exists for these tensors (CPU and
+    CUDA float tensors, all on one device)."""
+    if not hasattr(torch, kernel) or not params:
         return False
     devices = {p.device for p in params}
     return (
@@ -31,6 +33,8 @@ def available(params: list[torch.Tensor]) -> bool:
 class Adam:
     """Fused Adam over one group of parameters (one device)."""
 
+    _kernel = "_fused_adam_"
+    _decoupled = False
     _step_supports_amp_scaling = True  # like torch's fused optimisers: step() honours found_inf
 
     def __init__(
@@ -42,8 +46,10 @@ class Adam:
         weight_decay: float = 0.0,
     ) -> None:
         self.params = list(params)
-        if not available(self.params):
-            raise ValueError("the fused Adam kernel needs floating-point CPU or CUDA parameters on one device")
+        if not available(self.params, self._kernel):
+            raise ValueError(
+                f"the fused {type(self).__name__} kernel needs floating-point CPU or CUDA parameters on one device"
+            )
         self.param_groups = [
             {
                 "lr": float(lr),
@@ -56,7 +62,7 @@ class Adam:
                 "capturable": False,
                 "differentiable": False,
                 "fused": True,
-                "decoupled_weight_decay": False,
+                "decoupled_weight_decay": self._decoupled,
                 "params": self.params,
             }
         ]
@@ -95,7 +101,7 @@ class Adam:
             return
         torch._foreach_add_(steps, 1)
         beta1, beta2 = group["betas"]
-        torch._fused_adam_(
+        getattr(torch, self._kernel)(
             params,
             grads,
             m,
@@ -149,3 +155,12 @@ class Adam:
                         )
                     target.copy_(saved[name])
                 self.steps[pos].fill_(float(saved["step"]))
+
+
+class AdamW(Adam):
+    """Fused AdamW (Loshchilov & Hutter 2019): Adam with decoupled weight decay, each step
+    multiplying the weights by ``1 - lr * weight_decay`` before the Adam update instead of adding
+    ``weight_decay * w`` to the gradient; torch.optim.AdamW's update and state_dict layout."""
+
+    _kernel = "_fused_adamw_"
+    _decoupled = True

@@ -386,6 +386,8 @@ def save_trainer(path: str | os.PathLike, model: Model, state: TrainerState) -> 
         "bad_epochs": state.bad_epochs,
         "stopped_early": state.stopped_early,
     }
+    if state.schedule is not None:  # the plateau schedule's tracker (files before it have no such key)
+        counters["schedule"] = {k: _flatten(v, "", {}) for k, v in state.schedule.items()}
     meta = {"skeleton": skeleton, "counters": counters, "history": list(state.history)}
     if getattr(model, "spec", None) is not None:
         meta["spec"] = model.spec.to_dict()
@@ -468,6 +470,20 @@ def _check_optimizer(opt: Any, model: Model, path: Path) -> None:
                 )
 
 
+def _schedule(record: Any, path: Path) -> dict[str, Any] | None:
+    """The plateau schedule's tracker: best validation ELBO, bad epochs, scale (None: no tracker saved)."""
+    if record is None:
+        return None
+    _exact_keys(record, {"best", "bad", "scale"}, set(), "the schedule state", path)
+    best, bad, scale = _unflatten(record["best"], {}), record["bad"], record["scale"]
+    if not isinstance(best, (int, float)) or isinstance(best, bool) or math.isnan(best):
+        raise CheckpointError(f"{path}: the schedule's best validation ELBO is {best!r}; the file is corrupted")
+    _int(bad, "the schedule's bad-epoch count", path)
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0 <= scale <= 1:
+        raise CheckpointError(f"{path}: the schedule's scale is {scale!r}, not in [0, 1]; the file is corrupted")
+    return {"best": float(best), "bad": bad, "scale": float(scale)}
+
+
 def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
     """Restore ``model``'s weights and return the ``TrainerState`` to pass to ``fit(resume=...)``."""
     path = Path(path)
@@ -480,7 +496,7 @@ def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
         path,
     )
     skeleton = _exact_keys(meta["skeleton"], _SKELETON, set(), "the tensor skeleton", path)
-    counters = _exact_keys(meta["counters"], _COUNTERS, set(), "the counters", path)
+    counters = _exact_keys(meta["counters"], _COUNTERS, {"schedule"}, "the counters", path)
     _check_counters(counters, meta["history"], path)
     if "spec" in meta and getattr(model, "spec", None) is not None:
         saved = _spec_from_record(meta["spec"], path)
@@ -515,6 +531,7 @@ def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
             bad_epochs=counters["bad_epochs"],
             best_weights=_unflatten(skeleton["best_weights"], tensors),
             stopped_early=counters["stopped_early"],
+            schedule=_schedule(counters.get("schedule"), path),
             saved_to=f"{path} (epoch {int(counters['epoch'])})",
         )
     except CheckpointError:

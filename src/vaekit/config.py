@@ -650,14 +650,51 @@ def _device(value: str) -> str | None:
     return None if _DEVICE.match(value) else "auto, cpu, cuda, cuda:N or mps"
 
 
+OPTIMIZER_NAMES = ("adam", "adamw")
+SCHEDULE_NAMES = ("constant", "cosine", "step", "plateau")
+
+
 @dataclass
 class TrainConfig(_Checked):
     """Training settings. Defaults follow common practice (Adam 1e-3, batch 128)."""
 
     epochs: int = setting(100, "passes over the training data", kind="int", low=1)
     batch_size: int = setting(128, "examples per step", kind="int", low=1)
-    lr: float = setting(1e-3, "Adam learning rate", kind="float", low=0, low_open=True)
-    weight_decay: float = setting(0.0, "Adam weight decay (L2)", kind="float", low=0)
+    optimizer: str = setting(
+        "adam",
+        "adam (weight decay as an L2 term in the gradient) or adamw (decoupled weight decay)",
+        kind="str",
+        choices=OPTIMIZER_NAMES,
+    )
+    lr: float = setting(1e-3, "learning rate (the peak of a schedule)", kind="float", low=0, low_open=True)
+    weight_decay: float = setting(
+        0.0,
+        "weight decay: L2 in the gradient for adam, decoupled (lr * wd * w per step) for adamw",
+        kind="float",
+        low=0,
+    )
+    lr_schedule: str = setting(
+        "constant",
+        "learning-rate schedule over epochs: constant, cosine (to lr_min at the last epoch), step "
+        "(times lr_factor every lr_step epochs) or plateau (times lr_factor after lr_patience epochs "
+        "without a better validation ELBO)",
+        kind="str",
+        choices=SCHEDULE_NAMES,
+    )
+    lr_min: float = setting(0.0, "lowest learning rate of the cosine and plateau schedules", kind="float", low=0)
+    lr_step: int = setting(30, "epochs between learning-rate drops (step schedule)", kind="int", low=1)
+    lr_factor: float = setting(
+        0.1,
+        "factor the learning rate is multiplied by at a drop (step, plateau)",
+        kind="float",
+        low=0,
+        low_open=True,
+        high=1,
+        high_open=True,
+    )
+    lr_patience: int = setting(
+        5, "epochs without a better validation ELBO before the plateau schedule drops the rate", kind="int", low=1
+    )
     beta: float = setting(1.0, "weight of the KL term (beta-VAE)", kind="float", low=0)
     warmup: float = setting(0.0, "epochs of linear KL warm-up from 0 to beta", kind="float", low=0)
     free_bits: float = setting(0.0, "KL floor in nats per latent unit (Kingma et al. 2016)", kind="float", low=0)

@@ -27,6 +27,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_array, check_is_fitted
 
 from . import anomaly, likelihoods, tracking
+from .batches import is_dataset, materialize
 from .config import DataConfig, ModelSpec, RunConfig, SettingError, TrainConfig
 from .runs import RunFolder, open_run
 from .spec import build_model, resolved
@@ -76,6 +77,10 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     scale : float or None, fixed standard deviation of a Gaussian likelihood.
     epochs, batch_size, lr, beta, warmup : training settings (``vaekit.TrainConfig``);
         ``beta`` weights the KL term, ``warmup`` is epochs of linear KL warm-up.
+    optimizer, weight_decay : ``"adam"`` (L2 weight decay) or ``"adamw"`` (decoupled weight decay).
+    lr_schedule, lr_min, lr_step, lr_factor, lr_patience : learning-rate schedule over epochs,
+        ``"constant"``, ``"cosine"``, ``"step"`` or ``"plateau"`` (on the validation ELBO: needs
+        ``validation_fraction > 0``); see ``vaekit.TrainConfig``.
     n_iw_samples : int, importance samples K for ``score_samples`` / ``score``.
     validation_fraction : float in [0, 1), share of the rows held out to track the
         validation ELBO in ``history_`` (needed by ``early_stopping``).
@@ -106,6 +111,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         "epochs": (TrainConfig, "epochs"),
         "batch_size": (TrainConfig, "batch_size"),
         "lr": (TrainConfig, "lr"),
+        "optimizer": (TrainConfig, "optimizer"),
+        "weight_decay": (TrainConfig, "weight_decay"),
+        "lr_schedule": (TrainConfig, "lr_schedule"),
+        "lr_min": (TrainConfig, "lr_min"),
+        "lr_step": (TrainConfig, "lr_step"),
+        "lr_factor": (TrainConfig, "lr_factor"),
+        "lr_patience": (TrainConfig, "lr_patience"),
         "beta": (TrainConfig, "beta"),
         "warmup": (TrainConfig, "warmup"),
         "early_stopping": (TrainConfig, "early_stopping"),
@@ -124,6 +136,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         epochs=100,
         batch_size=128,
         lr=1e-3,
+        optimizer="adam",
+        weight_decay=0.0,
+        lr_schedule="constant",
+        lr_min=0.0,
+        lr_step=30,
+        lr_factor=0.1,
+        lr_patience=5,
         beta=1.0,
         warmup=0.0,
         n_iw_samples=100,
@@ -143,6 +162,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.epochs = epochs
         self.batch_size = batch_size
         self.lr = lr
+        self.optimizer = optimizer
+        self.weight_decay = weight_decay
+        self.lr_schedule = lr_schedule
+        self.lr_min = lr_min
+        self.lr_step = lr_step
+        self.lr_factor = lr_factor
+        self.lr_patience = lr_patience
         self.beta = beta
         self.warmup = warmup
         self.n_iw_samples = n_iw_samples
@@ -179,6 +205,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 epochs=self.epochs,
                 batch_size=self.batch_size,
                 lr=self.lr,
+                optimizer=self.optimizer,
+                weight_decay=self.weight_decay,
+                lr_schedule=self.lr_schedule,
+                lr_min=self.lr_min,
+                lr_step=self.lr_step,
+                lr_factor=self.lr_factor,
+                lr_patience=self.lr_patience,
                 beta=self.beta,
                 warmup=self.warmup,
                 early_stopping=self.early_stopping,
@@ -193,6 +226,10 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{name}: n_iw_samples must be an int >= 1, got {self.n_iw_samples!r}")
         if not (isinstance(self.validation_fraction, Real) and 0 <= self.validation_fraction < 1):
             raise ValueError(f"{name}: validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if self.lr_schedule == "plateau" and not self.validation_fraction > 0:
+            raise ValueError(
+                f"{name}: lr_schedule='plateau' needs validation data: set validation_fraction > 0 as well"
+            )
         if self.early_stopping is not None and not self.validation_fraction > 0:
             raise ValueError(f"{name}: early_stopping needs validation data: set validation_fraction > 0 as well")
         return spec, config
@@ -201,8 +238,16 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return self._settings(seed)[1]
 
     def fit(self, X, y=None):
-        """Train a new model on the rows of ``X`` (y is ignored). Returns self."""
+        """Train a new model on the rows of ``X`` (y is ignored). Returns self.
+
+        ``X`` may also be a ``torch.utils.data.Dataset`` or ``DataLoader`` (an item is an example or
+        an (example, label, ...) tuple): its examples are read into memory once, each flattened to
+        a row, and trained on like the same array (shuffled by ``random_state``). To stream a large
+        Dataset batch by batch, use ``vaekit.fit``."""
         self._settings()
+        if is_dataset(X):
+            rows = materialize(X)
+            X = rows.reshape(rows.shape[0], -1).numpy()
         X = _validate_data(self, X, dtype=_FLOATS)
         seed = _seed(self.random_state)
         wanted, config = self._settings(seed)

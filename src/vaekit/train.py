@@ -27,8 +27,18 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adam, distributed, likelihoods, objectives
-from .batches import TensorSource, as_tensor, gather, inference, is_streamed, iterate, make_source
+from . import adam, distributed, likelihoods, objectives, schedules
+from .batches import (
+    TensorSource,
+    as_tensor,
+    gather,
+    inference,
+    is_dataset,
+    is_streamed,
+    iterate,
+    make_source,
+    materialize,
+)
 from .config import TrainConfig  # the settings dataclass (torch-free, shared with the CLI); re-exported here
 from .errors import TrainingError
 from .model import Model
@@ -61,6 +71,7 @@ class TrainerState:
     bad_epochs: int = 0
     best_weights: dict[str, torch.Tensor] | None = None
     stopped_early: bool = False
+    schedule: dict[str, Any] | None = None  # the plateau learning-rate schedule's tracker (best, bad, scale)
     # where the last checkpoint of this run was written (set by checkpoint callbacks and load_trainer;
     # not itself saved): the divergence message names it only when there is one
     saved_to: str | None = None
@@ -87,12 +98,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 def make_optimizer(model: Model, config: TrainConfig):
-    """Adam: vaekit's direct call of the fused kernel where it exists (see ``vaekit.adam``), else
-    torch's foreach implementation."""
+    """``config.optimizer``: Adam or AdamW, as vaekit's direct call of torch's fused kernel where it
+    exists (see ``vaekit.adam``), else torch's foreach implementation. The learning rate is set per
+    epoch by the schedule (``vaekit.schedules``)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    if adam.available(params):
-        return adam.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+    fused, fallback = (adam.AdamW, torch.optim.AdamW) if config.optimizer == "adamw" else (adam.Adam, torch.optim.Adam)
+    if adam.available(params, fused._kernel):
+        return fused(params, lr=config.lr, weight_decay=config.weight_decay)
+    return fallback(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def _rng_state(generator: torch.Generator, device: torch.device, world_size: int = 1) -> dict[str, torch.Tensor]:
@@ -424,21 +442,29 @@ def _setup(
 ) -> _Run:
     """Check the settings and the data, put them on the device, build the optimiser and the loss
     step, and restore (or seed) the RNG streams. Nothing here trains."""
+    if val is not None and is_dataset(val):  # validation data are read into memory once
+        val = materialize(val) if _has_examples(val) else None
     if val is not None and len(val) == 0:
         val = None
     if config.early_stopping and val is None:
         raise ValueError("early stopping needs validation data")
+    if config.lr_schedule == "plateau" and val is None:
+        raise ValueError("lr_schedule 'plateau' follows the validation ELBO: give validation data or another schedule")
     ctx = _check_data_parallel(config, rank, world_size) if world_size > 1 else None
     device = resolve_device(config.device)
     if ctx is not None:
         device = distributed.device_for_rank(device, ctx)
     model.to(device)
-    if model.data_shape is not None and tuple(train.shape[1:]) != tuple(model.data_shape):
-        raise ValueError(f"data have shape {tuple(train.shape[1:])} per example, the model expects {model.data_shape}")
+    # a torch Dataset or DataLoader is checked on its first batch (its examples are only read while training)
+    checked = materialize(train, config.batch_size) if is_dataset(train) else train
+    if model.data_shape is not None and tuple(checked.shape[1:]) != tuple(model.data_shape):
+        raise ValueError(
+            f"data have shape {tuple(checked.shape[1:])} per example, the model expects {model.data_shape}"
+        )
     if config.dynamic_binarize:  # the data are probabilities: only [0, 1] is needed
-        likelihoods.check_unit_interval(train, "dynamic binarisation")
+        likelihoods.check_unit_interval(checked, "dynamic binarisation")
     else:
-        model.likelihood.validate(train)
+        model.likelihood.validate(checked)
     n_features = 0
     if getattr(model, "condition_dim", 0) or condition is not None or val_condition is not None:
         # the conditions travel with the data, as extra columns split off again per batch
@@ -451,6 +477,11 @@ def _setup(
         world_size=world_size,
         binarize=config.dynamic_binarize and not n_features,
     )
+    if config.warmup > 0 and not getattr(source, "known_length", True):
+        raise ValueError(
+            "KL warm-up counts steps per epoch, which an iterable dataset without a length does not tell; "
+            "give it __len__, use a map-style Dataset, or set warmup=0"
+        )
     x_val, n_val = None, 0
     if val is not None:
         model.likelihood.validate(val)
@@ -669,8 +700,17 @@ def fit(
     """Train ``model`` by maximising the (beta-)ELBO or the IWAE bound with Adam; returns a
     ``FitResult`` (``.history``, ``.state``, ``.replica_digest``).
 
-    ``train`` / ``val`` are arrays or tensors of shape (N, *data_shape). ``resume`` is a
+    ``train`` / ``val`` are arrays or tensors of shape (N, *data_shape) (tensors on the device are
+    the fastest path), or a ``torch.utils.data.Dataset`` / ``DataLoader``. A map-style Dataset
+    (``__getitem__`` and ``__len__``; an item is an example or an (example, label, ...) tuple, as in
+    torchvision) is batched by vaekit's seeded sampler, the same permutation as for arrays, so
+    shuffling follows ``seed`` and resume is exact. An iterable Dataset or a DataLoader is taken
+    in its own order: a warning says that such a run cannot be reproduced from ``seed`` nor
+    resumed exactly. Validation data given as a Dataset are read into memory once. ``resume`` is a
     ``TrainerState`` from a checkpoint: training continues exactly as if never stopped.
+
+    The optimiser is ``config.optimizer`` (Adam or AdamW) and its learning rate follows
+    ``config.lr_schedule`` per epoch (``vaekit.schedules``; the rate is in the history's ``lr``).
     Callbacks run after every epoch with the model and the state (checkpointing); early
     stopping is one (``EarlyStopping``), run before the given ones.
 
@@ -710,8 +750,16 @@ def fit(
             unit="epoch",
             dynamic_ncols=True,
         )
+        plateau = schedules.Plateau.from_dict(state.schedule) if config.lr_schedule == "plateau" else None
         for epoch in bar:
+            lr = schedules.lr_at(config, epoch, plateau)
+            _set_lr(run.optimizer, lr)
             row = _train_epoch(run, epoch)
+            if config.lr_schedule != "constant":
+                row["lr"] = lr
+            if plateau is not None:
+                plateau.update(row["val_elbo"], config.lr_patience, config.lr_factor)
+                state.schedule = plateau.to_dict()
             if run.device.type == "cpu":
                 row["threads"] = threads
             state.history.append(row)
@@ -745,7 +793,7 @@ def _with_conditions(model: Model, train, val, condition, val_condition):
         raise ValueError("this model is not conditional (condition_dim=0); fit it without condition")
     if condition is None or (val is not None and val_condition is None):
         raise ValueError("a conditional model needs condition= for the training data (and val_condition= with val)")
-    if is_streamed(train):
+    if is_streamed(train) or is_dataset(train):
         raise ValueError("a conditional model trains on data in memory; load the data before calling fit")
     x = as_tensor(train)
     c = model.condition(
@@ -757,6 +805,13 @@ def _with_conditions(model: Model, train, val, condition, val_condition):
             as_tensor(val_condition, dtype=torch.float32 if _floating(val_condition) else torch.long).cpu(), len(val)
         )
     return torch.cat([x.reshape(x.shape[0], -1), c.to(x.dtype)], 1), val, vc, math.prod(x.shape[1:])
+
+
+def _has_examples(data) -> bool:
+    try:
+        return len(data) > 0
+    except TypeError:  # an iterable dataset without a length
+        return next(iter(data), None) is not None
 
 
 def _floating(a) -> bool:
