@@ -51,15 +51,21 @@ def common_noise(
     return torch.randn(n, latent_dim, generator=generator, dtype=torch.float64).to(device=device, dtype=dtype)
 
 
+def _cut(c, i: int, batch_size: int, xb: torch.Tensor):
+    """The conditions of batch ``i`` (None for an unconditional model)."""
+    return None if c is None else torch.as_tensor(c)[i * batch_size : i * batch_size + xb.shape[0]].to(xb.device)
+
+
 def log_px(
-    model: Model, x: torch.Tensor, k: int = 100, noise: torch.Tensor | None = None, batch_size: int = 256
+    model: Model, x: torch.Tensor, k: int = 100, noise: torch.Tensor | None = None, batch_size: int = 256, c=None
 ) -> torch.Tensor:
     """Importance-sampled log p(x) per example, (B,): ``objectives.log_marginal`` with ``k``
-    samples (and the shared ``noise`` (k, H) when given)."""
+    samples (and the shared ``noise`` (k, H) when given). ``c``: a conditional model's conditions
+    (one per example): log p(x|c)."""
     with inference(model):
         parts = [
-            log_marginal(model, xb, k=k, batch_size=batch_size, noise=noise).log_px
-            for xb in model_batches(model, x, batch_size)
+            log_marginal(model, xb, k=k, batch_size=batch_size, noise=noise, c=_cut(c, i, batch_size, xb)).log_px
+            for i, xb in enumerate(model_batches(model, x, batch_size))
         ]
     return torch.cat(parts)
 
@@ -71,9 +77,11 @@ def reconstruction_log_prob(
     noise: torch.Tensor | None = None,
     batch_size: int = 256,
     max_elements: int = 2**24,
+    c=None,
 ) -> torch.Tensor:
     """(1/L) sum_l log p(x | z_l), z_l ~ q(z|x), per example, (B,). Chunked over draws so
-    about ``max_elements`` decoder outputs are alive at a time."""
+    about ``max_elements`` decoder outputs are alive at a time. ``c``: a conditional model's
+    conditions: log p(x|z_l, c), z_l ~ q(z|x, c)."""
     if n_samples < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     if noise is not None and tuple(noise.shape) != (n_samples, model.latent_dim):
@@ -83,8 +91,9 @@ def reconstruction_log_prob(
     per_example = max(1, math.prod(model.likelihood.param_shape(model.data_shape or tuple(x.shape[1:]))))
     out = []
     with inference(model):
-        for xb in model_batches(model, x, batch_size):
-            qz = model.q_z(xb)
+        for i, xb in enumerate(model_batches(model, x, batch_size)):
+            cb = _cut(c, i, batch_size, xb)
+            qz = model.q_z(xb, cb)
             chunk = max(1, min(n_samples, max_elements // (per_example * xb.shape[0])))
             total = torch.zeros(xb.shape[0], device=xb.device, dtype=torch.promote_types(xb.dtype, torch.float32))
             done = 0
@@ -94,36 +103,42 @@ def reconstruction_log_prob(
                     z = qz.sample((n,))  # (n, B, H)
                 else:
                     z = qz.mean + qz.stddev * noise[done : done + n].to(qz.mean).unsqueeze(1)
-                total += model.p_x(z).log_prob(xb).sum(0).to(total.dtype)  # sum over the n draws: (B,)
+                total += model.p_x(z, cb).log_prob(xb).sum(0).to(total.dtype)  # sum over the n draws: (B,)
                 done += n
             out.append(total / n_samples)
     return torch.cat(out)
 
 
-def kl_to_prior(model: Model, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """KL(q(z|x) || p(z)) per example in nats, (B,) (closed form for the Gaussian prior)."""
+def kl_to_prior(model: Model, x: torch.Tensor, batch_size: int = 4096, c=None) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per example in nats, (B,) (closed form for the Gaussian prior); given a
+    conditional model's ``c``: KL(q(z|x, c) || p(z|c))."""
+    out = []
     with inference(model):
-        out = [kl_per_unit(model.q_z(xb), model.p_z()).sum(-1) for xb in model_batches(model, x, batch_size)]
+        for i, xb in enumerate(model_batches(model, x, batch_size)):
+            cb = _cut(c, i, batch_size, xb)
+            pz = model.p_z() if cb is None else model.p_z(model.condition(cb, xb.shape[0]))
+            out.append(kl_per_unit(model.q_z(xb, cb), pz).sum(-1))
     return torch.cat(out)
 
 
 def raw_score(
-    model: Model, x: torch.Tensor, kind: str, n_samples: int = 100, noise: torch.Tensor | None = None
+    model: Model, x: torch.Tensor, kind: str, n_samples: int = 100, noise: torch.Tensor | None = None, c=None
 ) -> torch.Tensor:
-    """The quantity named by ``kind`` (``logpx``, ``recon`` or ``kl``) in nats, its natural sign."""
+    """The quantity named by ``kind`` (``logpx``, ``recon`` or ``kl``) in nats, its natural sign;
+    ``c``: a conditional model's conditions, one per example (every score is then given c)."""
     check_kind(kind)
     if kind == "logpx":
-        return log_px(model, x, k=n_samples, noise=noise)
+        return log_px(model, x, k=n_samples, noise=noise, c=c)
     if kind == "recon":
-        return reconstruction_log_prob(model, x, n_samples=n_samples, noise=noise)
-    return kl_to_prior(model, x)
+        return reconstruction_log_prob(model, x, n_samples=n_samples, noise=noise, c=c)
+    return kl_to_prior(model, x, c=c)
 
 
 def score(
-    model: Model, x: torch.Tensor, kind: str = "logpx", n_samples: int = 100, noise: torch.Tensor | None = None
+    model: Model, x: torch.Tensor, kind: str = "logpx", n_samples: int = 100, noise: torch.Tensor | None = None, c=None
 ) -> torch.Tensor:
     """scikit-learn's convention: higher means more normal (``kl`` is negated)."""
-    return SCORES[check_kind(kind)][1] * raw_score(model, x, kind, n_samples, noise)
+    return SCORES[check_kind(kind)][1] * raw_score(model, x, kind, n_samples, noise, c)
 
 
 def check_kind(kind: str) -> str:

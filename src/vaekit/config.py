@@ -304,6 +304,7 @@ def _fraction(value: float) -> str | None:
     return None if value < 1 else "a share in [0, 1)"
 
 
+CONDITIONS = ("label",)
 TABLE_SETTINGS = ("label_column", "numeric", "binary", "categorical")
 
 
@@ -354,6 +355,14 @@ class DataConfig(_Checked):
     )
     test_fraction: float = setting(0.1, "share held out for testing", kind="float", low=0, check=_fraction)
     split_seed: int = setting(0, "seed of the train/validation/test split", kind="int")
+    condition: str | None = setting(
+        None,
+        "conditional VAE: label conditions q(z|x, c) and p(x|z, c) on the data's class labels (digits, "
+        "folders of class sub-folders, an .npz with y, a table's label_column)",
+        kind="str",
+        optional=True,
+        choices=CONDITIONS,
+    )
 
     def __post_init__(self) -> None:
         self.binarize = _binarize(self.binarize)
@@ -418,6 +427,8 @@ class DataConfig(_Checked):
         }
         if self.binarize == "dynamic":
             d["dynamic_binarize"] = True
+        if self.condition:
+            d["condition"] = self.condition
         return d
 
     # facts about the data written next to the settings (not settings themselves)
@@ -427,7 +438,7 @@ class DataConfig(_Checked):
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
         if not isinstance(d, dict):
             raise SettingError(f"the data settings must be a table, got {type(d).__name__}")
-        known = {"source", "options", "split", "dynamic_binarize", *cls.FACTS}
+        known = {"source", "options", "split", "dynamic_binarize", "condition", *cls.FACTS}
         unknown = sorted(set(d) - known)
         if unknown:
             raise SettingError(unknown_message(unknown[0], known, "the data settings"))
@@ -449,6 +460,7 @@ class DataConfig(_Checked):
             val_fraction=fr[1],
             test_fraction=fr[2],
             split_seed=split.get("seed", 0),
+            condition=d.get("condition"),
             **kwargs,
         )
 
@@ -768,8 +780,19 @@ class RunConfig(_Checked):
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str | None = setting(None, "run folder to create (default: runs/DATA-TIME)", kind="str", optional=True)
     checkpoint_every: int = setting(1, "epochs between checkpoints", kind="int", low=1)
+    # the model's conditional_prior, set from the command line before the number of classes is known
+    # (ModelSpec refuses conditional_prior without condition_dim; the run layer sets both together)
+    conditional_prior: bool = setting(
+        False, "with --condition label: learn the prior p(z|c) instead of N(0, I)", kind="bool"
+    )
 
     SECTIONS = {"data": DataConfig, "model": ModelSpec, "train": TrainConfig}
+
+    def _check_together(self) -> None:
+        if self.conditional_prior and not self.data.condition and not self.model.condition_dim:
+            raise SettingError(
+                "setting conditional_prior=True needs a conditional run: add condition='label' (--condition label)"
+            )
 
     @classmethod
     def section_fields(cls):

@@ -91,6 +91,11 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     threads : int, CPU threads for training; 0 chooses automatically (``vaekit.TrainConfig.threads``).
     log : None, ``"tensorboard"``, ``"mlflow"``, a ``vaekit.tracking`` logger (``TensorBoard(dir)``,
         ``MLflow(uri)``) or any ``fit`` callback, or a list of them: experiment tracking while training.
+    condition : None or ``"y"``. ``"y"``: a conditional VAE (Sohn et al. 2015) on the class labels
+        ``y`` given to ``fit(X, y)``: q(z|x, y) and p(x|z, y). ``transform``, ``inverse_transform``,
+        ``score_samples`` and ``score`` then take ``y`` too, and ``sample(n, y=...)`` draws examples of
+        the given class(es). None (default): unconditional, ``y`` is ignored.
+    conditional_prior : bool, with ``condition="y"``: learn p(z|y) instead of N(0, I).
 
     Attributes
     ----------
@@ -98,6 +103,7 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     history_ : list of per-epoch dicts (train_elbo, train_log_px_z, train_kl, ...).
     n_features_in_, feature_names_in_ (when fitted on a DataFrame with string columns).
     seed_ : the int seed used for torch (drawn from ``random_state``).
+    classes_ : with ``condition="y"``, the class labels seen in ``fit`` (sorted); c is their index.
     """
 
     # hyper-parameter -> the settings field that owns its default and check (a test keeps the
@@ -153,6 +159,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         verbose=False,
         threads=0,
         log=None,
+        condition=None,
+        conditional_prior=False,
     ):
         self.latent_dim = latent_dim
         self.hidden = hidden
@@ -179,6 +187,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         self.verbose = verbose
         self.threads = threads
         self.log = log
+        self.condition = condition
+        self.conditional_prior = conditional_prior
 
     # -- scikit-learn metadata ------------------------------------------------------------
     def __sklearn_tags__(self):
@@ -232,13 +242,22 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             )
         if self.early_stopping is not None and not self.validation_fraction > 0:
             raise ValueError(f"{name}: early_stopping needs validation data: set validation_fraction > 0 as well")
+        if self.condition not in (None, "y"):
+            raise ValueError(
+                f"{name}: condition must be None or 'y' (condition on the labels y), got {self.condition!r}"
+            )
+        if not isinstance(self.conditional_prior, (bool, np.bool_)):
+            raise ValueError(f"{name}: conditional_prior must be True or False, got {self.conditional_prior!r}")
+        if self.conditional_prior and self.condition is None:
+            raise ValueError(f"{name}: conditional_prior=True needs a conditional model: set condition='y'")
         return spec, config
 
     def _train_config(self, seed: int) -> TrainConfig:
         return self._settings(seed)[1]
 
     def fit(self, X, y=None):
-        """Train a new model on the rows of ``X`` (y is ignored). Returns self.
+        """Train a new model on the rows of ``X``; ``y`` is ignored unless ``condition="y"``, where
+        the model is conditioned on the class labels ``y``. Returns self.
 
         ``X`` may also be a ``torch.utils.data.Dataset`` or ``DataLoader`` (an item is an example or
         an (example, label, ...) tuple): its examples are read into memory once, each flattened to
@@ -248,11 +267,26 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if is_dataset(X):
             rows = materialize(X)
             X = rows.reshape(rows.shape[0], -1).numpy()
-        X = _validate_data(self, X, dtype=_FLOATS)
+        if self.condition == "y":
+            if y is None:
+                raise ValueError(f"{type(self).__name__}(condition='y') needs the class labels: call fit(X, y)")
+            X, y = _validate_data(self, X, y, dtype=_FLOATS)
+            self.classes_, codes = np.unique(y, return_inverse=True)
+            codes = codes.reshape(-1).astype(np.int64)
+            if len(self.classes_) < 2:
+                raise ValueError(f"{type(self).__name__}(condition='y') needs at least two classes in y, got one")
+        else:
+            X = _validate_data(self, X, dtype=_FLOATS)
+            codes = None
         seed = _seed(self.random_state)
         wanted, config = self._settings(seed)
+        if codes is not None:
+            wanted = dataclasses.replace(
+                wanted, condition_dim=len(self.classes_), conditional_prior=bool(self.conditional_prior)
+            )
         x = np.asarray(X, dtype=np.float32)
         x_train, x_val = x, None
+        c_train, c_val = codes, None
         if self.validation_fraction > 0:
             n_val = int(round(self.validation_fraction * x.shape[0]))
             if n_val < 1 or n_val >= x.shape[0]:
@@ -262,6 +296,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 )
             perm = np.random.default_rng(seed).permutation(x.shape[0])
             x_train, x_val = x[perm[n_val:]], x[perm[:n_val]]
+            if codes is not None:
+                c_train, c_val = codes[perm[n_val:]], codes[perm[:n_val]]
         lik = likelihoods.resolve(wanted.likelihood, x_train, scale=wanted.scale)
         spec = resolved(dataclasses.replace(wanted, data_shape=(x.shape[1],)), lik)
         device = resolve_device(config.device)
@@ -269,7 +305,8 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             torch.manual_seed(seed)  # the same random_state gives the same initial weights
             model = build_model(spec)
             trackers = tracking.callbacks(self.log)
-            history = train_model(model, x_train, x_val, config, callbacks=trackers).history
+            conditions = {} if codes is None else {"condition": c_train, "val_condition": c_val}
+            history = train_model(model, x_train, x_val, config, callbacks=trackers, **conditions).history
             tracking.finish(
                 trackers, params=self.get_params(deep=False), metrics=tracking.scalars(history[-1]) if history else None
             )
@@ -297,16 +334,49 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         check_is_fitted(self)
         return _validate_data(self, X, dtype=_FLOATS, reset=False)
 
-    def _map(self, fn, a: np.ndarray, in_shape: tuple[int, ...]) -> np.ndarray:
-        """Apply ``fn`` (a float64 tensor batch -> tensor) in batches; float64 numpy out."""
+    def _map(self, fn, a: np.ndarray, in_shape: tuple[int, ...], c: np.ndarray | None = None) -> np.ndarray:
+        """Apply ``fn`` (a float64 tensor batch -> tensor; with ``c``, fn(batch, its conditions)) in
+        batches; float64 numpy out."""
         out = []
         with torch.no_grad():
             for start in range(0, a.shape[0], _INFERENCE_BATCH):
                 t = torch.as_tensor(
                     np.array(a[start : start + _INFERENCE_BATCH], dtype=np.float64), device=self._device()
                 )
-                out.append(fn(t.reshape(-1, *in_shape)).reshape(t.shape[0], -1).cpu().numpy())
+                t = t.reshape(-1, *in_shape)
+                if c is None:
+                    part = fn(t)
+                else:
+                    part = fn(t, torch.as_tensor(c[start : start + _INFERENCE_BATCH], device=self._device()))
+                out.append(part.reshape(t.shape[0], -1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, 0))
+
+    @property
+    def _conditional(self) -> bool:
+        return bool(getattr(self.model_, "condition_dim", 0))
+
+    def _codes(self, y, n: int | None, what: str) -> np.ndarray | None:
+        """The class indices of labels ``y`` (one per row, or one for all when ``n`` is given and y is
+        a single label) for a conditional model; None for an unconditional one (y ignored)."""
+        if not self._conditional:
+            return None
+        if y is None:
+            raise ValueError(f"this {type(self).__name__} is conditional on y (condition='y'): {what} needs y")
+        y = np.asarray(y)
+        if y.ndim == 0 and n is not None:  # one label for every row
+            y = np.repeat(y.reshape(1), n)
+        y = y.reshape(-1)
+        if n is not None and len(y) != n:
+            raise ValueError(f"{what}: got {len(y)} labels y for {n} rows")
+        codes = np.searchsorted(self.classes_, y)
+        codes = np.clip(codes, 0, len(self.classes_) - 1)
+        unknown = self.classes_[codes] != y
+        if np.any(unknown):
+            raise ValueError(
+                f"{what}: label {np.asarray(y[unknown][0]).item()!r} was not seen in fit; known classes: "
+                + ", ".join(str(v) for v in self.classes_)
+            )
+        return codes.astype(np.int64)
 
     @property
     def _data_shape(self) -> tuple[int, ...]:
@@ -316,46 +386,74 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return anomaly.common_noise(n, self.model_.latent_dim, self.seed_ + 1, self._device(), torch.float64)
 
     # -- uses -----------------------------------------------------------------------------
-    def transform(self, X):
-        """Posterior means E[z|x], shape (n_samples, latent_dim), in X's float dtype."""
-        X = self._check_X(X)
-        return self._map(self.model_.encode, X, self._data_shape).astype(X.dtype, copy=False)
+    def fit_transform(self, X, y=None, **fit_params):
+        """``fit(X, y)`` then ``transform(X, y)`` (a conditional model encodes under y)."""
+        return self.fit(X, y, **fit_params).transform(X, y)
 
-    def inverse_transform(self, X):
-        """Decoded means E[x|z] for latent codes ``X`` (n_samples, latent_dim)."""
+    def transform(self, X, y=None):
+        """Posterior means E[z|x] (conditional: E[z|x, y]), shape (n_samples, latent_dim), in X's float dtype."""
+        X = self._check_X(X)
+        c = self._codes(y, X.shape[0], "transform")
+        fn = self.model_.encode if c is None else (lambda t, cb: self.model_.encode(t, c=cb))
+        return self._map(fn, X, self._data_shape, c).astype(X.dtype, copy=False)
+
+    def inverse_transform(self, X, y=None):
+        """Decoded means E[x|z] (conditional: E[x|z, y]) for latent codes ``X`` (n_samples, latent_dim)."""
         check_is_fitted(self)
         Z = check_array(X, dtype=_FLOATS)
         if Z.shape[1] != self.model_.latent_dim:
             raise ValueError(
                 f"X has {Z.shape[1]} latent features, but {type(self).__name__} has latent_dim={self.model_.latent_dim}"
             )
-        return self._map(self.model_.decode, Z, (self.model_.latent_dim,)).astype(Z.dtype, copy=False)
+        c = self._codes(y, Z.shape[0], "inverse_transform")
+        fn = self.model_.decode if c is None else (lambda t, cb: self.model_.decode(t, c=cb))
+        return self._map(fn, Z, (self.model_.latent_dim,), c).astype(Z.dtype, copy=False)
 
-    def sample(self, n_samples=1, *, draw=False, random_state=None):
+    def sample(self, n_samples=1, *, y=None, draw=False, random_state=None):
         """``n_samples`` new examples: z ~ p(z), then the decoded mean E[x|z] (or, with
-        ``draw=True``, a draw x ~ p(x|z)). Shape (n_samples, n_features_in_), float64."""
+        ``draw=True``, a draw x ~ p(x|z)). Shape (n_samples, n_features_in_), float64.
+        A conditional model (``condition="y"``) needs ``y``: one class label for all samples or
+        one per sample; z ~ p(z|y) and x from p(x|z, y)."""
         check_is_fitted(self)
         if not _is_int(n_samples) or n_samples < 1:
             raise ValueError(f"n_samples must be an int >= 1, got {n_samples!r}")
+        c = self._codes(y, int(n_samples), "sample")
+        if c is None and y is not None:
+            raise ValueError(
+                f"sample(y=...) needs a conditional {type(self).__name__} (condition='y'); this one is not"
+            )
         with _forked_rng(self._device()):
             torch.manual_seed(_seed(random_state))
-            x = self.model_.sample(int(n_samples), draw=draw)
+            if c is None:
+                x = self.model_.sample(int(n_samples), draw=draw)
+            else:
+                x = self.model_.sample(int(n_samples), draw=draw, c=torch.as_tensor(c, device=self._device()))
         return x.reshape(int(n_samples), -1).cpu().numpy()
 
-    def _scores(self, X, kind: str, n_samples: int) -> np.ndarray:
+    def _scores(self, X, kind: str, n_samples: int, y=None) -> np.ndarray:
         X = self._check_X(X)
+        c = self._codes(y, X.shape[0], "score_samples")
         noise = None if kind == "kl" else self._noise(n_samples)
-        fn = lambda t: anomaly.score(self.model_, t, kind, n_samples, noise)  # noqa: E731
-        return self._map(fn, X, self._data_shape).reshape(-1)
+        if c is None:
+            fn = lambda t: anomaly.score(self.model_, t, kind, n_samples, noise)  # noqa: E731
+        else:
+            fn = lambda t, cb: anomaly.score(self.model_, t, kind, n_samples, noise, c=cb)  # noqa: E731
+        return self._map(fn, X, self._data_shape, c).reshape(-1)
 
-    def score_samples(self, X):
+    def score_samples(self, X, y=None):
         """Importance-sampled log p(x) per example in nats (K = ``n_iw_samples``), float64.
-        A lower bound in expectation that tightens as K grows (Burda et al. 2016)."""
-        return self._scores(X, "logpx", int(self.n_iw_samples))
+        A lower bound in expectation that tightens as K grows (Burda et al. 2016). A conditional
+        model: log p(x|y), the labels ``y`` needed."""
+        return self._scores(X, "logpx", int(self.n_iw_samples), y)
 
     def score(self, X, y=None):
-        """Mean importance-sampled log p(x) over the rows of ``X``, nats per example."""
-        return float(np.mean(self.score_samples(X)))
+        """Mean importance-sampled log p(x) over the rows of ``X``, nats per example (a conditional
+        model: log p(x|y); otherwise y is ignored)."""
+        return float(np.mean(self.score_samples(X, y if self._conditional_fitted() else None)))
+
+    def _conditional_fitted(self) -> bool:
+        check_is_fitted(self)
+        return self._conditional
 
     # -- files ---------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> Path:
@@ -383,11 +481,12 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         }
         model32 = copy.deepcopy(self.model_).to(device="cpu", dtype=torch.float32)
         model32.spec = spec
+        saved = {"class": type(self).__name__, "params": params, "seed": self.seed_}
+        if self._conditional:
+            saved["classes"] = np.asarray(self.classes_).tolist()
         folder = RunFolder.create(path)  # exclusive: refuses a folder that exists and is not empty
         with folder.lock():
-            folder.write_config(
-                config, facts, {"estimator": {"class": type(self).__name__, "params": params, "seed": self.seed_}}
-            )
+            folder.write_config(config, facts, {"estimator": saved})
             folder.save_model(model32)
             folder.write_history(self.history_)
         return folder.path
@@ -411,6 +510,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
             }
             params["scale"] = None  # already part of the resolved likelihood config
             params["random_state"] = seed = settings.train.seed
+            if settings.model.condition_dim:  # trained with --condition label: y is the class label 0..K-1
+                params["condition"] = "y"
+                params["conditional_prior"] = settings.model.conditional_prior
         if device is not None:
             params["device"] = device
         known = cls().get_params(deep=False)
@@ -422,6 +524,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         names = config.get("data", {}).get("feature_names")
         if names:
             est.feature_names_in_ = np.asarray(names, dtype=object)
+        if est._conditional:
+            classes = (saved or {}).get("classes")
+            est.classes_ = np.asarray(classes) if classes is not None else np.arange(est.model_.condition_dim)
         return est
 
     # -- pickling ------------------------------------------------------------------------

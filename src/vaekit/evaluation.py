@@ -255,6 +255,7 @@ def evaluate(
     collapse_kl: float = COLLAPSE_KL,
     seed: int = 0,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
+    c=None,
 ) -> Evaluation:
     """Evaluate ``model`` on ``data`` (a tensor, an array or a ``vaekit.datasets`` Dataset of
     shape (N, *data_shape)) on the model's device.
@@ -264,6 +265,10 @@ def evaluate(
     closed form). ``gaps``: True (or a ``GapConfig``) adds the inference-gap decomposition, which
     optimises q for every example and costs far more than the rest. ``bits_per_dim``: report
     -log p(x) / (D ln 2); None means "when the model's data are images (2 or more dims)".
+
+    ``c``: a conditional model's conditions, (N,) class labels or (N, condition_dim); every number is
+    then conditional on them (log p(x|c), KL(q(z|x, c) || p(z|c))). The inference gaps are not
+    available for a conditional model.
 
     The global torch random state is seeded with ``seed`` for the call and restored after it:
     the same model, data and seed give the same numbers on the same device.
@@ -277,6 +282,11 @@ def evaluate(
     device, dtype = placement(model)
     x = _as_input(model, data, device, dtype)
     n, h = x.shape[0], model.latent_dim
+    if getattr(model, "condition_dim", 0) or c is not None:
+        c = model.condition(None if c is None else torch.as_tensor(c, device=device), n)
+        c = c.to(dtype)
+        if gap_config is not None:
+            raise ValueError("the inference gaps are not available for a conditional model; evaluate without gaps")
     d = math.prod(x.shape[1:])
     if bits_per_dim is None:
         bits_per_dim = len(model.data_shape or x.shape[1:]) >= 2
@@ -299,7 +309,12 @@ def evaluate(
             collapse_kl,
             seed,
             max_elements,
+            c,
         )
+
+
+def _cut(c, start: int, xb: torch.Tensor):
+    return None if c is None else c[start : start + xb.shape[0]]
 
 
 def _measure(
@@ -317,26 +332,33 @@ def _measure(
     collapse_kl,
     seed,
     max_elements,
+    c=None,
 ) -> Evaluation:
     pairs = max(1, max_elements // elements_per_draw(model, x))
     with torch.no_grad():
         # the encoder alone: posterior means (active units) and the KL per unit
         locs, scales, kl_units = [], [], []
+        start = 0
         for xb in iterate(x, max(1, min(4096, pairs))):
-            qz = model.q_z(xb)
-            closed_kl = _closed_form_kl(qz, model.p_z())
+            cb = _cut(c, start, xb)
+            start += xb.shape[0]
+            qz, pz = (model.q_z(xb), model.p_z()) if cb is None else (model.q_z(xb, cb), model.p_z(cb))
+            closed_kl = _closed_form_kl(qz, pz)
             locs.append(qz.mean)
             scales.append(qz.stddev)
-            kl_units.append(kl_per_unit(qz, model.p_z()))
+            kl_units.append(kl_per_unit(qz, pz))
         loc, scale = torch.cat(locs), torch.cat(scales)
         kl_units_np = _np(torch.cat(kl_units)).reshape(n, h)
         mean_var = _np(loc.double().var(0, unbiased=True)) if n > 1 else np.full(h, np.nan)
 
         closed = "closed-form KL" if closed_kl else "Monte Carlo KL (same draws)"
         draws = []
+        start = 0
         for xb in iterate(x, max(1, pairs // elbo_samples)):
-            qz = model.q_z(xb)
-            draws.append(_elbo_draws(model, xb, qz, qz.sample((elbo_samples,))))
+            cb = _cut(c, start, xb)
+            start += xb.shape[0]
+            qz = model.q_z(xb) if cb is None else model.q_z(xb, cb)
+            draws.append(_elbo_draws(model, xb, qz, qz.sample((elbo_samples,)), cb))
         rec_draws = torch.cat([d[0] for d in draws], 1)  # (L, N)
         elbo_draws = torch.cat([d[1] for d in draws], 1)
         elbo = Metric(
@@ -354,16 +376,21 @@ def _measure(
 
         iwae = {}
         for k in ks:
-            lm = log_marginal(model, x, k=k, max_elements=max_elements)
+            lm = log_marginal(model, x, k=k, max_elements=max_elements, c=c)
             iwae[k] = Metric(
                 _np(lm.log_px), f"IWAE_{k} bound (Burda et al. 2016), one estimate of {k} draws", k, _np(lm.stderr)
             )
         log_px = None
         if iw_samples:
-            lm = log_marginal(model, x, k=iw_samples, max_elements=max_elements)
+            lm = log_marginal(model, x, k=iw_samples, max_elements=max_elements, c=c)
             log_px = Metric(
                 _np(lm.log_px),
-                f"log p(x): importance sampling with q(z|x) as proposal, k={iw_samples} "
+                (
+                    "log p(x|c): importance sampling with q(z|x, c)"
+                    if c is not None
+                    else "log p(x): importance sampling with q(z|x)"
+                )
+                + f" as proposal, k={iw_samples} "
                 "(IWAE_k, a lower bound in expectation; delta-method standard error)",
                 iw_samples,
                 _np(lm.stderr),
@@ -525,11 +552,12 @@ def inference_gaps(
     )
 
 
-def _elbo_draws(model: Model, x: torch.Tensor, qz, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _elbo_draws(model: Model, x: torch.Tensor, qz, z: torch.Tensor, c=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per draw z_s ~ q (S, B, H): log p(x|z_s) and the single-draw ELBO log p(x|z_s) - KL, each (S, B).
-    The KL is in closed form when torch has it, else log q(z_s|x) - log p(z_s)."""
-    prior = model.p_z()
-    log_px_z = model.p_x(z).log_prob(x)  # (S, B)
+    The KL is in closed form when torch has it, else log q(z_s|x) - log p(z_s). ``c``: a conditional
+    model's conditions (B, condition_dim): log p(x|z_s, c) and p(z|c)."""
+    prior = model.p_z() if c is None else model.p_z(c)
+    log_px_z = (model.p_x(z) if c is None else model.p_x(z, c)).log_prob(x)  # (S, B)
     try:
         kl = kl_divergence(qz, prior)  # (B,)
     except NotImplementedError:

@@ -166,6 +166,33 @@ def samples(
     )
 
 
+def class_samples(
+    model: Model,
+    per_class: int = 8,
+    *,
+    image_shape: Sequence[int],
+    how: str = "mean",
+    value_range: tuple[float, float] | None = None,
+    seed: int = 0,
+):
+    """A conditional model's samples as an image grid with one row per class k: z ~ p(z|c=k), decoded under c=k (seeded)."""
+    k = int(model.condition_dim)
+    labels = torch.arange(k).repeat_interleave(int(per_class))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        z = generate.prior_draws(model, len(labels), c=labels)
+        x_new = generate.decode(model, z, how=how, c=labels).numpy()
+    what = {"mean": "decoded means", "draw": "draws from p(x|z, c)", "mode": "most probable values"}[how]
+    prior = "p(z|c)" if getattr(model, "conditional_prior", False) else "p(z)"
+    return plots.image_grid(
+        x_new,
+        image_shape,
+        ncols=int(per_class),
+        value_range=value_range,
+        title=f"row k: {per_class} samples of class k (top row k=0), z ~ {prior}, {what}",
+    )
+
+
 def most_informative(kl, n: int) -> list[int]:
     """Indices of the ``n`` latent units with the largest KL per unit, largest first (ties: lower index)."""
     kl = np.asarray(kl, dtype=np.float64).ravel()
@@ -321,7 +348,29 @@ def _make_overview(v: RunView):
     )
 
 
+def _conditional(v: RunView) -> bool:
+    return bool(getattr(v.model, "condition_dim", 0))
+
+
+def _held_out_c(v: RunView, n: int | None = None):
+    """The class labels of the held-out examples shown (a conditional run's conditions), or None."""
+    if not _conditional(v):
+        return None
+    return runs.class_labels(v.held_out)[:n]
+
+
+def _needs_unconditional(needs):
+    def check(v: RunView):
+        if _conditional(v):
+            return "it is not drawn for a conditional run yet (its samples figure has one row per class)"
+        return needs(v)
+
+    return check
+
+
 def _make_samples(v: RunView):
+    if _conditional(v) and v.image_shape is not None:
+        return class_samples(v.model, 8, image_shape=v.image_shape, value_range=v.value_range, seed=SEED)
     return samples(
         v.model,
         64,
@@ -336,7 +385,7 @@ def _make_reconstructions(v: RunView):
     x = _tensor(v.held_out.x[:32])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(SEED)
-        rec = generate.reconstruct(v.model, x)
+        rec = generate.reconstruct(v.model, x, c=_held_out_c(v, 32))
     return plots.reconstruction_grid(x.numpy(), rec.numpy(), v.image_shape, ncols=8, value_range=v.value_range)
 
 
@@ -353,7 +402,8 @@ def _make_manifold(v: RunView):
 
 
 def _make_latent(v: RunView):
-    z, _ = generate.encode(v.model, _tensor(v.fit.x))
+    c = runs.class_labels(v.fit) if _conditional(v) else None
+    z, _ = generate.encode(v.model, _tensor(v.fit.x), c=c)
     return plots.latent_map(
         z.numpy(),
         labels=v.labels,
@@ -367,7 +417,7 @@ def _make_latent(v: RunView):
 
 def _kl(v: RunView) -> np.ndarray:
     if v.kl is None:  # shared by kl_units, manifold and traversal: computed once per view
-        v.kl = generate.kl_per_unit(v.model, _tensor(v.held_out.x)).numpy()
+        v.kl = generate.kl_per_unit(v.model, _tensor(v.held_out.x), c=_held_out_c(v)).numpy()
     return v.kl
 
 
@@ -424,12 +474,14 @@ KINDS: dict[str, Kind] = {
         _needs_history,
     ),
     "overview": Kind(
-        "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves", _make_overview, _needs_2d
+        "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves",
+        _make_overview,
+        _needs_unconditional(_needs_2d),
     ),
     "samples": Kind(
-        "decoded prior samples (image grid, or over the 2-D data)",
+        "decoded prior samples (image grid, or over the 2-D data; a conditional run: one row per class)",
         _make_samples,
-        _needs_images_or_2d,
+        lambda v: _needs_images(v) if _conditional(v) else _needs_images_or_2d(v),
         default=lambda v: v.image_shape is not None,
     ),  # 2-D runs: part of 'overview'
     "reconstructions": Kind("held-out images beside their reconstructions", _make_reconstructions, _needs_images),
@@ -437,7 +489,7 @@ KINDS: dict[str, Kind] = {
         "decoded grid of latent points through the prior's quantiles (above two latent units: "
         "the two with the most KL, the others at 0)",
         _make_manifold,
-        _needs_images_or_2d,
+        _needs_unconditional(_needs_images_or_2d),
         default=lambda v: v.model.latent_dim <= 2,
     ),  # above two: on request, 'traversal' by default
     "latent": Kind(
@@ -450,11 +502,13 @@ KINDS: dict[str, Kind] = {
     "traversal": Kind(
         "one latent unit at a time through the prior's quantiles, others at 0",
         _make_traversal,
-        _needs_images_or_2d,
+        _needs_unconditional(_needs_images_or_2d),
         default=lambda v: v.model.latent_dim > 1,
     ),  # 1-D: same as 'manifold'
     "interpolation": Kind(
-        "decoded straight lines between the codes of held-out examples", _make_interpolation, _needs_images_or_2d
+        "decoded straight lines between the codes of held-out examples",
+        _make_interpolation,
+        _needs_unconditional(_needs_images_or_2d),
     ),
 }
 

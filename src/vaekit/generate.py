@@ -97,39 +97,76 @@ def model_batches(model: Model, x, batch_size: int):
         yield xb.to(dtype)
 
 
-def decode(model: Model, z: torch.Tensor, how: str = "mean", batch_size: int = 4096) -> torch.Tensor:
+def conditions_for(model: Model, c, lead: tuple[int, ...]) -> torch.Tensor | None:
+    """The condition ``c`` of a conditional model for points with leading shape ``lead``, one row
+    per point, flat: an int label (or a (condition_dim,) vector) for all, or one per point (labels
+    of shape ``lead``, vectors of shape (*lead, condition_dim)). None for ``c=None``."""
+    if c is None:
+        return None
+    c = torch.as_tensor(c)
+    n = 1
+    for s in lead:
+        n *= int(s)
+    if c.dtype.is_floating_point:
+        return c.expand(*lead, c.shape[-1]).reshape(n, c.shape[-1])
+    return c.long().expand(*lead).reshape(n)
+
+
+def prior_draws(model: Model, n: int, c=None) -> torch.Tensor:
+    """``n`` draws z ~ p(z) (a conditional model: z ~ p(z|c), ``c`` one label for all or one per draw), (n, latent_dim)."""
+    if not getattr(model, "condition_dim", 0):
+        return model.p_z().sample((int(n),))
+    cond = conditions_for(model, c, (int(n),)).to(placement(model)[0])
+    pz = model.p_z(cond)
+    return pz.sample() if len(pz.batch_shape) else pz.sample((int(n),))
+
+
+def decode(model: Model, z: torch.Tensor, how: str = "mean", batch_size: int = 4096, c=None) -> torch.Tensor:
     """Decode latent points of shape (..., latent_dim) to data space, in batches (float32, on the CPU).
 
     ``how``: ``"mean"`` (E[x|z]), ``"draw"`` (x ~ p(x|z)) or ``"mode"`` (the most probable value:
-    a Bernoulli mean rounded to 0/1, a categorical's most likely level)."""
+    a Bernoulli mean rounded to 0/1, a categorical's most likely level). ``c``: a conditional
+    model's condition (see ``conditions_for``)."""
     if how not in ("mean", "draw", "mode"):
         raise ValueError(f"how must be 'mean', 'draw' or 'mode', got {how!r}")
     lead = z.shape[:-1]
+    cond = conditions_for(model, c, tuple(lead))
     parts = []
     with inference(model):
-        for zb in model_batches(model, z.reshape(-1, z.shape[-1]), batch_size):
+        for i, zb in enumerate(model_batches(model, z.reshape(-1, z.shape[-1]), batch_size)):
+            cb = None if cond is None else cond[i * batch_size : i * batch_size + len(zb)].to(zb.device)
             if how == "mode":
                 try:
-                    part = model.p_x(zb).mode
+                    part = model.p_x(zb, c=cb).mode if cb is not None else model.p_x(zb).mode
                 except NotImplementedError:
                     raise ValueError(
                         f"the {model.likelihood.name} likelihood has no most probable value to round to; "
                         "use the mean or --draw"
                     ) from None
             else:
-                part = model.decode(zb, draw=how == "draw")
+                part = (
+                    model.decode(zb, draw=how == "draw", c=cb)
+                    if cb is not None
+                    else model.decode(zb, draw=how == "draw")
+                )
             parts.append(part.to(torch.float32).cpu())
     out = torch.cat(parts) if parts else torch.zeros(0, *(model.data_shape or ()))
     return out.reshape(*lead, *out.shape[1:])
 
 
-def encode(model: Model, x, batch_size: int = 4096) -> tuple[torch.Tensor, torch.Tensor]:
-    """Posterior means and standard deviations of q(z|x), in batches: two (N, latent_dim) tensors
-    on the CPU. ``x`` may be a tensor or an array, one on disk included (read batch by batch)."""
+def _batch_c(cond, i: int, batch_size: int, xb: torch.Tensor):
+    return None if cond is None else cond[i * batch_size : i * batch_size + len(xb)].to(xb.device)
+
+
+def encode(model: Model, x, batch_size: int = 4096, c=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior means and standard deviations of q(z|x) (q(z|x, c) given ``c``), in batches: two (N, latent_dim)
+    tensors on the CPU. ``x`` may be a tensor or an array, one on disk included (read batch by batch)."""
     means, scales = [], []
+    cond = conditions_for(model, c, (len(x),))
     with inference(model):
-        for xb in model_batches(model, x, batch_size):
-            m, s = model.encode(xb, return_scale=True)
+        for i, xb in enumerate(model_batches(model, x, batch_size)):
+            cb = _batch_c(cond, i, batch_size, xb)
+            m, s = model.encode(xb, return_scale=True, c=cb) if cb is not None else model.encode(xb, return_scale=True)
             means.append(m.cpu())
             scales.append(s.cpu())
     if not means:
@@ -138,25 +175,38 @@ def encode(model: Model, x, batch_size: int = 4096) -> tuple[torch.Tensor, torch
     return torch.cat(means), torch.cat(scales)
 
 
-def reconstruct(model: Model, x, how: str = "mean", sample_z: bool = True, batch_size: int = 4096) -> torch.Tensor:
-    """Encode, take z ~ q(z|x) (or its mean with ``sample_z=False``), decode with ``how``."""
+def reconstruct(
+    model: Model, x, how: str = "mean", sample_z: bool = True, batch_size: int = 4096, c=None, decode_c=None
+) -> torch.Tensor:
+    """Encode, take z ~ q(z|x) (or its mean with ``sample_z=False``), decode with ``how``. A conditional
+    model encodes under ``c`` and decodes under ``decode_c`` (default: ``c``); another ``decode_c``
+    is a counterfactual: the example as it would look under that condition."""
     parts = []
+    cond = conditions_for(model, c, (len(x),))
+    dcond = cond if decode_c is None else conditions_for(model, decode_c, (len(x),))
     with inference(model):
-        for xb in model_batches(model, x, batch_size):
-            qz = model.q_z(xb)
+        for i, xb in enumerate(model_batches(model, x, batch_size)):
+            cb = _batch_c(cond, i, batch_size, xb)
+            qz = model.q_z(xb, c=cb) if cb is not None else model.q_z(xb)
             z = qz.sample() if sample_z else qz.mean
-            parts.append(decode(model, z, how=how, batch_size=batch_size))
+            parts.append(decode(model, z, how=how, batch_size=batch_size, c=_batch_c(dcond, i, batch_size, xb)))
     return torch.cat(parts) if parts else torch.zeros(0, *(model.data_shape or ()))
 
 
-def kl_per_unit(model: Model, x, batch_size: int = 4096) -> torch.Tensor:
-    """Average KL(q(z_h|x) || p(z_h)) over the examples, one value per latent unit (nats), (latent_dim,)."""
+def kl_per_unit(model: Model, x, batch_size: int = 4096, c=None) -> torch.Tensor:
+    """Average KL(q(z_h|x) || p(z_h)) over the examples, one value per latent unit (nats), (latent_dim,);
+    a conditional model: KL(q(z_h|x, c) || p(z_h|c)) with ``c`` per example."""
     from .objectives import kl_per_unit as _kl_units
 
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     n = 0
+    cond = conditions_for(model, c, (len(x),))
     with inference(model):
-        for xb in model_batches(model, x, batch_size):
-            total += _kl_units(model.q_z(xb), model.p_z()).sum(0).double().cpu()
+        for i, xb in enumerate(model_batches(model, x, batch_size)):
+            cb = _batch_c(cond, i, batch_size, xb)
+            if cb is None:
+                total += _kl_units(model.q_z(xb), model.p_z()).sum(0).double().cpu()
+            else:
+                total += _kl_units(model.q_z(xb, c=cb), model.p_z(cb)).sum(0).double().cpu()
             n += xb.shape[0]
     return (total / max(1, n)).float()

@@ -163,9 +163,12 @@ def _elbo_sums(model: Model, x, batch_size: int, n_samples: int = 1, c: torch.Te
     return sums
 
 
-def evaluate_elbo(model: Model, x: torch.Tensor, batch_size: int = 4096, n_samples: int = 1) -> dict[str, float]:
-    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example)."""
-    elbo, log_px_z, kl = (_elbo_sums(model, x, batch_size, n_samples) / x.shape[0]).tolist()
+def evaluate_elbo(
+    model: Model, x: torch.Tensor, batch_size: int = 4096, n_samples: int = 1, c: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Mean ELBO, reconstruction log-likelihood and KL over ``x`` (nats per example); ``c``: the
+    conditions of a conditional model."""
+    elbo, log_px_z, kl = (_elbo_sums(model, x, batch_size, n_samples, c=c) / x.shape[0]).tolist()
     return {"elbo": elbo, "log_px_z": log_px_z, "kl": kl}
 
 
@@ -188,14 +191,20 @@ class LossStep(nn.Module):
         self.n_samples, self.free_bits, self.iw_samples = config.n_samples, config.free_bits, config.iw_samples
         self.amp_dtype = AMP_DTYPES.get(config.amp) if config.amp else None
         self.device_type = device_type
+        # the diagonal-Gaussian / N(0, I) ELBO straight from tensors (objectives.fast_loss); the rest, general
+        self.fast = objectives.fast_step_supported(model, self.free_bits, self.iw_samples)
 
     def forward(self, x: torch.Tensor, beta: float, c: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.amp_dtype is None and self.fast and c is None:
+            return objectives.fast_loss(self.model, x, beta, self.n_samples)
         autocast = (
             torch.autocast(self.device_type, dtype=self.amp_dtype)
             if self.amp_dtype is not None
             else contextlib.nullcontext()
         )
         with autocast:  # the networks run in bf16; Model casts their outputs to float32 for q, p(x|z), KL
+            if self.fast and c is None:
+                return objectives.fast_loss(self.model, x, beta, self.n_samples)
             loss, t = objectives.loss(
                 self.model,
                 x,

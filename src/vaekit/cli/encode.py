@@ -23,12 +23,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import generate
+    from .. import generate, runs
 
     run_ = outputs.open_run(args)
     out = outputs.array_path(run_, args.out, "z.npy", allowed=(".npy", ".npz"))
     data = outputs.input_data(run_, args)
-    mean, scale = generate.encode(run_.model, data.x)  # batch by batch, also from disk
+    c = runs.conditions(run_, data, "the input data")  # a conditional run: q(z|x, c), c the labels
+    mean, scale = generate.encode(run_.model, data.x, c=c)  # batch by batch, also from disk
     written = [out]
     if out.suffix.lower() == ".npz":
         arrays = {"mean": mean.numpy()}
@@ -42,5 +43,8 @@ def run(args: argparse.Namespace) -> int:
             outputs.write_npy(scale_path, scale.numpy())
             written.append(scale_path)
     what = "posterior means and standard deviations" if args.scales else "posterior means"
-    print(f"encoded {len(data)} examples: {what}, {mean.shape[1]} latent units, to {', '.join(map(str, written))}")
+    given = " of q(z|x, c), c = each example's class label" if c is not None else ""
+    print(
+        f"encoded {len(data)} examples: {what}{given}, {mean.shape[1]} latent units, to {', '.join(map(str, written))}"
+    )
     return 0

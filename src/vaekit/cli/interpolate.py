@@ -49,6 +49,11 @@ def run(args: argparse.Namespace) -> int:
     shape = outputs.image_shape(run_)
     out = outputs.output_path(run_, args.out, "interpolation")
     png = outputs.png_path(run_, args, "interpolation.png", shape is not None or outputs.is_2d(run_))
+    if getattr(run_.model, "condition_dim", 0):
+        raise ValueError(
+            "interpolate is not available for a conditional run yet; use 'vaekit traverse RUN --condition K' "
+            "or 'vaekit reconstruct RUN --as-condition K'"
+        )
     data = outputs.input_data(run_, args)
     pairs = args.pair or [[0, 1]]
     bad = [i for pair in pairs for i in pair if not -len(data) <= i < len(data)]

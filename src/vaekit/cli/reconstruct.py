@@ -24,6 +24,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     outputs.add_run_argument(p)
     outputs.add_data_arguments(p, "reconstruct")
     p.add_argument("-n", "--n", type=positive_int, help="only the first N examples [default: all]")
+    p.add_argument(
+        "--as-condition",
+        type=int,
+        metavar="K",
+        help="a conditional run: encode each example under its own class label, decode under class K "
+        "(a counterfactual: the example as class K) [default: decode under its own label]",
+    )
     p.add_argument("--mean-z", action="store_true", help="decode the posterior mean instead of a draw z ~ q(z|x)")
     outputs.add_decode_arguments(p)
     p.add_argument(
@@ -47,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
     data = outputs.input_data(run_, args)
     x = outputs.rows(data.x, slice(0, args.n))  # in memory: the originals are written too
     how = outputs.decode_how(args)
+    c, decode_c, under = _conditions(run_, data, args.as_condition, len(x))
     outputs.seed_everything(args.seed)
-    rec = generate.reconstruct(run_.model, x, how=how, sample_z=not args.mean_z).numpy()
+    rec = generate.reconstruct(run_.model, x, how=how, sample_z=not args.mean_z, c=c, decode_c=decode_c).numpy()
     if out.suffix.lower() == ".npz":
         outputs.write_npz(out, original=x, reconstruction=rec)
     else:
@@ -59,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     mse = float(np.mean(diff[observed] ** 2)) if observed.any() else float("nan")
     mae = float(np.mean(np.abs(diff[observed]))) if observed.any() else float("nan")
     print(
-        f"reconstructed {len(x)} examples ({outputs.DESCRIBE_HOW[how]} of {z_how}) to {out}; "
+        f"reconstructed {len(x)} examples ({outputs.DESCRIBE_HOW[how]} of {z_how}{under}) to {out}; "
         f"mean squared difference {mse:.4g}, mean absolute {mae:.4g} (in the model's data space"
         f"{', observed values' if not observed.all() else ''})"
     )
@@ -91,3 +99,23 @@ def _write_imputed(run_, x, out) -> None:
     atomic_write_text(path, runs.format_output(run_, filled).to_csv(index=False))
     cells = run_.schema.missing_cells(x)  # cells of the table, not model columns (a category is one cell)
     print(f"{cells} missing cell(s) of {len(x)} x {len(run_.schema.names)} filled by reconstruction: {path}")
+
+
+def _conditions(run_, data, as_condition: int | None, n: int):
+    """A conditional run's conditions: the examples' labels to encode under, the class to decode under
+    (None: their own), and the words for it; (None, None, "") for an unconditional run."""
+    from .. import runs
+
+    k = int(getattr(run_.model, "condition_dim", 0) or 0)
+    if not k:
+        if as_condition is not None:
+            raise ValueError(
+                "--as-condition applies to a conditional run (trained with --condition label); this one is not"
+            )
+        return None, None, ""
+    if as_condition is not None and not 0 <= as_condition < k:
+        raise ValueError(f"--as-condition {as_condition} is out of range: this run was trained on classes 0..{k - 1}")
+    labels = runs.conditions(run_, data, "the input data")[:n]
+    if as_condition is None:
+        return labels, None, ", encoded and decoded under each example's own label"
+    return labels, as_condition, f", encoded under each example's own label, decoded as class {as_condition}"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import math
 
+import numpy as np
+
 from . import outputs
 from .options import positive_int
 
@@ -20,6 +22,14 @@ def add_parser(sub) -> argparse.ArgumentParser:
     )
     outputs.add_run_argument(p)
     p.add_argument("-n", "--n", type=positive_int, default=64, help="number of examples")
+    p.add_argument(
+        "--condition",
+        type=int,
+        metavar="K",
+        help="a conditional run (trained with --condition label): sample class K, z ~ p(z|c=K) decoded under "
+        "c=K [default: every class in turn, -n split evenly, one picture row per class; the classes go to "
+        "OUT_classes.npy]",
+    )
     outputs.add_decode_arguments(p)
     p.add_argument(
         "-o",
@@ -45,21 +55,73 @@ def run(args: argparse.Namespace) -> int:
         model.latent_dim + math.prod(model.likelihood.param_shape(model.data_shape)) + 2 * math.prod(model.data_shape)
     )
     limits.require_memory(4 * args.n * per_example, f"sample -n {args.n}", "use a smaller -n")
+    classes, ncols = _classes(model, args.condition, args.n)
     outputs.seed_everything(args.seed)
-    z = model.p_z().sample((args.n,))
-    x = generate.decode(model, z, how=how)
+    z = generate.prior_draws(model, args.n, c=classes)
+    x = generate.decode(model, z, how=how, c=classes)
     written = outputs.write_data(run_, out, x.numpy())
-    print(f"wrote {args.n} samples ({outputs.DESCRIBE_HOW[how]}) of shape {tuple(x.shape[1:])} to {out} ({written})")
+    given = "" if classes is None else (f" of class {args.condition}" if args.condition is not None else "")
+    print(
+        f"wrote {args.n} samples{given} ({outputs.DESCRIBE_HOW[how]}) of shape {tuple(x.shape[1:])} to {out} ({written})"
+    )
+    if classes is not None and args.condition is None:
+        labels = out.with_name(out.stem + "_classes.npy")
+        outputs.write_npy(labels, classes.numpy())
+        print(f"one class after another ({ncols} or fewer of each of the {model.condition_dim}); the classes: {labels}")
     if png is not None:
         fit = runs.read_input(run_, None, which="train").x
         shown = min(args.n, outputs.MAX_TILES) if shape is not None else args.n
+        tiles = x[:shown].numpy()
+        if classes is not None and args.condition is None and shape is not None:
+            ncols = min(ncols, max(1, outputs.MAX_TILES // model.condition_dim))
+            tiles = _rows_per_class(x, classes, model.condition_dim, ncols)
+            shown = int(np.isfinite(tiles[:, 0]).sum())
         title = f"{shown} samples: z ~ p(z), {outputs.DESCRIBE_HOW[how]}"
+        if classes is not None:
+            title = (
+                f"{shown} samples of class {args.condition}"
+                if args.condition is not None
+                else f"{shown} samples, row k: class k (top row k=0)"
+            ) + f", {outputs.DESCRIBE_HOW[how]}"
         if shape is not None:
             fig = plots.image_grid(
-                x[:shown].numpy(), shape, value_range=(float(fit.min()), float(fit.max())), title=title
+                tiles,
+                shape,
+                ncols=ncols if classes is not None and args.condition is None else None,
+                value_range=(float(fit.min()), float(fit.max())),
+                title=title,
             )
         else:
             fig = plots.points_over_data(x.numpy(), fit, colour=z[:, 0].cpu().numpy(), colour_name="$z_1$", title=title)
         plots.save(fig, png)
         print(f"picture: {png}")
     return 0
+
+
+def _classes(model, condition: int | None, n: int):
+    """The class of each sample (a (n,) tensor) for a conditional run, or None; and the samples per class."""
+    import torch
+
+    k = int(getattr(model, "condition_dim", 0) or 0)
+    if not k:
+        if condition is not None:
+            raise ValueError(
+                "--condition applies to a conditional run (trained with --condition label); this one is not"
+            )
+        return None, None
+    if condition is not None:
+        if not 0 <= condition < k:
+            raise ValueError(f"--condition {condition} is out of range: this run was trained on classes 0..{k - 1}")
+        return torch.full((n,), condition, dtype=torch.long), n
+    per_class = -(-n // k)  # balanced: the first n mod k classes get one more
+    return torch.sort(torch.arange(n) % k).values, per_class
+
+
+def _rows_per_class(x, classes, k: int, per_class: int):
+    """The samples laid out one row per class (a short row padded with blank tiles) for the picture."""
+    x = x.reshape(len(x), -1).numpy()
+    out = np.full((k * per_class, x.shape[1]), np.nan, dtype=np.float32)
+    for j in range(k):
+        mine = x[classes.numpy() == j][:per_class]
+        out[j * per_class : j * per_class + len(mine)] = mine
+    return out

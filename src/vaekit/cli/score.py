@@ -85,13 +85,21 @@ def run(args: argparse.Namespace) -> int:
     labels, is_anomaly = _labels(args, data.labels, n)
     kinds = list(anomaly.SCORES) if args.score == "all" else [args.score]
 
+    c = runs.conditions(opened, data, "the scored data")  # a conditional run: the labels are c
     noise = anomaly.common_noise(args.iw_samples, model.latent_dim, args.seed, device, dtype=dtype)
     columns: dict[str, np.ndarray] = {}
     with inference(model):
         for kind in kinds:
             values = [
-                anomaly.raw_score(model, xb, kind, args.iw_samples, noise)
-                for xb in model_batches(model, data.x, args.batch_size)
+                anomaly.raw_score(
+                    model,
+                    xb,
+                    kind,
+                    args.iw_samples,
+                    noise,
+                    None if c is None else c[i * args.batch_size : i * args.batch_size + len(xb)],
+                )
+                for i, xb in enumerate(model_batches(model, data.x, args.batch_size))
             ]  # from disk too, batch by batch
             columns[anomaly.SCORES[kind][0]] = torch.cat(values).double().cpu().numpy()
 
@@ -99,6 +107,11 @@ def run(args: argparse.Namespace) -> int:
     lines = [
         f"scored {n} examples of {data.name} with {opened.path}: {'; '.join(anomaly.SCORES[k][2] for k in kinds)}"
         f"{draws}; nats per example"
+        + (
+            "; conditional run: every score is given c = each example's class label (log p(x|c))"
+            if c is not None
+            else ""
+        )
     ]
     if is_anomaly is not None:
         lines += _summaries(kinds, columns, is_anomaly)

@@ -58,6 +58,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar="I",
         help="start from the encoder mean of example I of --data / --split instead of z = 0",
     )
+    p.add_argument(
+        "--condition",
+        type=int,
+        metavar="K",
+        help="a conditional run: decode under class K (a traversal per class) [default with --example: the "
+        "example's own label]",
+    )
     outputs.add_data_arguments(p, "take --example from")
     outputs.add_decode_arguments(p)
     p.add_argument(
@@ -87,12 +94,24 @@ def run(args: argparse.Namespace) -> int:
             f"latent unit(s) {bad} out of range: this model has units 1..{model.latent_dim} (counted from 1)"
         )
     units = [u - 1 for u in numbers]  # array indices
+    k = int(getattr(model, "condition_dim", 0) or 0)
+    if not k and args.condition is not None:
+        raise ValueError("--condition applies to a conditional run (trained with --condition label); this one is not")
+    if k and args.condition is not None and not 0 <= args.condition < k:
+        raise ValueError(f"--condition {args.condition} is out of range: this run was trained on classes 0..{k - 1}")
+    if k and args.condition is None and args.example is None:
+        raise ValueError(f"a conditional run: give --condition K, the class to decode under (0..{k - 1})")
+    decode_c = args.condition
     base = torch.zeros(model.latent_dim)
     if args.example is not None:
         data = outputs.input_data(run_, args)
         if not -len(data) <= args.example < len(data):
             raise ValueError(f"example index {args.example} is out of range: the data hold {len(data)} examples")
-        base, _ = generate.encode(model, outputs.rows(data.x, [args.example % len(data)]))
+        own = None
+        if k:  # encode under the example's own label
+            own = int(runs.conditions(run_, data, "the input data")[args.example % len(data)])
+            decode_c = own if decode_c is None else decode_c
+        base, _ = generate.encode(model, outputs.rows(data.x, [args.example % len(data)]), c=own)
         base = base[0]
     elif args.data or args.split:
         raise ValueError("--data / --split choose where --example comes from; give --example I as well")
@@ -101,10 +120,12 @@ def run(args: argparse.Namespace) -> int:
     z = generate.traverse(base, units, values)  # validates the units
     how = outputs.decode_how(args)
     outputs.seed_everything(args.seed)
-    x = generate.decode(model, z, how=how).numpy()
+    x = generate.decode(model, z, how=how, c=decode_c).numpy()
     lead = {"unit": np.repeat(numbers, len(values)), "value": np.tile(values.numpy(), len(units))}
     written = outputs.write_data(run_, out, x, lead=lead)
     start = "z = 0" if args.example is None else f"the encoder mean of example {args.example}"
+    if decode_c is not None:
+        start += f", decoded under class {decode_c}"
     print(
         f"traversed units {', '.join(f'z{u}' for u in numbers)} over {args.steps} values from {start} "
         f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out} ({written})"

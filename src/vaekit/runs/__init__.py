@@ -5,12 +5,23 @@ pipeline, and opening a trained run for the other commands.
 resumes; ``data`` loads a run's split and feeds new data through its preprocessing; ``metrics``
 computes the final numbers.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
 from ..config import RunConfig
-from .data import Run, bernoulli_draw, format_output, load_splits, open_run, read_input, read_schema
+from .data import (
+    Run,
+    bernoulli_draw,
+    class_labels,
+    conditions,
+    format_output,
+    load_splits,
+    open_run,
+    read_input,
+    read_schema,
+)
 from .folder import METRICS_FILE, PREPROCESSING_FILE, RunFolder, RunFolderBusy
 from .metrics import FINAL_SAMPLES, final_metrics
 from .pipeline import TrainResult, prepare, resume, train
@@ -23,8 +34,14 @@ def normalise_settings(settings: dict[str, Any]) -> dict[str, Any]:
     """Flat settings checked and completed with defaults (a ``RunConfig`` keeps them typed)."""
     config = RunConfig.from_settings(settings)
     flat = {**DEFAULTS, **{str(k).replace("-", "_"): v for k, v in settings.items()}}
-    flat.update({"data": config.data.source, "hidden": config.model.hidden, "channels": config.model.channels,
-                 "binarize": config.data.binarize})
+    flat.update(
+        {
+            "data": config.data.source,
+            "hidden": config.model.hidden,
+            "channels": config.model.channels,
+            "binarize": config.data.binarize,
+        }
+    )
     return flat
 
 
@@ -33,6 +50,28 @@ def data_config(settings: dict[str, Any]) -> dict[str, Any]:
     return RunConfig.from_settings({k: v for k, v in settings.items() if k in DEFAULTS}).data.to_dict()
 
 
-__all__ = ["DEFAULTS", "FINAL_SAMPLES", "METRICS_FILE", "PREPROCESSING_FILE", "Run", "RunConfig", "RunFolder",
-           "RunFolderBusy", "TrainResult", "bernoulli_draw", "data_config", "final_metrics", "format_output",
-           "load_splits", "normalise_settings", "open_run", "prepare", "read_input", "read_schema", "resume", "train"]
+__all__ = [
+    "DEFAULTS",
+    "FINAL_SAMPLES",
+    "class_labels",
+    "conditions",
+    "METRICS_FILE",
+    "PREPROCESSING_FILE",
+    "Run",
+    "RunConfig",
+    "RunFolder",
+    "RunFolderBusy",
+    "TrainResult",
+    "bernoulli_draw",
+    "data_config",
+    "final_metrics",
+    "format_output",
+    "load_splits",
+    "normalise_settings",
+    "open_run",
+    "prepare",
+    "read_input",
+    "read_schema",
+    "resume",
+    "train",
+]

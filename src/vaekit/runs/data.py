@@ -1,16 +1,20 @@
 """A run's data: the split it was trained on, new data passed through its preprocessing, and
 model-space outputs turned back into the data's own form."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 
 from .. import likelihoods
-from ..data import Dataset, load as load_data, split as split_indices
+from ..data import Dataset
+from ..data import load as load_data
+from ..data import split as split_indices
 from ..data.builtin import BUILTIN
 from ..data.tables import Schema, unknown_summary
 from ..errors import DataError
@@ -25,8 +29,10 @@ def load_splits(data_cfg: dict[str, Any], schema: Schema | None = None) -> dict[
     rows only, or ``schema`` is applied. With dynamic binarisation the validation and test rows
     are binarised once (seeded), the training rows stay probabilities."""
     if data_cfg.get("source") == "array":  # written by vaekit.VAE.save: the rows were never stored
-        raise DataError("this run was trained on in-memory arrays (vaekit.VAE.save), so its data are not stored; "
-                        "give the data to use")
+        raise DataError(
+            "this run was trained on in-memory arrays (vaekit.VAE.save), so its data are not stored; "
+            "give the data to use"
+        )
     full = load_data(data_cfg["source"], **data_cfg.get("options", {}))
     idx = split_indices(len(full), tuple(data_cfg["split"]["fractions"]), data_cfg["split"]["seed"])
     parts = dict(zip(("train", "val", "test"), (full.subset(i) for i in idx)))
@@ -35,19 +41,57 @@ def load_splits(data_cfg: dict[str, Any], schema: Schema | None = None) -> dict[
     if full.schema is not None:
         if schema is None:
             opts = data_cfg.get("options", {})
-            schema = Schema.fit(parts["train"].frame, numeric=opts.get("numeric", ()), binary=opts.get("binary", ()),
-                                categorical=opts.get("categorical", ()), label_column=opts.get("label_column"))
+            schema = Schema.fit(
+                parts["train"].frame,
+                numeric=opts.get("numeric", ()),
+                binary=opts.get("binary", ()),
+                categorical=opts.get("categorical", ()),
+                label_column=opts.get("label_column"),
+            )
         for name, part in parts.items():
             part.x, part.info["transform_report"] = schema.transform(part.frame, f"the {name} rows")
             part.schema = schema
     if data_cfg.get("dynamic_binarize"):
         x = parts["train"].x
         if hasattr(x, "chunks"):
-            raise DataError("binarize='dynamic' needs the data in memory; set stream to off, or binarise the file first")
+            raise DataError(
+                "binarize='dynamic' needs the data in memory; set stream to off, or binarise the file first"
+            )
         likelihoods.check_unit_interval(x, "binarize='dynamic'")
         for k, name in enumerate(("val", "test"), start=1):
             parts[name].x = bernoulli_draw(parts[name].x, data_cfg["split"]["seed"] + k)
     return parts
+
+
+LABEL_SOURCES = "digits, a folder of class sub-folders, an .npz with y, an IDX file with its labels file, or a table with --label-column"
+
+
+def class_labels(data: Dataset, what: str = "the data") -> np.ndarray:
+    """``data``'s class labels as int64 (N,), or one-line ``DataError`` when it has none or they are
+    not classes 0..K-1 (the conditions of a run trained with ``condition="label"``)."""
+    if data.labels is None:
+        raise DataError(f"condition 'label' needs labelled data, but {what} have no labels: use {LABEL_SOURCES}")
+    labels = np.asarray(data.labels)
+    if labels.dtype.kind not in "iub" and not (
+        labels.dtype.kind == "f" and np.all(np.isfinite(labels)) and np.all(labels == np.round(labels))
+    ):
+        raise DataError(f"condition 'label' needs integer class labels 0..K-1, but {what} have {labels.dtype} labels")
+    labels = labels.astype(np.int64)
+    if labels.size and labels.min() < 0:
+        raise DataError(f"condition 'label' needs class labels 0..K-1, but {what} have label {labels.min()}")
+    return labels
+
+
+def conditions(run: Run, data: Dataset, what: str = "the data") -> np.ndarray | None:
+    """The conditions c of ``data`` for ``run``'s model: its class labels for a conditional run
+    (checked against the run's number of classes), None for an unconditional one."""
+    k = int(getattr(run.model, "condition_dim", 0) or 0)
+    if not k:
+        return None
+    labels = class_labels(data, what)
+    if labels.size and labels.max() >= k:
+        raise DataError(f"{what} have class label {labels.max()}, but this run was trained on classes 0..{k - 1}")
+    return labels
 
 
 def bernoulli_draw(p: np.ndarray, seed: int) -> np.ndarray:
@@ -79,8 +123,9 @@ def open_run(path, device: str | torch.device = "cpu") -> Run:
     folder = RunFolder.open(path)
     config = folder.read_config()
     model = folder.load_model(device)
-    return Run(path=folder.path, config=config, model=model, history=folder.read_history(),
-               schema=folder.read_preprocessing())
+    return Run(
+        path=folder.path, config=config, model=model, history=folder.read_history(), schema=folder.read_preprocessing()
+    )
 
 
 def read_schema(run_dir) -> Schema | None:
@@ -94,8 +139,9 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def read_input(run: Run, source: str | None = None, which: str = "test",
-               log: Callable[[str], None] | None = _stderr) -> Dataset:
+def read_input(
+    run: Run, source: str | None = None, which: str = "test", log: Callable[[str], None] | None = _stderr
+) -> Dataset:
     """Data to feed a trained run's model (evaluate, encode, reconstruct, score): a built-in
     name or a file, or the run's own split ``which`` when ``source`` is None. The data pass
     through the run's fitted preprocessing (a table's column scales and categories, static
@@ -118,7 +164,9 @@ def read_input(run: Run, source: str | None = None, which: str = "test",
             raise DataError(f"no data set or file named {source!r}")
         data = load_data(source, strict=False, **options)
         if run.schema is not None and data.schema is None:
-            raise DataError(f"this run was trained on a table; {Path(source).name} is not one (use .csv, .tsv or .parquet)")
+            raise DataError(
+                f"this run was trained on a table; {Path(source).name} is not one (use .csv, .tsv or .parquet)"
+            )
         if run.schema is None and data.schema is not None:
             raise DataError(f"this run was not trained on a table; {Path(source).name} is one")
         if data_cfg.get("dynamic_binarize") and not hasattr(data.x, "chunks"):
@@ -130,7 +178,9 @@ def read_input(run: Run, source: str | None = None, which: str = "test",
         log(f"vaekit: note: {note}")
     shape = tuple(run.model.data_shape or ())
     if tuple(data.x.shape[1:]) != shape:
-        raise DataError(f"the data have shape {tuple(data.x.shape[1:])} per example, but this run's model takes {shape}")
+        raise DataError(
+            f"the data have shape {tuple(data.x.shape[1:])} per example, but this run's model takes {shape}"
+        )
     run.model.likelihood.validate(data.x)
     return data
 

@@ -1,4 +1,5 @@
 """The numbers written to metrics.json at the end of training."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -10,7 +11,7 @@ from ..data import Dataset
 from ..model import Model
 from ..tabular import column_log_likelihoods
 from ..train import evaluate_elbo
-from .data import bernoulli_draw
+from .data import bernoulli_draw, class_labels
 
 FINAL_SAMPLES = 10
 
@@ -21,19 +22,28 @@ def final_metrics(model: Model, parts: dict[str, Dataset], train_cfg: TrainConfi
     device = next(model.parameters()).device
     gen_state = torch.get_rng_state()
     torch.manual_seed(train_cfg.seed)
-    out: dict[str, Any] = {"estimator": f"ELBO, {FINAL_SAMPLES}-sample Monte Carlo average, closed-form KL",
-                           "units": "nats per example"}
+    out: dict[str, Any] = {
+        "estimator": f"ELBO, {FINAL_SAMPLES}-sample Monte Carlo average, closed-form KL",
+        "units": "nats per example",
+    }
     for name in ("train", "val"):
         if len(parts[name]):
             x = parts[name].x
             if name == "train" and train_cfg.dynamic_binarize:  # score a fixed draw, not the probabilities
                 x = bernoulli_draw(x, train_cfg.seed)
             x = x if hasattr(x, "chunks") else torch.as_tensor(x, device=device)
-            out[name] = evaluate_elbo(model, x, train_cfg.eval_batch_size, n_samples=FINAL_SAMPLES)
+            c = None
+            if getattr(model, "condition_dim", 0):  # a conditional run: log p(x|c) bounds, c the labels
+                c = torch.as_tensor(class_labels(parts[name]), device=device)
+            out[name] = evaluate_elbo(model, x, train_cfg.eval_batch_size, n_samples=FINAL_SAMPLES, c=c)
             out[name]["n"] = len(parts[name])
+    if getattr(model, "condition_dim", 0):
+        out["estimator"] += ", conditional on the class labels: a bound on log p(x|c)"
     if model.likelihood.column_names() is not None:  # a table: each column's share of log p(x|z)
         split = "val" if len(parts["val"]) else "train"
-        out["columns"] = {"split": split, **column_log_likelihoods(model, parts[split].x, FINAL_SAMPLES,
-                                                                   seed=train_cfg.seed)}
+        out["columns"] = {
+            "split": split,
+            **column_log_likelihoods(model, parts[split].x, FINAL_SAMPLES, seed=train_cfg.seed),
+        }
     torch.set_rng_state(gen_state)
     return out

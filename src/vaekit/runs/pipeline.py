@@ -5,13 +5,15 @@ Nothing is written until every setting, the device and the data have been checke
 leaves no folder behind. Under torchrun (an initialised process group) every process calls these
 with the same settings; rank 0 alone claims the folder, writes files and logs.
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -22,7 +24,7 @@ from ..data.tables import unknown_summary
 from ..model import Model
 from ..spec import build_model, resolved
 from ..train import FitResult, History, fit, resolve_device
-from .data import load_splits
+from .data import class_labels, load_splits
 from .folder import RunFolder
 from .metrics import final_metrics
 
@@ -55,8 +57,10 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
     spec = config.model
     if config.data.binarize == "dynamic":  # the training rows are probabilities, every batch a fresh draw
         if spec.likelihood not in ("auto", likelihoods.Bernoulli.name):
-            raise SettingError(f"setting likelihood={spec.likelihood!r} is not allowed with binarize='dynamic': "
-                               "expected auto or bernoulli")
+            raise SettingError(
+                f"setting likelihood={spec.likelihood!r} is not allowed with binarize='dynamic': "
+                "expected auto or bernoulli"
+            )
         lik: likelihoods.Likelihood = likelihoods.Bernoulli()
     else:
         lik = likelihoods.resolve(spec.likelihood, x_train, scale=spec.scale, schema=schema)
@@ -65,6 +69,18 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
     data_shape = tuple(x_train.shape[1:])
     image = train_part.image_shape
     image_shape = None if image is None or len(data_shape) > 1 else (tuple(image) if len(image) == 3 else (1, *image))
+    if config.data.condition == "label":  # a conditional VAE on the class labels: c is one-hot of K classes
+        n_classes = 1 + max(
+            int(class_labels(p, f"the {name} rows of {train_part.name}").max(initial=-1)) for name, p in parts.items()
+        )
+        if n_classes < 2:
+            raise SettingError(f"setting condition='label' needs at least two classes; {train_part.name} has one")
+        spec = dataclasses.replace(
+            spec,
+            condition_dim=n_classes,
+            conditional_prior=spec.conditional_prior or config.conditional_prior,
+            network="mlp" if spec.network == "auto" else spec.network,
+        )
     spec = resolved(dataclasses.replace(spec, data_shape=data_shape, image_shape=image_shape), lik)
     train_cfg = dataclasses.replace(config.train, dynamic_binarize=config.data.binarize == "dynamic")
     torch.manual_seed(train_cfg.seed)
@@ -72,8 +88,9 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
     return Prepared(dataclasses.replace(config, model=spec, train=train_cfg), parts, lik, model)
 
 
-def train(settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = print,
-          data: dict[str, Dataset] | None = None) -> TrainResult:
+def train(
+    settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = print, data: dict[str, Dataset] | None = None
+) -> TrainResult:
     """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``)."""
     ctx = distributed.current()
     if not ctx.is_main:
@@ -85,15 +102,20 @@ def train(settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = 
     folder = _claim_on_main(ctx, config.out, parts["train"].name)
     try:
         if ctx.is_main:
-            facts = {"name": parts["train"].name, "sizes": {k: len(v) for k, v in parts.items()},
-                     "image_shape": parts["train"].image_shape}
+            facts = {
+                "name": parts["train"].name,
+                "sizes": {k: len(v) for k, v in parts.items()},
+                "image_shape": parts["train"].image_shape,
+            }
             folder.write_config(prep.config, facts)
             if schema is not None:
                 folder.write_preprocessing(schema)
         log(f"run folder: {folder.path}")
-        log(f"data: {parts['train'].name}, {len(parts['train'])} train / {len(parts['val'])} validation / "
+        log(
+            f"data: {parts['train'].name}, {len(parts['train'])} train / {len(parts['val'])} validation / "
             f"{len(parts['test'])} test examples of shape {tuple(x_train.shape[1:])}; likelihood: {lik.describe()}; "
-            f"network: {prep.config.model.network}" + (" (streamed from disk)" if hasattr(x_train, "chunks") else ""))
+            f"network: {prep.config.model.network}" + (" (streamed from disk)" if hasattr(x_train, "chunks") else "")
+        )
         if schema is not None:
             log(f"columns: {schema.describe()}")
             for note in schema.notes:
@@ -107,8 +129,15 @@ def train(settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = 
         folder.release()
 
 
-def resume(run_dir, *, epochs: int | None = None, device: str | None = None, progress: bool | None = None,
-           lr: float | None = None, log: Callable[[str], None] = print) -> TrainResult:
+def resume(
+    run_dir,
+    *,
+    epochs: int | None = None,
+    device: str | None = None,
+    progress: bool | None = None,
+    lr: float | None = None,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
     """Continue a stopped run; the result equals an uninterrupted run with the same settings
     (also under torchrun with the same number of processes: every process restores its own RNG).
     Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs."""
@@ -121,7 +150,9 @@ def resume(run_dir, *, epochs: int | None = None, device: str | None = None, pro
         raise type(err)(f"{err}; nothing to resume") from None
     raw = folder.read_config()
     config = folder.run_config()
-    changes = {k: v for k, v in (("epochs", epochs), ("device", device), ("progress", progress), ("lr", lr)) if v is not None}
+    changes = {
+        k: v for k, v in (("epochs", epochs), ("device", device), ("progress", progress), ("lr", lr)) if v is not None
+    }
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, **changes))
     resolve_device(config.train.device)
     with folder.lock() if ctx.is_main else contextlib.nullcontext():
@@ -141,8 +172,9 @@ def resume(run_dir, *, epochs: int | None = None, device: str | None = None, pro
         return _fit_and_finish(folder, config, model, parts, state, log)
 
 
-def _fit_and_finish(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state,
-                    log) -> TrainResult:
+def _fit_and_finish(
+    folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, log
+) -> TrainResult:
     ctx = distributed.current()
     train_cfg = config.train
     fitted = None
@@ -153,8 +185,10 @@ def _fit_and_finish(folder: RunFolder, config: RunConfig, model: Model, parts: d
         history = fitted.history
     if ctx.active:
         digest = (fitted and fitted.replica_digest) or distributed.check_replicas(model)
-        log(f"data-parallel: {ctx.world_size} processes, batches of {train_cfg.batch_size // ctx.world_size} each "
-            f"(effective {train_cfg.batch_size}); weights identical on all processes (sha256 {digest})")
+        log(
+            f"data-parallel: {ctx.world_size} processes, batches of {train_cfg.batch_size // ctx.world_size} each "
+            f"(effective {train_cfg.batch_size}); weights identical on all processes (sha256 {digest})"
+        )
     if not ctx.is_main:
         return TrainResult(run_dir=folder.path, model=model, history=history, metrics={})
     folder.save_model(model)  # the final (or best, after early stopping) weights
@@ -167,8 +201,10 @@ def _fit_and_finish(folder: RunFolder, config: RunConfig, model: Model, parts: d
     log(summary + f" per example ({metrics['estimator']})")
     if "columns" in metrics:
         cols = metrics["columns"]
-        log(f"per column, {cols['split']} rows ({cols['estimator']}): " + ", ".join(
-            f"{k} {v['log_lik']:.3f}" for k, v in cols["columns"].items()))
+        log(
+            f"per column, {cols['split']} rows ({cols['estimator']}): "
+            + ", ".join(f"{k} {v['log_lik']:.3f}" for k, v in cols["columns"].items())
+        )
     return TrainResult(run_dir=folder.path, model=model, history=history, metrics=metrics)
 
 
@@ -176,8 +212,23 @@ def _fit(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Da
     """The one call of ``vaekit.fit`` in the run layer."""
     saver = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
     val = parts["val"].x if len(parts["val"]) else None
-    return fit(model, parts["train"].x, val, config.train, callbacks=[saver] if ctx.is_main else [],
-               resume=state, rank=ctx.rank, world_size=ctx.world_size)
+    conditional = {}
+    if config.model.condition_dim:  # a conditional run: the labels of each split are its conditions
+        conditional = {
+            "condition": class_labels(parts["train"]),
+            "val_condition": class_labels(parts["val"]) if val is not None else None,
+        }
+    return fit(
+        model,
+        parts["train"].x,
+        val,
+        config.train,
+        callbacks=[saver] if ctx.is_main else [],
+        resume=state,
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        **conditional,
+    )
 
 
 def _silent(message: str) -> None:

@@ -1,0 +1,171 @@
+"""The training step's fast path (objectives.fast_loss): the same loss, batch sums and gradients as the
+Distribution-based ELBO (objectives.loss) for every likelihood it covers, the same random numbers, the
+general path for everything it does not cover, and the same training run end to end."""
+
+import numpy as np
+import pytest
+import torch
+
+import vaekit
+from vaekit import objectives, train
+from vaekit.train import TrainConfig, fit
+
+LIKELIHOODS = [
+    {"name": "bernoulli"},
+    {"name": "continuous_bernoulli"},
+    {"name": "gaussian", "scale": 1.0},
+    {"name": "gaussian", "scale": "learned"},
+    {"name": "gaussian", "scale": "predicted"},
+]
+
+
+def _model(likelihood, seed=0, **spec):
+    torch.manual_seed(seed)
+    spec = vaekit.ModelSpec(
+        data_shape=(12,), latent_dim=3, hidden=(16,), activation="relu", likelihood=likelihood, **spec
+    )
+    return vaekit.build_model(spec)
+
+
+def _data(n=40, seed=0):
+    return (torch.rand(n, 12, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+
+
+def _general(model, x, beta, n_samples):
+    loss, t = objectives.loss(model, x, beta=beta, n_samples=n_samples)
+    return loss, torch.stack([t.objective, t.elbo, t.log_px_z, t.kl]).detach().sum(1)
+
+
+def _loss_and_grads(fn, model, x, beta, n_samples):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(123)
+    loss, sums = fn(model, x, beta, n_samples)
+    loss.backward()
+    return loss.detach(), sums, [p.grad.clone() for p in model.parameters()]
+
+
+@pytest.mark.parametrize("likelihood", LIKELIHOODS, ids=lambda d: "-".join(str(v) for v in d.values()))
+@pytest.mark.parametrize("beta,n_samples", [(1.0, 1), (0.3, 3)])
+def test_fast_loss_sums_and_gradients_equal_the_distribution_elbo(likelihood, beta, n_samples):
+    model = _model(likelihood)
+    model.train()
+    x = _data()
+    assert objectives.fast_step_supported(model)
+    fast = _loss_and_grads(objectives.fast_loss, model, x, beta, n_samples)
+    general = _loss_and_grads(_general, model, x, beta, n_samples)
+    torch.testing.assert_close(fast[0], general[0], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(fast[1], general[1], rtol=1e-6, atol=1e-4)
+    for g_fast, g_general in zip(fast[2], general[2]):
+        torch.testing.assert_close(g_fast, g_general, rtol=1e-5, atol=1e-6)
+    # the sums are (objective, ELBO, log p(x|z), KL) and hang together as the bound says
+    objective, elbo, log_px_z, kl = fast[1].tolist()
+    assert kl > 0
+    assert elbo == pytest.approx(log_px_z - kl, rel=1e-6)
+    assert objective == pytest.approx(log_px_z - beta * kl, rel=1e-6)
+
+
+def test_fast_loss_draws_the_same_noise_as_the_posterior():
+    # z = mu + sigma * eps with eps the posterior's own draw (a fused multiply-add: equal to rounding)
+    model = _model({"name": "bernoulli"})
+    x = _data()
+    torch.manual_seed(7)
+    z_general = model.q_z(x).rsample()
+    torch.manual_seed(7)
+    seen = []
+    model.decoder.register_forward_hook(lambda m, inp, out: seen.append(inp[0].detach()))
+    objectives.fast_loss(model, x)
+    torch.testing.assert_close(seen[0], z_general, rtol=1e-6, atol=1e-6)
+
+
+def test_the_bernoulli_sum_matches_torchs_bernoulli_log_prob():
+    logits = torch.randn(50, 12, generator=torch.Generator().manual_seed(1)) * 4
+    x = _data(50)
+    fast = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+    reference = torch.distributions.Bernoulli(logits=logits).log_prob(x).sum()
+    assert abs(float(fast - reference)) <= 1e-6 * abs(float(reference))
+
+
+@pytest.mark.parametrize(
+    "spec,kwargs",
+    [
+        ({"prior": "mog"}, {}),
+        ({"posterior": "full"}, {}),
+        ({}, {"free_bits": 0.1}),
+        ({}, {"iw_samples": 4}),
+    ],
+)
+def test_models_and_objectives_it_does_not_cover_take_the_general_path(spec, kwargs):
+    model = _model({"name": "bernoulli"}, **spec)
+    assert not objectives.fast_step_supported(model, **kwargs)
+    step = train.LossStep(model, TrainConfig(**kwargs), "cpu")
+    assert not step.fast
+    x = _data()
+    torch.manual_seed(3)
+    loss, sums = step(x, 1.0)
+    torch.manual_seed(3)
+    expected, _ = objectives.loss(model, x, n_samples=1, **kwargs)
+    torch.testing.assert_close(loss, expected, rtol=0, atol=0)
+
+
+def test_a_conditional_model_takes_the_general_path():
+    model = _model({"name": "bernoulli"}, condition_dim=2)
+    assert not objectives.fast_step_supported(model)
+
+
+def test_an_encoder_of_the_wrong_width_gets_the_models_error():
+    model = _model({"name": "bernoulli"})
+    model.encoder = torch.nn.Linear(12, 5)
+    with pytest.raises(ValueError, match="encoder returned 5 outputs"):
+        objectives.fast_loss(model, _data())
+
+
+def test_a_run_on_the_fast_path_matches_the_general_path(monkeypatch):
+    x = _data(200).numpy()
+    config = TrainConfig(epochs=2, batch_size=32, lr=1e-2, progress=False, seed=0, threads=1, warmup=1, beta=0.5)
+    model_fast, model_general = _model({"name": "bernoulli"}), _model({"name": "bernoulli"})
+    fast = fit(model_fast, x, config=config)
+    monkeypatch.setattr(objectives, "fast_step_supported", lambda *a, **k: False)
+    general = fit(model_general, x, config=config)
+    for a, b in zip(fast.history, general.history):
+        for key in ("train_objective", "train_elbo", "train_log_px_z", "train_kl", "beta"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5), key
+    state_fast, state_general = model_fast.state_dict(), model_general.state_dict()
+    for name in state_fast:
+        torch.testing.assert_close(state_fast[name], state_general[name], rtol=1e-4, atol=1e-5)
+    assert np.isfinite(fast.history[-1]["train_elbo"])
+
+
+def test_log_marginals_bernoulli_log_likelihood_equals_the_likelihoods_own():
+    model = _model({"name": "bernoulli"})
+    x = _data(8)
+    z = torch.randn(5, 8, 3, generator=torch.Generator().manual_seed(2)) * 30  # logits far into both tails
+    with torch.no_grad():
+        fast = objectives._log_px_z(model, z, x, None)
+        reference = model.log_px_z(z, x)
+    assert fast.shape == (5, 8)
+    torch.testing.assert_close(fast, reference, rtol=1e-6, atol=1e-6)
+    # the estimate through it is the one the Distribution-based weights give, on shared noise
+    noise = torch.randn(64, 3, generator=torch.Generator().manual_seed(5))
+    estimate = vaekit.log_marginal(model, x, k=64, noise=noise).log_px
+    with torch.no_grad():
+        qz = model.q_z(x)
+        zs = qz.base_dist.loc + qz.base_dist.scale * noise.unsqueeze(1)
+        log_w = model.p_x(zs).log_prob(x) + model.p_z().log_prob(zs) - qz.log_prob(zs)
+        expected = torch.logsumexp(log_w.double(), 0) - np.log(64)
+    torch.testing.assert_close(estimate.double(), expected, rtol=1e-6, atol=0)
+
+
+def test_the_fast_step_under_bf16_autocast_keeps_float32_sums_near_the_general_path():
+    model = _model({"name": "bernoulli"})
+    x = _data()
+    config = TrainConfig(amp="bf16")
+    fast, general = train.LossStep(model, config, "cpu"), train.LossStep(model, config, "cpu")
+    general.fast = False
+    assert fast.fast
+    torch.manual_seed(9)
+    loss_fast, sums_fast = fast(x, 1.0)
+    torch.manual_seed(9)
+    loss_general, sums_general = general(x, 1.0)
+    assert sums_fast.dtype == torch.float32 and loss_fast.dtype == torch.float32
+    torch.testing.assert_close(sums_fast, sums_general, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(loss_fast, loss_general, rtol=1e-5, atol=1e-5)
