@@ -21,7 +21,7 @@ IMPUTE_K = 50
 FIGURES = {
     "curves": "ELBO, reconstruction and KL per epoch, train and validation",
     "overview": "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves",
-    "samples": "decoded prior samples (image grid, or over the 2-D data)",
+    "samples": "decoded prior samples (image grid, or over the 2-D data; a conditional run: one row per class)",
     "reconstructions": "held-out images beside their reconstructions",
     "manifold": (
         "decoded grid of latent points through the prior's quantiles (above two latent units: the two "
