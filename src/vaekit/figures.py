@@ -353,10 +353,10 @@ def _conditional(v: RunView) -> bool:
 
 
 def _held_out_c(v: RunView, n: int | None = None):
-    """The class labels of the held-out examples shown (a conditional run's conditions), or None."""
+    """The conditions of the held-out examples shown (a conditional run's labels or covariates), or None."""
     if not _conditional(v):
         return None
-    return runs.class_labels(v.held_out)[:n]
+    return runs.conditions(v.run, v.held_out, "the held-out rows")[:n]
 
 
 def _needs_unconditional(needs):
@@ -402,7 +402,7 @@ def _make_manifold(v: RunView):
 
 
 def _make_latent(v: RunView):
-    c = runs.class_labels(v.fit) if _conditional(v) else None
+    c = runs.conditions(v.run, v.fit, "the training rows") if _conditional(v) else None
     z, _ = generate.encode(v.model, _tensor(v.fit.x), c=c)
     return plots.latent_map(
         z.numpy(),

@@ -11,7 +11,7 @@ from ..data import Dataset
 from ..model import Model
 from ..tabular import column_log_likelihoods
 from ..train import evaluate_elbo
-from .data import bernoulli_draw, class_labels
+from .data import bernoulli_draw, part_conditions
 
 FINAL_SAMPLES = 10
 
@@ -33,17 +33,23 @@ def final_metrics(model: Model, parts: dict[str, Dataset], train_cfg: TrainConfi
                 x = bernoulli_draw(x, train_cfg.seed)
             x = x if hasattr(x, "chunks") else torch.as_tensor(x, device=device)
             c = None
-            if getattr(model, "condition_dim", 0):  # a conditional run: log p(x|c) bounds, c the labels
-                c = torch.as_tensor(class_labels(parts[name]), device=device)
+            if getattr(model, "condition_dim", 0):  # a conditional run: log p(x|c) bounds, c labels or covariates
+                c = torch.as_tensor(part_conditions(parts[name]), device=device)
             out[name] = evaluate_elbo(model, x, train_cfg.eval_batch_size, n_samples=FINAL_SAMPLES, c=c)
             out[name]["n"] = len(parts[name])
     if getattr(model, "condition_dim", 0):
-        out["estimator"] += ", conditional on the class labels: a bound on log p(x|c)"
+        out["estimator"] += ", conditional on c (class labels or covariates): a bound on log p(x|c)"
     if model.likelihood.column_names() is not None:  # a table: each column's share of log p(x|z)
         split = "val" if len(parts["val"]) else "train"
         out["columns"] = {
             "split": split,
-            **column_log_likelihoods(model, parts[split].x, FINAL_SAMPLES, seed=train_cfg.seed),
+            **column_log_likelihoods(
+                model,
+                parts[split].x,
+                FINAL_SAMPLES,
+                seed=train_cfg.seed,
+                c=part_conditions(parts[split]) if getattr(model, "condition_dim", 0) else None,
+            ),
         }
     torch.set_rng_state(gen_state)
     return out
