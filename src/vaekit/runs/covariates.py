@@ -64,18 +64,17 @@ class Covariates:
                     f"condition column {name!r} has {n_missing} missing value(s) in the training rows of {source}; "
                     "covariates must be complete: fill or drop those rows"
                 )
+            if sub[name].nunique() < 2:
+                raise DataError(
+                    f"condition column {name!r} holds one value in the training rows of {source}, "
+                    "so it cannot condition the model; drop it from --condition-columns"
+                )
         schema = Schema.fit(
             sub,
             numeric=[n for n in numeric if n in names],
             binary=[n for n in binary if n in names],
             categorical=[n for n in categorical if n in names],
         )
-        constant = [c["name"] for c in schema.columns if c["kind"] == "constant"]
-        if constant:
-            raise DataError(
-                f"condition column {constant[0]!r} holds one value in the training rows of {source}, "
-                "so it cannot condition the model; drop it from --condition-columns"
-            )
         order = list(table_columns) if table_columns is not None else list(frame.columns)
         return cls(schema=Schema(columns=schema.columns), table_columns=[str(c) for c in order])
 
