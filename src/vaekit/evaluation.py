@@ -134,6 +134,7 @@ class Gaps:
     converged: np.ndarray  # (N,) bool
     steps_taken: np.ndarray  # (N,) int
     config: GapConfig
+    family: str = "diagonal"  # the posterior family q* was refined in (ModelSpec.posterior's names)
 
     @property
     def converged_fraction(self) -> float:
@@ -146,6 +147,7 @@ class Gaps:
         }
         out["refinement"] = {
             **self.config.to_dict(),
+            "family": self.family,
             "converged_fraction": self.converged_fraction,
             "mean_steps": float(np.mean(self.steps_taken)),
             "criterion": (
@@ -352,7 +354,7 @@ def _measure(
             cb = _cut(c, start, xb)
             start += xb.shape[0]
             qz, pz = (model.q_z(xb), pz) if cb is None else (model.q_z(xb, cb), model.p_z(cb))
-            closed_kl = _closed_form_kl(qz, pz)
+            closed_kl = kl_in_closed_form(qz, pz)
             locs.append(qz.mean)
             values, units_estimator = unit_kl(qz, pz, model, max_elements=max_elements)
             kl_units.append(values)
@@ -639,6 +641,7 @@ def inference_gaps(
         converged=converged,
         steps_taken=steps,
         config=config,
+        family=family.family,
     )
 
 
@@ -679,7 +682,9 @@ def _elbo_with(model: Model, family, x: torch.Tensor, h: torch.Tensor, eps: torc
 def _mean_se(draws: torch.Tensor, estimator: str, samples: int) -> tuple:
     """Metric fields from per-draw values (S, N): the mean over draws and its standard error."""
     s = draws.shape[0]
-    se = draws.double().std(0, unbiased=True) / math.sqrt(s) if s > 1 else torch.full_like(draws[0], math.nan)
+    if s < 2:  # one draw has no spread to estimate an error from
+        return _np(draws.double().mean(0)), estimator, samples, None
+    se = draws.double().std(0, unbiased=True) / math.sqrt(s)
     return _np(draws.double().mean(0)), estimator, samples, _np(se)
 
 
@@ -760,7 +765,8 @@ def _as_input(model: Model, data, device: torch.device, dtype: torch.dtype) -> t
     return x
 
 
-def _closed_form_kl(qz, prior) -> bool:
+def kl_in_closed_form(qz, prior) -> bool:
+    """Whether torch has KL(q || p) in closed form (else the bounds take it by Monte Carlo)."""
     q = qz.base_dist if isinstance(qz, Independent) else qz
     p = prior.base_dist if isinstance(prior, Independent) else prior
     try:

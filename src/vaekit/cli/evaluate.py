@@ -156,7 +156,8 @@ def format_table(r: Evaluation, title: str, conditional: bool = False) -> str:
         g = r.gaps
         lines.append("")
         lines.append(
-            f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder, "
+            f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder in its "
+            f"family ({g.family}), "
             f"{100 * g.converged_fraction:.0f}% converged, {g.steps_taken.mean():.0f} steps on average "
             f"(at most {g.config.steps}, Adam lr {g.config.lr})"
         )
