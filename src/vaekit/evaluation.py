@@ -612,7 +612,7 @@ def inference_gaps(
     log_px = Metric(
         _np(lm.log_px),
         f"log p(x{given}): importance sampling, k={lm.k} split evenly over the proposals q* ({family.family}), "
-        f"the model's own q(z|x{', c' if c is not None else ''}) ({family.family}) and a diagonal Gaussian at "
+        f"the model's own q(z|x{', c' if c is not None else ''}) ({_own_family(model)}) and a diagonal Gaussian at "
         "q*'s moments with doubled scale (weights by the mixture density)",
         lm.k,
         _np(lm.stderr),
@@ -647,6 +647,11 @@ def inference_gaps(
 
 def _q(model: Model, x: torch.Tensor, c=None):
     return model.q_z(x) if c is None else model.q_z(x, c)
+
+
+def _own_family(model: Model) -> str:
+    own = type(model).q_z is Model.q_z
+    return getattr(getattr(model, "posterior", None), "family", None) if own else type(model).__name__ + ".q_z"
 
 
 def _family(model: Model, x: torch.Tensor, c=None):
