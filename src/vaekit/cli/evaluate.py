@@ -90,8 +90,6 @@ def run(args: argparse.Namespace) -> int:
     )
     gaps = GapConfig(steps=args.gap_steps, lr=args.gap_lr) if args.gaps else False
     c = runs.conditions(opened, data, "the evaluated data")  # a conditional run: its labels or covariates are c
-    if c is not None and gaps:
-        raise ValueError("--gaps is not available for a conditional run yet; evaluate it without --gaps")
     result = evaluate(
         opened.model,
         data,
@@ -145,25 +143,30 @@ def format_table(r: Evaluation, title: str, conditional: bool | str = False) -> 
     if r.bits_per_dim is not None:
         lines.append(_row("bits/dim", r.bits_per_dim))
     lines.append("")
+    counted = r.n_examples > 1  # a variance over the examples needs two of them
+    active = f"{r.n_active} of {r.latent_dim} active" if counted else "active units not counted from 1 example"
     lines.append(
-        f"latent units: {r.n_active} of {r.latent_dim} active "
-        f"(Var_x E_q[z_j|x] > {r.active_threshold}, Burda et al. 2016); posterior collapse: {r.collapse}"
+        f"latent units: {active} (Var_x E_q[z_j|x] > {r.active_threshold}, Burda et al. 2016); "
+        f"posterior collapse: {r.collapse}"
     )
-    kl_units = r.kl_per_unit.mean(0)
     width = 8
     lines.append("  " + f"{'unit':<16}" + "".join(f"{j + 1:>{width}}" for j in range(r.latent_dim)))
-    lines.append("  " + f"{'KL (nats)':<16}" + "".join(f"{v:>{width}.3f}" for v in kl_units))
-    lines.append("  " + f"{'Var_x E_q[z]':<16}" + "".join(f"{v:>{width}.3f}" for v in r.posterior_mean_variance))
-    lines.append("  " + f"{'active':<16}" + "".join(f"{('yes' if a else 'no'):>{width}}" for a in r.active_units))
+    if r.kl_per_unit is not None:
+        lines.append("  " + f"{'KL (nats)':<16}" + "".join(f"{v:>{width}.3f}" for v in r.kl_per_unit.mean(0)))
+    if counted:
+        lines.append("  " + f"{'Var_x E_q[z]':<16}" + "".join(f"{v:>{width}.3f}" for v in r.posterior_mean_variance))
+        lines.append("  " + f"{'active':<16}" + "".join(f"{('yes' if a else 'no'):>{width}}" for a in r.active_units))
+    lines.append(f"  KL per unit: {r.kl_per_unit_estimator}")
     if r.gaps is not None:
         g = r.gaps
         lines.append("")
         lines.append(
-            f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder, "
+            f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder in its "
+            f"family ({g.family}), "
             f"{100 * g.converged_fraction:.0f}% converged, {g.steps_taken.mean():.0f} steps on average "
             f"(at most {g.config.steps}, Adam lr {g.config.lr})"
         )
-        lines.append(_row("log p(x) [mixture]", g.log_px))
+        lines.append(_row("log p(x|c) [mixture]" if conditional else "log p(x) [mixture]", g.log_px))
         lines.append(_row("L[q*]", g.elbo_refined))
         lines.append(_row("L[q_enc]", g.elbo_encoder))
         lines.append(_row("approximation gap", g.approximation))
