@@ -4,6 +4,7 @@ that does no extra work."""
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -149,6 +150,7 @@ def test_every_batch_non_finite_is_refused_with_skipping_on(data):
 def test_automatic_threads_pick_a_candidate_restore_and_change_no_result(data, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train, "thread_candidates", lambda: [1, 2])
+    monkeypatch.setattr(train, "_free_cores", lambda: 2)
     tried = []
     timed = train._fastest_threads
 
@@ -181,9 +183,49 @@ def test_automatic_threads_pick_a_candidate_restore_and_change_no_result(data, m
     assert auto.history.column("val_elbo") == given.history.column("val_elbo")
 
 
+def test_counts_above_the_free_cores_are_not_tried(data, monkeypatch):
+    """Another process busy on one of two cores: 2 threads would wait at every barrier, so the
+    automatic setting takes 1 without timing a step at 2."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(train, "thread_candidates", lambda: [1, 2])
+    monkeypatch.setattr(train, "_free_cores", lambda: 1)
+    counts = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: counts.append(n) or real(n))
+    before = torch.get_num_threads()
+    try:
+        real(3)  # neither candidate: a set to 2 could only come from a trial
+        result = fit(_model(), data, config=TrainConfig(epochs=1, batch_size=50, progress=False))
+    finally:
+        real(before)
+    assert result.threads == 1 and counts == [1, 3]  # set for the run, then restored
+
+
+def test_free_cores_counts_other_busy_processes():
+    """The reading itself: with two spinning processes beside, at least two fewer cores are free
+    than with none (on a machine with at least two cores; an idle machine's count is its cores)."""
+    import subprocess
+    import sys
+    import time
+
+    cores = len(os.sched_getaffinity(0))
+    if cores < 2 or not os.path.exists("/proc/loadavg"):
+        pytest.skip("needs Linux /proc and two cores")
+    busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        time.sleep(0.5)
+        assert train._free_cores() <= cores - 2
+    finally:
+        for p in busy:
+            p.kill()
+            p.wait()
+    assert 0 <= train._free_cores() <= cores
+
+
 def test_a_short_run_is_not_worth_timing_more_threads(data, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train, "thread_candidates", lambda: [1, 2])
+    monkeypatch.setattr(train, "_free_cores", lambda: 2)
     counts = []
     real = torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: counts.append(n) or real(n))

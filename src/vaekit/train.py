@@ -12,6 +12,7 @@ Schedules (KL warm-up) live here; the model never sees the epoch.
 from __future__ import annotations
 
 import contextlib
+import glob
 import inspect
 import math
 import os
@@ -270,6 +271,37 @@ def thread_candidates() -> list[int]:
     return sorted({n for n in (1, 2, cores) if n <= cores})
 
 
+def _free_cores() -> int:
+    """Cores that no other runnable thread wants at this moment: this process's cores less the
+    runnable threads of other processes (/proc/loadavg's running count, less this process's own
+    running threads), the smallest of three reads. On a busy machine a step at more threads than
+    are free waits at every barrier for a thread that is not scheduled (20x slower seen), and
+    even timing one such step costs seconds, so those counts are not tried. Where /proc is not
+    there, every core counts as free."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+    try:
+        others = []
+        for _ in range(3):
+            with open("/proc/loadavg") as f:
+                running = int(f.read().split()[3].split("/")[0])
+            own = 0
+            for stat in glob.glob("/proc/self/task/*/stat"):
+                try:
+                    with open(stat) as f:
+                        text = f.read()
+                except OSError:  # the thread ended
+                    continue
+                own += text[text.rindex(")") + 2] == "R"
+            others.append(max(0, running - max(own, 1)))
+            time.sleep(0.001)
+    except (OSError, ValueError, IndexError):
+        return cores
+    return max(0, cores - min(others))
+
+
 def _trial_batch(run: _Run) -> torch.Tensor:
     n = min(run.source.batch_size, run.source.per_rank)
     if isinstance(run.source.x, torch.Tensor):
@@ -343,7 +375,8 @@ def cpu_threads(threads: int, run: _Run, resume: TrainerState | None = None) -> 
     """Set torch's intra-op CPU threads for a training run and restore them afterwards.
 
     ``threads > 0`` is taken as given. ``0`` (automatic) times a few real steps at 1, 2 and all
-    cores (``thread_candidates``) and keeps the fastest: whether threads pay depends on the model,
+    cores (``thread_candidates``, less the counts above the cores other processes leave free right
+    now, ``_free_cores``) and keeps the fastest: whether threads pay depends on the model,
     the batch and how busy the machine is, so it is measured, not guessed. The count is written in
     the history (``threads``) and a resumed run takes it again, since the count can change float
     rounding; set ``threads`` for runs that must match bit for bit across machines. Runs where
@@ -362,7 +395,12 @@ def cpu_threads(threads: int, run: _Run, resume: TrainerState | None = None) -> 
     try:
         if automatic:
             recorded = resume.history.last.get("threads") if resume is not None and resume.history else None
-            wanted = int(recorded) if recorded else _fastest_threads(run, thread_candidates())
+            if recorded:
+                wanted = int(recorded)
+            else:  # counts above the cores other work leaves free now are not worth a trial step
+                free = _free_cores()
+                candidates = [n for n in thread_candidates() if n <= max(1, free)]
+                wanted = _fastest_threads(run, candidates)
         if wanted > 0 and wanted != torch.get_num_threads():
             torch.set_num_threads(wanted)
         yield torch.get_num_threads()
