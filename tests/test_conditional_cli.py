@@ -247,7 +247,7 @@ def test_encode_and_traverse_use_the_condition(cvae_run, digits_classifier, tmp_
     for argv, words in (
         (["traverse", str(cvae_run)], "give --condition"),
         (["traverse", str(cvae_run), "--condition", "10"], "out of range"),
-        (["interpolate", str(cvae_run)], "not available for a conditional run"),
+        (["interpolate", str(cvae_run)], "give --condition K"),
     ):
         assert _code([*argv, "--no-png", "-o", str(tmp_path / "never.npy")]) == 2
         err = capsys.readouterr().err.strip()
