@@ -154,6 +154,24 @@ def test_conditional_resume_equals_an_uninterrupted_run(tmp_path, prior):
         assert torch.equal(v, b.state_dict()[k]), k
 
 
+def test_interpolate_decodes_under_the_pairs_label_or_the_given_class(cvae_run, digits_classifier, tmp_path, capsys):
+    run = runs.open_run(cvae_run)
+    labels = run.data("test").labels
+    same = [int(i) for i in np.flatnonzero(labels == labels[0])[:2]]
+    other = int(np.flatnonzero(labels != labels[0])[0])
+    out = tmp_path / "i.npy"
+    base = ["interpolate", str(cvae_run), "--steps", "5", "-o", str(out), "--no-png"]
+    assert main([*base, "--pair", str(same[0]), str(same[1])]) == 0
+    assert "each line decoded under its pair's label" in capsys.readouterr().out
+    assert np.mean(digits_classifier.predict(np.load(out)[0]) == labels[0]) >= 0.6
+    assert _code([*base, "--pair", "0", str(other)]) == 2
+    assert "--condition K" in capsys.readouterr().err
+    k = (int(labels[0]) + 1) % 10
+    assert main([*base, "--pair", "0", str(other), "--condition", str(k)]) == 0
+    assert np.mean(digits_classifier.predict(np.load(out)[0]) == k) >= 0.6  # the line drawn as class k
+    assert _code([*base, "--condition", "10"]) == 2
+
+
 def test_figures_of_a_conditional_run(cvae_run):
     run = runs.open_run(cvae_run)
     v = figures.view(run)
@@ -229,7 +247,7 @@ def test_encode_and_traverse_use_the_condition(cvae_run, digits_classifier, tmp_
     for argv, words in (
         (["traverse", str(cvae_run)], "give --condition"),
         (["traverse", str(cvae_run), "--condition", "10"], "out of range"),
-        (["interpolate", str(cvae_run)], "not available for a conditional run"),
+        (["interpolate", str(cvae_run)], "give --condition K"),
     ):
         assert _code([*argv, "--no-png", "-o", str(tmp_path / "never.npy")]) == 2
         err = capsys.readouterr().err.strip()

@@ -115,3 +115,11 @@ def test_class_panels_needs_one_title_per_figure():
         plots.class_panels([fig, fig], ["only one"])
     both = plots.class_panels([fig, fig], ["a", "b"], title="t")
     assert _titles(both) == ["a", "b"] and both.get_suptitle() == "t"
+
+
+def test_the_report_says_what_the_condition_is(pinwheel_run, covariate_run):
+    from vaekit import report
+
+    assert report.data_summary(runs.open_run(pinwheel_run))["condition"] == "the class label, one-hot of 5 classes"
+    said = report.data_summary(runs.open_run(covariate_run))["condition"]
+    assert said.startswith("the table columns g, dose;") and "g (categorical, one-hot of 3)" in said

@@ -228,6 +228,31 @@ def test_traverse_decodes_under_one_covariate_row(cov_run, tmp_path):
     assert (t["group"] == "treated").all() and (t["x1"] > 0).all()
 
 
+def test_interpolate_decodes_each_line_under_one_covariate_row(cov_run, table, tmp_path, capsys):
+    frame = pd.read_csv(table)
+    one = tmp_path / "one.csv"
+    pd.DataFrame({"group": ["control"], "site": ["a"], "age": [40.0]}).to_csv(one, index=False)
+    out = tmp_path / "i.csv"
+    argv = ["interpolate", str(cov_run), "--data", str(table), "--pair", "0", "1", "--steps", "4", "-o", str(out)]
+    assert main([*argv, "--condition-file", str(one), "--no-png"]) == 0
+    i = pd.read_csv(out)
+    assert list(i.columns) == ["pair", "step", "x1", "group", "x2", "site", "age"] and len(i) == 4
+    assert (i["group"] == "control").all() and (i["x1"] < 0).all()
+    # two rows that share every covariate need no file: the line is decoded under theirs
+    same = frame.iloc[[0, 1]].copy()
+    same.loc[1, COVARIATES] = same.loc[0, COVARIATES]
+    pair = tmp_path / "pair.csv"
+    same.to_csv(pair, index=False)
+    assert main(["interpolate", str(cov_run), "--data", str(pair), "-o", str(out), "--no-png"]) == 0
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out)[COVARIATES].iloc[[0]], same[COVARIATES].iloc[[0]].reset_index(drop=True)
+    )
+    assert "each line decoded under its pair's covariates" in capsys.readouterr().out
+    different = frame.iloc[[0, 1]]
+    assert (different[COVARIATES].iloc[0] != different[COVARIATES].iloc[1]).any()
+    _refused(capsys, [*argv, "--no-png"], ["different covariates", "--condition-file"])
+
+
 # -- save / load / resume ----------------------------------------------------------------------------------
 def test_resume_continues_exactly_and_keeps_the_encoding(table, tmp_path):
     whole, part = tmp_path / "whole", tmp_path / "part"

@@ -356,6 +356,10 @@ def data_summary(run: runs.Run) -> dict[str, Any]:
     out["shape per example"] = "x".join(str(s) for s in (run.model.data_shape or ()))
     if cfg.get("image_shape"):
         out["image shape"] = "x".join(str(s) for s in cfg["image_shape"])
+    if run.condition_kind == "columns":  # a conditional VAE: what c is
+        out["condition"] = f"the table columns {', '.join(run.covariates.names)}; {run.covariates.describe()}"
+    elif run.condition_kind == "label":
+        out["condition"] = f"the class label, one-hot of {run.model.condition_dim} classes"
     split = cfg.get("split") or {}
     if split:
         out["split fractions"] = split.get("fractions")
