@@ -505,7 +505,9 @@ def _mixture_size(pz) -> int:
     return int(pz.mixture_distribution.logits.shape[-1]) if isinstance(pz, MixtureSameFamily) else 1
 
 
-def unit_kl(qz, pz, model: Model | None = None, samples: int = UNIT_KL_SAMPLES, max_elements: int = 2**24):
+def unit_kl(
+    qz, pz, model: Model | None = None, samples: int = UNIT_KL_SAMPLES, max_elements: int = DEFAULT_MAX_ELEMENTS
+):
     """KL(q(z_j|x) || p(z_j)) for every latent unit j, (B, H), and the estimator in words.
 
     When q and p are diagonal Gaussians (closed form) these are the KL's own terms and add up to it.
