@@ -8,10 +8,10 @@ posterior-collapse flag, and the inference-gap decomposition of Cremer et al. (2
     log p(x) - L[q_enc] = (log p(x) - L[q*])   +   (L[q*] - L[q_enc])
                           approximation gap        amortisation gap
 
-where q_enc is the encoder's q(z|x) and q* the best diagonal Gaussian for each example,
-found by optimising its mean and log-scale from the encoder's output. The approximation
-gap is what the diagonal-Gaussian family costs; the amortisation gap is what sharing one
-encoder across all x costs.
+where q_enc is the encoder's q(z|x) and q* the best q of the model's own posterior family for
+each example, found by optimising the encoder's output h (q = posterior(h)) from its value. The
+approximation gap is what that family costs; the amortisation gap is what sharing one encoder
+across all x costs.
 
 Every quantity is a ``Metric``: per-example values, the estimator, the number of draws.
 """
@@ -121,7 +121,8 @@ class Gaps:
     """The inference-gap decomposition (Cremer et al. 2018), per example.
 
     ``log_px - elbo_encoder == approximation + amortisation`` holds exactly by construction;
-    ``log_px`` is importance-sampled with a mixture of q*, the encoder's q and a widened q*."""
+    ``log_px`` is importance-sampled with a mixture of q*, the model's own q and a diagonal Gaussian
+    at q*'s moments with twice its scale."""
 
     log_px: Metric
     elbo_encoder: Metric
