@@ -85,7 +85,7 @@ class Metric:
 
 @dataclass
 class GapConfig:
-    """How q* is found for each example: Adam on q's mean and log-scale from the encoder's
+    """How q* is found for each example: Adam on the posterior's parameters h, from the encoder's
     output, ``samples`` fresh draws per step. Every ``check_every`` steps the ELBO is measured
     with ``check_samples`` draws held fixed for the whole run; the best parameters so far are
     kept. When an example gains less than ``tol`` nats over a check, it restarts from its best
