@@ -175,3 +175,32 @@ def test_no_nan_is_printed_or_written_for_any_family(tmp_path):
                 assert r.kl_per_unit is None and "not defined for layers=2" in table
             if kw.get("prior") == "mog":
                 assert r.kl_per_unit is not None and math.isfinite(float(r.kl_per_unit.sum()))
+
+
+def test_kl_units_figure_is_not_drawn_where_the_kl_per_unit_is_not_defined(variant_runs, capsys):
+    from vaekit import generate
+
+    assert main(["plot", str(variant_runs["iaf"]), "kl_units"]) == 2
+    err = capsys.readouterr().err
+    assert "not defined for posterior=iaf" in err and "\n" not in err.strip()
+    # a full-covariance run: the figure's numbers are the marginals' KLs, as evaluate reports them
+    opened = runs.open_run(variant_runs["full"], device=torch.device("cpu"))
+    x = torch.as_tensor(opened.data("test").x)
+    assert generate.kl_per_unit_defined(opened.model, x) is None
+    r = evaluate(opened.model, x, iw_samples=0, iwae_k=())
+    np.testing.assert_allclose(generate.kl_per_unit(opened.model, x).numpy(), r.kl_per_unit.mean(0), rtol=1e-4)
+
+
+def test_kl_anomaly_score_is_finite_for_every_family_and_a_monte_carlo_kl_where_needed(variant_runs):
+    from vaekit import anomaly
+
+    for name in ("iaf", "full", "mog"):
+        opened = runs.open_run(variant_runs[name], device=torch.device("cpu"))
+        x = torch.as_tensor(opened.data("test").x[:40])
+        noise = anomaly.common_noise(2000, opened.model.latent_dim, seed=0)
+        kl = anomaly.kl_to_prior(opened.model, x, noise=noise)
+        assert bool(torch.isfinite(kl).all()), name
+        r = evaluate(opened.model, x, iw_samples=0, iwae_k=(), elbo_samples=200)  # an independent MC KL
+        assert abs(float(kl.mean()) - r.kl.mean) < 4 * r.kl.mean_mc_stderr + 0.01, name
+        # common draws: each example's score is the same in any batch
+        torch.testing.assert_close(anomaly.kl_to_prior(opened.model, x[:7], noise=noise), kl[:7])

@@ -9,8 +9,9 @@ With q(z|x) the encoder, p(x|z) the decoder and p(z) the prior:
   of z (An & Cho 2015). An & Cho average the density p(x|z) itself; the average of its log
   (the ELBO's reconstruction term) is used here because it stays finite in high dimension
   and ranks examples alike. Higher is more normal.
-- ``kl``: KL(q(z|x) || p(z)) in closed form: how far the encoder must move an example away
-  from the prior. Higher is more *anomalous*.
+- ``kl``: KL(q(z|x) || p(z)), in closed form where torch has one (diagonal q, normal prior), else the
+  Monte Carlo mean of log q(z|x) - log p(z) over L draws (mixture priors, full covariance, IAF, two
+  layers): how far the encoder must move an example away from the prior. Higher is more *anomalous*.
 
 Every value is in nats. ``score`` turns each into a scikit-learn style score (higher means
 more normal: ``logpx`` and ``recon`` as they are, ``kl`` negated), which is what
@@ -28,17 +29,19 @@ from __future__ import annotations
 import math
 
 import torch
+from torch.distributions import kl_divergence
 
 from .batches import inference
 from .generate import model_batches
 from .model import Model
-from .objectives import kl_per_unit, log_marginal
+from .objectives import log_marginal
+from .posteriors import draw
 
 # name -> (column name for files, sign that makes "higher = more normal", description)
 SCORES: dict[str, tuple[str, float, str]] = {
     "logpx": ("log_px", 1.0, "importance-sampled log p(x) (IWAE_K with q(z|x) as proposal)"),
     "recon": ("recon_log_px_z", 1.0, "reconstruction log-probability E_q[log p(x|z)] (An & Cho 2015, L draws)"),
-    "kl": ("kl", -1.0, "KL(q(z|x) || p(z)), closed form"),
+    "kl": ("kl", -1.0, "KL(q(z|x) || p(z)), closed form where torch has one, else L-draw Monte Carlo"),
 }
 
 
@@ -109,15 +112,26 @@ def reconstruction_log_prob(
     return torch.cat(out)
 
 
-def kl_to_prior(model: Model, x: torch.Tensor, batch_size: int = 4096, c=None) -> torch.Tensor:
-    """KL(q(z|x) || p(z)) per example in nats, (B,) (closed form for the Gaussian prior); given a
-    conditional model's ``c``: KL(q(z|x, c) || p(z|c))."""
+def kl_to_prior(
+    model: Model, x: torch.Tensor, batch_size: int = 4096, c=None, n_samples: int = 100, noise=None
+) -> torch.Tensor:
+    """KL(q(z|x) || p(z)) per example in nats, (B,): closed form where torch has one (the diagonal
+    Gaussian and the normal prior), else mean_l [log q(z_l|x) - log p(z_l)] over ``n_samples`` draws
+    (or the common draws ``noise`` (L, latent_dim)); given a conditional model's ``c``:
+    KL(q(z|x, c) || p(z|c))."""
     out = []
     with inference(model):
         for i, xb in enumerate(model_batches(model, x, batch_size)):
             cb = _cut(c, i, batch_size, xb)
             pz = model.p_z() if cb is None else model.p_z(model.condition(cb, xb.shape[0]))
-            out.append(kl_per_unit(model.q_z(xb, cb), pz).sum(-1))
+            qz = model.q_z(xb, cb)
+            try:
+                out.append(kl_divergence(qz, pz).expand(qz.batch_shape))
+            except NotImplementedError:
+                shared = None if noise is None else noise.to(xb).unsqueeze(1)  # (L, 1, H)
+                z, log_q = draw(qz, (n_samples,), shared)
+                log_q = qz.log_prob(z) if log_q is None else log_q
+                out.append((log_q - pz.log_prob(z)).mean(0))
     return torch.cat(out)
 
 
@@ -131,7 +145,7 @@ def raw_score(
         return log_px(model, x, k=n_samples, noise=noise, c=c)
     if kind == "recon":
         return reconstruction_log_prob(model, x, n_samples=n_samples, noise=noise, c=c)
-    return kl_to_prior(model, x, c=c)
+    return kl_to_prior(model, x, c=c, n_samples=n_samples, noise=noise)
 
 
 def score(

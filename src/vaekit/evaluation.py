@@ -8,10 +8,10 @@ posterior-collapse flag, and the inference-gap decomposition of Cremer et al. (2
     log p(x) - L[q_enc] = (log p(x) - L[q*])   +   (L[q*] - L[q_enc])
                           approximation gap        amortisation gap
 
-where q_enc is the encoder's q(z|x) and q* the best diagonal Gaussian for each example,
-found by optimising its mean and log-scale from the encoder's output. The approximation
-gap is what the diagonal-Gaussian family costs; the amortisation gap is what sharing one
-encoder across all x costs.
+where q_enc is the encoder's q(z|x) and q* the best q of the model's own posterior family for
+each example, found by optimising the encoder's output h (q = posterior(h)) from its value. The
+approximation gap is what that family costs; the amortisation gap is what sharing one encoder
+across all x costs.
 
 Every quantity is a ``Metric``: per-example values, the estimator, the number of draws.
 """
@@ -26,12 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.distributions import (
-    Categorical,
-    Distribution,
     Independent,
-    MixtureSameFamily,
-    MultivariateNormal,
-    Normal,
     kl_divergence,
 )
 
@@ -40,8 +35,10 @@ from .generate import placement
 from .model import Model
 from .objectives import (
     DEFAULT_MAX_ELEMENTS,
+    _mixture_size,
     elements_per_draw,
     log_marginal,
+    unit_kl,
 )
 from .posteriors import Diagonal, draw
 
@@ -88,7 +85,7 @@ class Metric:
 
 @dataclass
 class GapConfig:
-    """How q* is found for each example: Adam on q's mean and log-scale from the encoder's
+    """How q* is found for each example: Adam on the posterior's parameters h, from the encoder's
     output, ``samples`` fresh draws per step. Every ``check_every`` steps the ELBO is measured
     with ``check_samples`` draws held fixed for the whole run; the best parameters so far are
     kept. When an example gains less than ``tol`` nats over a check, it restarts from its best
@@ -124,7 +121,8 @@ class Gaps:
     """The inference-gap decomposition (Cremer et al. 2018), per example.
 
     ``log_px - elbo_encoder == approximation + amortisation`` holds exactly by construction;
-    ``log_px`` is importance-sampled with a mixture of q*, the encoder's q and a widened q*."""
+    ``log_px`` is importance-sampled with a mixture of q*, the model's own q and a diagonal Gaussian
+    at q*'s moments with twice its scale."""
 
     log_px: Metric
     elbo_encoder: Metric
@@ -474,74 +472,6 @@ def _warnings(r: Evaluation) -> list[str]:
             "lower bound"
         )
     return out
-
-
-# -- the KL per latent unit ------------------------------------------------------------------
-UNIT_KL_SAMPLES = 100  # Monte Carlo draws per example of a per-unit KL without a closed form
-
-
-def unit_marginals(d) -> Distribution | None:
-    """The one-dimensional marginals of a distribution over z (..., H) as one distribution of batch
-    shape (..., H): a diagonal Gaussian's own units, a full-covariance Gaussian's N(mu_j, Sigma_jj), a
-    mixture of diagonal Gaussians' one-dimensional mixtures. None where they have no closed form
-    (a flow, two stochastic layers, a prior of the user's own)."""
-    if isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1 and isinstance(d.base_dist, Normal):
-        return d.base_dist
-    if isinstance(d, MultivariateNormal):
-        return Normal(d.loc, d.variance.sqrt(), validate_args=False)
-    if isinstance(d, MixtureSameFamily):
-        parts = unit_marginals(d.component_distribution)  # (..., K, H)
-        if isinstance(parts, Normal):
-            logits = d.mixture_distribution.logits.unsqueeze(-2).expand(*parts.loc.shape[:-2], parts.loc.shape[-1], -1)
-            return MixtureSameFamily(
-                Categorical(logits=logits, validate_args=False),
-                Normal(parts.loc.movedim(-2, -1), parts.scale.movedim(-2, -1), validate_args=False),
-                validate_args=False,
-            )
-    return None
-
-
-def _mixture_size(pz) -> int:
-    return int(pz.mixture_distribution.logits.shape[-1]) if isinstance(pz, MixtureSameFamily) else 1
-
-
-def unit_kl(qz, pz, model: Model | None = None, samples: int = UNIT_KL_SAMPLES, max_elements: int = 2**24):
-    """KL(q(z_j|x) || p(z_j)) for every latent unit j, (B, H), and the estimator in words.
-
-    When q and p are diagonal Gaussians (closed form) these are the KL's own terms and add up to it.
-    Otherwise they are the KLs between the one-dimensional marginals: in closed form between two
-    Gaussians (a full-covariance q: their sum falls short of the KL by q's total correlation
-    KL(q || prod_j q_j) >= 0), else the ``samples``-draw Monte Carlo mean of log q_j(z_j) - log p_j(z_j)
-    (a mixture prior's marginals; their sum is not the KL). Where a marginal has no closed form (an
-    IAF or two-layer q, a two-layer prior) the values are None and the string says why."""
-    q1, p1 = unit_marginals(qz), unit_marginals(pz)
-    if q1 is None or p1 is None:
-        family = getattr(getattr(model, "posterior", None), "family", None)
-        if family == "two-layer":
-            why = "layers=2: the marginals of z1 under p(z2) p(z1|z2) and of z2 under q(z1|x) q(z2|z1) have no closed form"
-        elif q1 is None:
-            why = f"posterior={family or type(qz).__name__}: its marginals q(z_j|x) have no closed form"
-        else:
-            why = f"this prior ({type(pz).__name__}): its marginals p(z_j) have no closed form"
-        return None, f"not defined for {why}; the active units (Var_x E_q[z_j|x]) are defined for every family"
-    factorised = isinstance(qz, Independent) and isinstance(pz, Independent) and isinstance(p1, Normal)
-    try:
-        values = kl_divergence(q1, p1).expand(q1.batch_shape)
-        how = "closed form"
-    except NotImplementedError:
-        per_draw = max(1, q1.batch_shape.numel() * _mixture_size(pz))
-        chunk = max(1, min(samples, max_elements // per_draw))
-        total = torch.zeros(q1.batch_shape, dtype=q1.loc.dtype, device=q1.loc.device)
-        for done in range(0, samples, chunk):
-            z = q1.sample((min(chunk, samples - done),))  # (S, B, H)
-            total += (q1.log_prob(z) - p1.log_prob(z)).sum(0)
-        values = total / samples
-        how = f"{samples}-sample Monte Carlo"
-    if factorised:
-        return values, f"KL(q(z_j|x) || p(z_j)) per latent unit, {how}; the units add up to the KL"
-    kind = "a full-covariance q" if isinstance(qz, MultivariateNormal) else "a prior that does not factorise"
-    extra = "they add up to the KL minus q's total correlation" if isinstance(p1, Normal) else "their sum is not the KL"
-    return values, (f"KL(q(z_j|x) || p(z_j)) between the one-dimensional marginals of {kind}, {how}; {extra}")
 
 
 # -- the inference gaps ------------------------------------------------------------------

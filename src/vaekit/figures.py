@@ -519,6 +519,11 @@ def _kl(v: RunView) -> np.ndarray:
     return v.kl
 
 
+def _kl_undefined(v: RunView) -> str | None:
+    """Why the KL per unit is not defined for this run's families (an IAF, two layers), else None."""
+    return generate.kl_per_unit_defined(v.model, v.held_out.x, c=_held_out_c(v, 1))
+
+
 def _make_kl_units(v: RunView):
     return plots.kl_units(_kl(v))
 
@@ -641,7 +646,7 @@ KINDS: dict[str, Kind] = {
         lambda v: None,
         default=lambda v: not v.is_2d,
     ),  # 2-D runs: part of 'overview'
-    "kl_units": Kind("KL per latent unit (nats)", _make_kl_units, lambda v: None),
+    "kl_units": Kind("KL per latent unit (nats)", _make_kl_units, lambda v: _kl_undefined(v)),
     "traversal": Kind(
         "one latent unit at a time through the prior's quantiles, others at 0 (a conditional run: one "
         "panel per class, at most 4)",

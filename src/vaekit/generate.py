@@ -7,6 +7,9 @@ learned manifold with each cell holding equal prior mass (Kingma & Welling 2014,
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch.distributions import Normal
 
@@ -195,8 +198,14 @@ def reconstruct(
 
 def kl_per_unit(model: Model, x, batch_size: int = 4096, c=None) -> torch.Tensor:
     """Average KL(q(z_h|x) || p(z_h)) over the examples, one value per latent unit (nats), (latent_dim,);
-    a conditional model: KL(q(z_h|x, c) || p(z_h|c)) with ``c`` per example."""
-    from .objectives import kl_per_unit as _kl_units
+    a conditional model: KL(q(z_h|x, c) || p(z_h|c)) with ``c`` per example. As ``objectives.unit_kl``:
+    the KL's own terms for a diagonal q and prior, else the KL of the one-dimensional marginals; NaN
+    where those have no closed form (IAF, two layers: ``kl_per_unit_defined`` says why)."""
+    from .objectives import unit_kl
+
+    def _kl_units(qz, pz):
+        values = unit_kl(qz, pz, model)[0]
+        return torch.full((xb.shape[0], model.latent_dim), math.nan) if values is None else values
 
     total = torch.zeros(model.latent_dim, dtype=torch.float64)
     n = 0
@@ -210,3 +219,19 @@ def kl_per_unit(model: Model, x, batch_size: int = 4096, c=None) -> torch.Tensor
                 total += _kl_units(model.q_z(xb, c=cb), model.p_z(cb)).sum(0).double().cpu()
             n += xb.shape[0]
     return (total / max(1, n)).float()
+
+
+def kl_per_unit_defined(model: Model, x, c=None) -> str | None:
+    """None when ``kl_per_unit`` is defined for ``model`` (judged from the first example of ``x``), else why not."""
+    from .objectives import unit_kl
+
+    if len(x) == 0:
+        return None
+    x1 = torch.as_tensor(np.asarray(x[:1]) if not isinstance(x, torch.Tensor) else x[:1])
+    with inference(model):
+        cond = conditions_for(model, None if c is None else c[:1], (1,))
+        x1 = x1.to(placement(model)[0], placement(model)[1])
+        qz = model.q_z(x1) if cond is None else model.q_z(x1, c=cond)
+        pz = model.p_z() if cond is None else model.p_z(cond)
+        values, why = unit_kl(qz, pz, model)
+    return None if values is not None else why

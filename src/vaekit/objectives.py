@@ -16,7 +16,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+)
 from torch.nn import functional as F
 from torch.nn.modules import module as _hooks
 
@@ -57,6 +65,73 @@ def kl_per_unit(qz: Distribution, pz: Distribution, z: torch.Tensor | None = Non
         if z is None:
             z = qz.rsample((1,))
         return (q_base.log_prob(z) - p_base.log_prob(z)).mean(0)
+
+
+UNIT_KL_SAMPLES = 100  # Monte Carlo draws per example of a per-unit KL without a closed form
+
+
+def unit_marginals(d) -> Distribution | None:
+    """The one-dimensional marginals of a distribution over z (..., H) as one distribution of batch
+    shape (..., H): a diagonal Gaussian's own units, a full-covariance Gaussian's N(mu_j, Sigma_jj), a
+    mixture of diagonal Gaussians' one-dimensional mixtures. None where they have no closed form
+    (a flow, two stochastic layers, a prior of the user's own)."""
+    if isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1 and isinstance(d.base_dist, Normal):
+        return d.base_dist
+    if isinstance(d, MultivariateNormal):
+        return Normal(d.loc, d.variance.sqrt(), validate_args=False)
+    if isinstance(d, MixtureSameFamily):
+        parts = unit_marginals(d.component_distribution)  # (..., K, H)
+        if isinstance(parts, Normal):
+            logits = d.mixture_distribution.logits.unsqueeze(-2).expand(*parts.loc.shape[:-2], parts.loc.shape[-1], -1)
+            return MixtureSameFamily(
+                Categorical(logits=logits, validate_args=False),
+                Normal(parts.loc.movedim(-2, -1), parts.scale.movedim(-2, -1), validate_args=False),
+                validate_args=False,
+            )
+    return None
+
+
+def _mixture_size(pz) -> int:
+    return int(pz.mixture_distribution.logits.shape[-1]) if isinstance(pz, MixtureSameFamily) else 1
+
+
+def unit_kl(qz, pz, model: Model | None = None, samples: int = UNIT_KL_SAMPLES, max_elements: int = 2**24):
+    """KL(q(z_j|x) || p(z_j)) for every latent unit j, (B, H), and the estimator in words.
+
+    When q and p are diagonal Gaussians (closed form) these are the KL's own terms and add up to it.
+    Otherwise they are the KLs between the one-dimensional marginals: in closed form between two
+    Gaussians (a full-covariance q: their sum falls short of the KL by q's total correlation
+    KL(q || prod_j q_j) >= 0), else the ``samples``-draw Monte Carlo mean of log q_j(z_j) - log p_j(z_j)
+    (a mixture prior's marginals; their sum is not the KL). Where a marginal has no closed form (an
+    IAF or two-layer q, a two-layer prior) the values are None and the string says why."""
+    q1, p1 = unit_marginals(qz), unit_marginals(pz)
+    if q1 is None or p1 is None:
+        family = getattr(getattr(model, "posterior", None), "family", None)
+        if family == "two-layer":
+            why = "layers=2: the marginals of z1 under p(z2) p(z1|z2) and of z2 under q(z1|x) q(z2|z1) have no closed form"
+        elif q1 is None:
+            why = f"posterior={family or type(qz).__name__}: its marginals q(z_j|x) have no closed form"
+        else:
+            why = f"this prior ({type(pz).__name__}): its marginals p(z_j) have no closed form"
+        return None, f"not defined for {why}; the active units (Var_x E_q[z_j|x]) are defined for every family"
+    factorised = isinstance(qz, Independent) and isinstance(pz, Independent) and isinstance(p1, Normal)
+    try:
+        values = kl_divergence(q1, p1).expand(q1.batch_shape)
+        how = "closed form"
+    except NotImplementedError:
+        per_draw = max(1, q1.batch_shape.numel() * _mixture_size(pz))
+        chunk = max(1, min(samples, max_elements // per_draw))
+        total = torch.zeros(q1.batch_shape, dtype=q1.loc.dtype, device=q1.loc.device)
+        for done in range(0, samples, chunk):
+            z = q1.sample((min(chunk, samples - done),))  # (S, B, H)
+            total += (q1.log_prob(z) - p1.log_prob(z)).sum(0)
+        values = total / samples
+        how = f"{samples}-sample Monte Carlo"
+    if factorised:
+        return values, f"KL(q(z_j|x) || p(z_j)) per latent unit, {how}; the units add up to the KL"
+    kind = "a full-covariance q" if isinstance(qz, MultivariateNormal) else "a prior that does not factorise"
+    extra = "they add up to the KL minus q's total correlation" if isinstance(p1, Normal) else "their sum is not the KL"
+    return values, (f"KL(q(z_j|x) || p(z_j)) between the one-dimensional marginals of {kind}, {how}; {extra}")
 
 
 def kl(qz: Distribution, pz: Distribution, z: torch.Tensor | None = None) -> torch.Tensor:
