@@ -393,3 +393,28 @@ def test_tsne_without_opentsne_falls_back_to_scikit_learn(digits4, monkeypatch):
     assert points.shape == (100, 2) and np.isfinite(points).all() and "scikit-learn" in how
     again, _, _ = plots.embed_2d(z, "tsne")
     np.testing.assert_array_equal(points, again)  # seeded: the same run gives the same map
+
+
+def test_short_tsne_keeps_the_neighbourhoods_of_the_default_one():
+    """The latent map's t-SNE runs a fifth of openTSNE's default iterations: its map keeps each code's
+    neighbours (trustworthiness) and classes (5-NN labels) as well as the full-length run does."""
+    pytest.importorskip("openTSNE")
+    import openTSNE
+    from sklearn.manifold import trustworthiness
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(6), 100)
+    centres = rng.normal(0, 1.2, (6, 8))  # overlapping classes: the map has something to get wrong
+    z = centres[labels] + rng.normal(0, 1.0, (600, 8))
+    short, _ = plots.tsne(z, 30.0, seed=0)
+    full = np.asarray(openTSNE.TSNE(perplexity=30.0, initialization="pca", random_state=0, neighbors="exact").fit(z))
+
+    def knn(points):
+        return cross_val_score(KNeighborsClassifier(5), points, labels, cv=5).mean()
+
+    assert trustworthiness(z, short, n_neighbors=10) > trustworthiness(z, full, n_neighbors=10) - 0.01
+    assert knn(short) > knn(full) - 0.03 and knn(short) > 0.8 * knn(z)
+    shuffled = rng.permutation(short)  # the checks can fail: a map that lost the neighbourhoods
+    assert trustworthiness(z, shuffled, n_neighbors=10) < 0.7 and knn(shuffled) < 0.4

@@ -560,15 +560,31 @@ def has_opentsne() -> bool:
     return True
 
 
+TSNE_EXAGGERATION_ITER = 50  # openTSNE's defaults are 250 and 500: a map of a few thousand codes
+TSNE_ITER = 100  # has settled by then (same neighbourhoods: trustworthiness and 5-NN labels agree)
+EXACT_NEIGHBOURS = 10_000  # up to this many codes, exact neighbours (a tree) beat openTSNE's Annoy index
+
+
 def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, str]:
     """A 2-D t-SNE embedding (PCA initialisation, seeded) and the name of the code that made it:
     openTSNE when installed (the ``tsne`` extra; several times faster), else scikit-learn's, with 500
-    iterations instead of its default 1000 to bound the time."""
+    iterations instead of its default 1000 to bound the time. openTSNE runs ``TSNE_EXAGGERATION_ITER``
+    early-exaggeration and ``TSNE_ITER`` further iterations, with exact nearest neighbours for up
+    to ``EXACT_NEIGHBOURS`` codes: on 1000 digit codes 0.1 s of affinities instead of 0.8 s, and a
+    fifth of the default iterations for the same neighbourhoods."""
     if has_opentsne():
         import openTSNE
 
         embedding = openTSNE.TSNE(
-            n_components=2, perplexity=perplexity, initialization="pca", random_state=seed, n_jobs=1, verbose=False
+            n_components=2,
+            perplexity=perplexity,
+            initialization="pca",
+            random_state=seed,
+            n_jobs=1,
+            verbose=False,
+            early_exaggeration_iter=TSNE_EXAGGERATION_ITER,
+            n_iter=TSNE_ITER,
+            neighbors="exact" if len(z) <= EXACT_NEIGHBOURS else "auto",
         ).fit(z)
         return np.asarray(embedding, dtype=np.float64), "openTSNE"
     import inspect
