@@ -266,37 +266,101 @@ def test_chromium_renders_the_report(written, tmp_path, width):
     shutil.copy(shot, out.parent / f"screenshot-{width}.png")  # to look at after a run
 
 
+def _train_sine(*extra):
+    return main(
+        [
+            "train",
+            "--data",
+            "sine",
+            "--epochs",
+            "2",
+            "--latent-dim",
+            "1",
+            "--hidden",
+            "8",
+            "--out",
+            "r",
+            "--no-progress",
+        ]
+        + list(extra)
+    )
+
+
 def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                "sine",
-                "--epochs",
-                "2",
-                "--latent-dim",
-                "1",
-                "--hidden",
-                "8",
-                "--out",
-                "r",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _train_sine() == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
+    number = r"([\d.]+)"
     match = re.fullmatch(
-        r"time: train ([\d.]+) s, data \+ setup \+ final metrics ([\d.]+) s, figures ([\d.]+) s "
-        r"\((.*)\), report ([\d.]+) s",
+        rf"time: {number} s wall = data and setup {number} s \+ train {number} s \+ checkpoints {number} s \+ "
+        rf"final metrics {number} s \+ figures {number} s \((.*)\) \+ report {number} s; wall / train {number}",
         last,
     )
-    assert match, last
-    per_figure = dict(part.split(" ") for part in match.group(4).split(", "))
+    assert match, last  # called from Python, not as the command: no start-up part
+    wall, setup, train, ckpt, metrics, figs, detail, rep, ratio = match.groups()
+    parts = [float(v) for v in (setup, train, ckpt, metrics, figs, rep)]
+    assert sum(parts) == pytest.approx(float(wall), abs=0.35)  # the parts add up (each rounded to 0.1 s)
+    per_figure = dict(part.split(" ") for part in detail.split(", "))
     assert set(per_figure) <= set(figures.KINDS) and len(per_figure) == 4  # the four slowest of the figures drawn
-    assert sum(map(float, per_figure.values())) <= float(match.group(3)) + 0.1
+    assert sum(map(float, per_figure.values())) <= float(figs) + 0.1
     history = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
-    assert float(match.group(1)) == pytest.approx(sum(r["seconds"] for r in history), abs=0.06)
+    epochs = sum(r["seconds"] for r in history)
+    assert float(train) == pytest.approx(epochs, abs=0.06)
+    assert float(ratio) == pytest.approx(float(wall) / epochs, rel=0.1)  # wall / the epochs' own seconds
     assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_path, monkeypatch, capsys):
+    """matplotlib and openTSNE are imported beside training, in another thread, and the figures wait
+    for that thread; with --no-figures nothing is preloaded."""
+    import threading
+
+    from vaekit import plots, train
+
+    calls = []
+    real_fit = train.fit
+
+    def fit(*args, **kwargs):
+        calls.append(("fit", threading.current_thread().name))
+        return real_fit(*args, **kwargs)
+
+    def preload():
+        calls.append(("preload", threading.current_thread().name))
+
+    real_render = figures.render
+
+    def render(*args, **kwargs):
+        calls.append(("render", threading.current_thread().name))
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "preload", preload)
+    monkeypatch.setattr("vaekit.runs.pipeline.fit", fit)
+    monkeypatch.setattr(figures, "render", render)
+    monkeypatch.chdir(tmp_path)
+    assert _train_sine() == 0
+    main_thread = threading.main_thread().name
+    assert ("preload", "vaekit-preload-drawing") in calls and ("fit", main_thread) in calls
+    assert calls[-1] == ("render", main_thread)  # drawing starts only after the preload thread is done
+    calls.clear()
+    assert _train_sine("--no-figures", "--out", "r2") == 0
+    assert [c[0] for c in calls] == ["fit"]
+    capsys.readouterr()
+
+
+def test_the_time_line_of_the_command_counts_its_start_up():
+    import subprocess
+    import sys
+
+    from vaekit.cli.train import describe_time
+
+    code = "import time; time.sleep(0.3); from vaekit.cli.train import _since_process_start as s; print(s())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    age = float(out.stdout)
+    assert 0.3 <= age < 30  # this process's own age, from /proc: the sleep and the imports, not the machine's uptime
+    spent = {"startup": 1.0, "train": 4.0, "checkpoints": 0.5, "final_metrics": 0.2, "run": 5.0}
+    line = describe_time(spent, {"figures": 1.0, "latent": 0.6, "report": 0.1}, since_start=6.5)
+    assert line == (
+        "time: 7.5 s wall = start-up 1.0 s + data and setup 0.3 s + train 4.0 s + checkpoints 0.5 s + "
+        "final metrics 0.2 s + figures 1.0 s (latent 0.6) + report 0.1 s; wall / train 1.88"
+    )

@@ -113,7 +113,12 @@ class _QuietStdout:
         return getattr(self._stream, name)
 
 
+AS_COMMAND = False  # whether this process is the ``vaekit`` command (main() read sys.argv), not a call from Python
+
+
 def main(argv: list[str] | None = None) -> int:
+    global AS_COMMAND
+    AS_COMMAND = AS_COMMAND or argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or bool(os.environ.get("VAEKIT_DEBUG"))
     argv = [a for a in argv if a != "--debug"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,9 @@ class TrainResult:
     model: Model
     history: History
     metrics: dict[str, Any]
+    # where this call's wall time went, in seconds: "train" (the epochs run by this call, as timed in
+    # the history), "checkpoints" (writing them after epochs), "final_metrics", and "run" (all of it)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -92,6 +96,7 @@ def train(
     settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = print, data: dict[str, Dataset] | None = None
 ) -> TrainResult:
     """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``)."""
+    started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
         log = _silent
@@ -124,7 +129,7 @@ def train(
                 note = unknown_summary(parts[part].info.get("transform_report") or {})
                 if note:
                     log(f"note ({part} rows): {note}")
-        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log)
+        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log, started)
     finally:
         folder.release()
 
@@ -141,6 +146,7 @@ def resume(
     """Continue a stopped run; the result equals an uninterrupted run with the same settings
     (also under torchrun with the same number of processes: every process restores its own RNG).
     Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs."""
+    started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
         log = _silent
@@ -169,20 +175,22 @@ def resume(
             facts = {k: raw["data"][k] for k in DataConfig.FACTS if k in raw["data"]}
             extra = {k: raw[k] for k in ("estimator",) if k in raw}
             folder.write_config(config, facts, extra, created=raw.get("created"))
-        return _fit_and_finish(folder, config, model, parts, state, log)
+        return _fit_and_finish(folder, config, model, parts, state, log, started)
 
 
 def _fit_and_finish(
-    folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, log
+    folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, log, started: float
 ) -> TrainResult:
     ctx = distributed.current()
     train_cfg = config.train
     fitted = None
+    seconds = {"checkpoints": 0.0}
     if state is not None and (state.epoch >= train_cfg.epochs or state.stopped_early):
         history = state.history
     else:
-        fitted = _fit(folder, config, model, parts, state, ctx)
+        fitted = _fit(folder, config, model, parts, state, ctx, seconds)
         history = fitted.history
+    seconds["train"] = sum(float(r.get("seconds") or 0) for r in history[state.epoch if state else 0 :])
     if ctx.active:
         digest = (fitted and fitted.replica_digest) or distributed.check_replicas(model)
         log(
@@ -193,7 +201,9 @@ def _fit_and_finish(
         return TrainResult(run_dir=folder.path, model=model, history=history, metrics={})
     folder.save_model(model)  # the final (or best, after early stopping) weights
     folder.write_history(history)
+    metrics_start = time.perf_counter()
     metrics = final_metrics(model, parts, train_cfg)
+    seconds["final_metrics"] = time.perf_counter() - metrics_start
     folder.write_metrics(metrics)
     summary = f"final ELBO: train {metrics['train']['elbo']:.4f} nats"
     if "val" in metrics:
@@ -205,12 +215,22 @@ def _fit_and_finish(
             f"per column, {cols['split']} rows ({cols['estimator']}): "
             + ", ".join(f"{k} {v['log_lik']:.3f}" for k, v in cols["columns"].items())
         )
-    return TrainResult(run_dir=folder.path, model=model, history=history, metrics=metrics)
+    seconds["run"] = time.perf_counter() - started
+    return TrainResult(run_dir=folder.path, model=model, history=history, metrics=metrics, seconds=seconds)
 
 
-def _fit(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, ctx) -> FitResult:
-    """The one call of ``vaekit.fit`` in the run layer."""
-    saver = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
+def _fit(
+    folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, ctx, seconds: dict[str, float]
+) -> FitResult:
+    """The one call of ``vaekit.fit`` in the run layer; adds the time spent writing checkpoints to
+    ``seconds["checkpoints"]``."""
+    checkpointer = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
+
+    def saver(model: Model, trainer_state) -> None:
+        start = time.perf_counter()
+        checkpointer(model, trainer_state)
+        seconds["checkpoints"] += time.perf_counter() - start
+
     val = parts["val"].x if len(parts["val"]) else None
     conditional = {}
     if config.model.condition_dim:  # a conditional run: the labels of each split are its conditions
