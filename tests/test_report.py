@@ -364,3 +364,34 @@ def test_the_time_line_of_the_command_counts_its_start_up():
         "time: 7.5 s wall = start-up 1.0 s + data and setup 0.3 s + train 4.0 s + checkpoints 0.5 s + "
         "final metrics 0.2 s + figures 1.0 s (latent 0.6) + report 0.1 s; wall / train 1.88"
     )
+
+
+def test_final_metrics_and_figures_run_with_the_training_thread_count(tmp_path, monkeypatch, capsys):
+    """After the epochs, the small batches of the final metrics and figures keep the thread count
+    training used (here --threads 1 under a default of 2), and torch's setting is restored after."""
+    import torch
+
+    from vaekit.runs import pipeline
+
+    seen = {}
+    real_metrics, real_render = pipeline.final_metrics, figures.render
+
+    def metrics(*args, **kwargs):
+        seen["final_metrics"] = torch.get_num_threads()
+        return real_metrics(*args, **kwargs)
+
+    def render(*args, **kwargs):
+        seen["figures"] = torch.get_num_threads()
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "final_metrics", metrics)
+    monkeypatch.setattr(figures, "render", render)
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _train_sine("--threads", "1") == 0
+        assert seen == {"final_metrics": 1, "figures": 1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()

@@ -114,7 +114,10 @@ def _run(args: argparse.Namespace) -> int:
     # where the time went: start-up, then runs.train's own split (epochs, checkpoints, final metrics), drawing
     spent = {"startup": startup, **result.seconds, "run": time.perf_counter() - start}
     # under torchrun the other processes are done once training is; only the main one draws
-    code = _figures_and_report(result.run_dir, spent, preload, start) if draw and distributed.current().is_main else 0
+    code = 0
+    if draw and distributed.current().is_main:
+        with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
+            code = _figures_and_report(result.run_dir, spent, preload, start)
     if log is not None and distributed.current().is_main:
         print(f"logged: {tracking.log_run(result.run_dir, log, log_uri)}")
     return code

@@ -39,6 +39,25 @@ class TrainResult:
     # where this call's wall time went, in seconds: "train" (the epochs run by this call, as timed in
     # the history), "checkpoints" (writing them after epochs), "final_metrics", and "run" (all of it)
     seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # torch's CPU threads the epochs ran with (None off the CPU or when torch's setting was kept): the
+    # final metrics run with them, and so should what follows (``torch_threads``)
+    threads: int | None = None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` intra-op CPU threads (None: as they are), restored afterwards.
+    The work after training (final metrics, figures) is small batches of the model training
+    measured: the count that suited its steps suits them, where the default (all cores) can be
+    many times slower on a busy machine."""
+    before = torch.get_num_threads()
+    if threads and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -191,6 +210,7 @@ def _fit_and_finish(
         fitted = _fit(folder, config, model, parts, state, ctx, seconds)
         history = fitted.history
     seconds["train"] = sum(float(r.get("seconds") or 0) for r in history[state.epoch if state else 0 :])
+    threads = fitted.threads if fitted is not None else history.last.get("threads")
     if ctx.active:
         digest = (fitted and fitted.replica_digest) or distributed.check_replicas(model)
         log(
@@ -202,7 +222,8 @@ def _fit_and_finish(
     folder.save_model(model)  # the final (or best, after early stopping) weights
     folder.write_history(history)
     metrics_start = time.perf_counter()
-    metrics = final_metrics(model, parts, train_cfg)
+    with torch_threads(threads):
+        metrics = final_metrics(model, parts, train_cfg)
     seconds["final_metrics"] = time.perf_counter() - metrics_start
     folder.write_metrics(metrics)
     summary = f"final ELBO: train {metrics['train']['elbo']:.4f} nats"
@@ -216,7 +237,9 @@ def _fit_and_finish(
             + ", ".join(f"{k} {v['log_lik']:.3f}" for k, v in cols["columns"].items())
         )
     seconds["run"] = time.perf_counter() - started
-    return TrainResult(run_dir=folder.path, model=model, history=history, metrics=metrics, seconds=seconds)
+    return TrainResult(
+        run_dir=folder.path, model=model, history=history, metrics=metrics, seconds=seconds, threads=threads
+    )
 
 
 def _fit(
@@ -273,4 +296,4 @@ def _claim_on_main(ctx: distributed.Context, out: str | None, name: str) -> RunF
     return folder if folder is not None else RunFolder(value)
 
 
-__all__ = ["ModelSpec", "Prepared", "TrainConfig", "TrainResult", "prepare", "resume", "train"]
+__all__ = ["ModelSpec", "Prepared", "TrainConfig", "TrainResult", "prepare", "resume", "torch_threads", "train"]
