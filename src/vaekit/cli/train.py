@@ -7,6 +7,7 @@ dataclasses (``vaekit.config``); this module imports torch only inside ``run``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
@@ -88,29 +89,26 @@ def _run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     # interpreter, torch and vaekit imports, before any of the run's work (for the command, not a call from Python)
     startup = _since_process_start() if cli.AS_COMMAND else None
+    loggers = []  # the tracker, made once the run folder exists: it logs each epoch as it ends
+
+    def trackers(path):
+        logger = tracking.run_logger(path, log, log_uri)
+        logger.log_history(runs.RunFolder(path).read_history())  # a resumed run's earlier epochs
+        loggers.append(logger)
+        return [logger]
+
+    track = trackers if log is not None else None
     preload = None
     if draw and distributed.current().is_main:  # matplotlib and openTSNE load on the other core while it trains
         preload = threading.Thread(target=_preload_drawing, name="vaekit-preload-drawing", daemon=True)
         preload.start()
-    if "resume" in given:
-        allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
-        extra = sorted(set(given) - allowed)
-        if extra:
-            raise ValueError(
-                f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}"
-            )
-        result = runs.resume(
-            given["resume"],
-            epochs=given.get("epochs"),
-            device=given.get("device"),
-            progress=given.get("progress"),
-            lr=given.get("lr"),
-            log=_log,
-        )
-    else:
-        settings = read_settings_file(given.pop("config")) if "config" in given else {}
-        settings.update(given)
-        result = runs.train(RunConfig.from_settings(settings), log=_log)
+    try:
+        result = _train_or_resume(runs, given, track)
+    except BaseException:
+        for logger in loggers:  # flush and close what the epochs so far logged
+            with contextlib.suppress(Exception):
+                logger.finish()
+        raise
     # where the time went: start-up, then runs.train's own split (epochs, checkpoints, final metrics), drawing
     spent = {"startup": startup, **result.seconds, "run": time.perf_counter() - start}
     # under torchrun the other processes are done once training is; only the main one draws
@@ -118,9 +116,32 @@ def _run(args: argparse.Namespace) -> int:
     if draw and distributed.current().is_main:
         with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
             code = _figures_and_report(result.run_dir, spent, preload, start)
-    if log is not None and distributed.current().is_main:
-        print(f"logged: {tracking.log_run(result.run_dir, log, log_uri)}")
+    if loggers:
+        print(f"logged: {tracking.finish_run(loggers[0], result.run_dir)}")
     return code
+
+
+def _train_or_resume(runs, given, track):
+    if "resume" in given:
+        allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
+        extra = sorted(set(given) - allowed)
+        if extra:
+            raise ValueError(
+                f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}"
+            )
+        return runs.resume(
+            given["resume"],
+            epochs=given.get("epochs"),
+            device=given.get("device"),
+            progress=given.get("progress"),
+            lr=given.get("lr"),
+            log=_log,
+            callbacks=track,
+        )
+    else:
+        settings = read_settings_file(given.pop("config")) if "config" in given else {}
+        settings.update(given)
+        return runs.train(RunConfig.from_settings(settings), log=_log, callbacks=track)
 
 
 def _preload_drawing() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from ..data import Dataset
 from ..data.tables import unknown_summary
 from ..model import Model
 from ..spec import build_model, resolved
-from ..train import FitResult, History, fit, resolve_device
+from ..train import Callback, FitResult, History, fit, resolve_device
 from .data import class_labels, load_splits
 from .folder import RunFolder
 from .metrics import final_metrics
@@ -111,10 +111,20 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
     return Prepared(dataclasses.replace(config, model=spec, train=train_cfg), parts, lik, model)
 
 
+# makes extra ``fit`` callbacks for a run folder once it is claimed (e.g. a tracker logging into it)
+CallbackFactory = Callable[[Path], Sequence[Callback]]
+
+
 def train(
-    settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = print, data: dict[str, Dataset] | None = None
+    settings: dict[str, Any] | RunConfig,
+    *,
+    log: Callable[[str], None] = print,
+    data: dict[str, Dataset] | None = None,
+    callbacks: CallbackFactory | None = None,
 ) -> TrainResult:
-    """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``)."""
+    """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``).
+    ``callbacks(path)``, when given, makes ``fit`` callbacks that run after each epoch's checkpoint,
+    on the main process only (called once the folder at ``path`` holds its config)."""
     started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
@@ -148,7 +158,7 @@ def train(
                 note = unknown_summary(parts[part].info.get("transform_report") or {})
                 if note:
                     log(f"note ({part} rows): {note}")
-        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log, started)
+        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log, started, callbacks)
     finally:
         folder.release()
 
@@ -161,10 +171,12 @@ def resume(
     progress: bool | None = None,
     lr: float | None = None,
     log: Callable[[str], None] = print,
+    callbacks: CallbackFactory | None = None,
 ) -> TrainResult:
     """Continue a stopped run; the result equals an uninterrupted run with the same settings
     (also under torchrun with the same number of processes: every process restores its own RNG).
-    Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs."""
+    Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs.
+    ``callbacks`` as in ``train``."""
     started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
@@ -194,20 +206,28 @@ def resume(
             facts = {k: raw["data"][k] for k in DataConfig.FACTS if k in raw["data"]}
             extra = {k: raw[k] for k in ("estimator",) if k in raw}
             folder.write_config(config, facts, extra, created=raw.get("created"))
-        return _fit_and_finish(folder, config, model, parts, state, log, started)
+        return _fit_and_finish(folder, config, model, parts, state, log, started, callbacks)
 
 
 def _fit_and_finish(
-    folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, log, started: float
+    folder: RunFolder,
+    config: RunConfig,
+    model: Model,
+    parts: dict[str, Dataset],
+    state,
+    log,
+    started: float,
+    callbacks: CallbackFactory | None = None,
 ) -> TrainResult:
     ctx = distributed.current()
+    extra = list(callbacks(folder.path)) if callbacks is not None and ctx.is_main else []
     train_cfg = config.train
     fitted = None
     seconds = {"checkpoints": 0.0}
     if state is not None and (state.epoch >= train_cfg.epochs or state.stopped_early):
         history = state.history
     else:
-        fitted = _fit(folder, config, model, parts, state, ctx, seconds)
+        fitted = _fit(folder, config, model, parts, state, ctx, seconds, extra)
         history = fitted.history
     seconds["train"] = sum(float(r.get("seconds") or 0) for r in history[state.epoch if state else 0 :])
     threads = fitted.threads if fitted is not None else history.last.get("threads")
@@ -243,7 +263,14 @@ def _fit_and_finish(
 
 
 def _fit(
-    folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, ctx, seconds: dict[str, float]
+    folder: RunFolder,
+    config: RunConfig,
+    model: Model,
+    parts: dict[str, Dataset],
+    state,
+    ctx,
+    seconds: dict[str, float],
+    extra: Sequence[Callback] = (),
 ) -> FitResult:
     """The one call of ``vaekit.fit`` in the run layer; adds the time spent writing checkpoints to
     ``seconds["checkpoints"]``."""
@@ -266,7 +293,7 @@ def _fit(
         parts["train"].x,
         val,
         config.train,
-        callbacks=[saver] if ctx.is_main else [],
+        callbacks=[saver, *extra] if ctx.is_main else [],
         resume=state,
         rank=ctx.rank,
         world_size=ctx.world_size,
