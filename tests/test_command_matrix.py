@@ -1,6 +1,6 @@
 """Every command on every kind of run: built-in arrays (sine, pinwheel, digits), images (a folder of
-PNGs, conv network), a table with text columns and missing values (CSV), and a .npy streamed from
-disk. Each kind is trained once for the module (1 epoch, a tiny network, few rows) and every command
+PNGs, conv network), a table with text columns and missing values (CSV), the same table conditioned
+on two of its columns (``--condition-columns``), and a .npy streamed from disk. Each kind is trained once for the module (1 epoch, a tiny network, few rows) and every command
 runs on it in-process through ``vaekit.cli.main``. Table outputs are read back with pandas as
 DataFrames with the original columns; array outputs load with ``allow_pickle=False``."""
 
@@ -31,12 +31,15 @@ TINY = [
     "--seed",
     "0",
 ]
-KINDS = ["sine", "pinwheel", "digits", "images", "table", "stream"]
+KINDS = ["sine", "pinwheel", "digits", "images", "table", "covtable", "stream"]
+TABLES = ("table", "covtable")
+COVARIATES = ["magnesium", "cellar"]  # covtable's condition columns: numeric and categorical, complete
 SHAPES = {"sine": (2,), "pinwheel": (2,), "digits": (64,), "images": (1, 8, 8), "stream": (6,)}
 
 
-def _wine(n=None, seed=0) -> pd.DataFrame:
-    """scikit-learn's wine with two text columns and missing cells in numeric and text columns."""
+def _wine(n=None, seed=0, cellar=False) -> pd.DataFrame:
+    """scikit-learn's wine with two text columns and missing cells in numeric and text columns
+    (``cellar``: and a complete text column 'cellar' at the end)."""
     frame = load_wine(as_frame=True).frame
     rng = np.random.default_rng(seed)
     frame["colour"] = np.array(["red", "white", "rose"])[frame.pop("target").to_numpy()]
@@ -46,6 +49,8 @@ def _wine(n=None, seed=0) -> pd.DataFrame:
         frame = frame.iloc[rng.permutation(len(frame))[:n]].reset_index(drop=True)
     for column in ("alcohol", "ash", "colour", "grade"):
         frame.loc[rng.random(len(frame)) < 0.15, column] = None
+    if cellar:
+        frame["cellar"] = np.array(["north", "south", "east"])[np.arange(len(frame)) % 3]
     return frame
 
 
@@ -62,6 +67,11 @@ def _data_argument(kind: str, root) -> list[str]:
     if kind == "table":
         _wine().to_csv(root / "wine.csv", index=False)
         return ["--data", str(root / "wine.csv")]
+    if kind == "covtable":
+        _wine(cellar=True).to_csv(root / "wine.csv", index=False)
+        _wine(cellar=True)[COVARIATES].iloc[:3].to_csv(root / "cov.csv", index=False)
+        _wine(cellar=True)[COVARIATES].iloc[:1].to_csv(root / "cov1.csv", index=False)
+        return ["--data", str(root / "wine.csv"), "--condition-columns", ",".join(COVARIATES)]
     x = np.random.default_rng(2).random((200, 6)).astype(np.float32)
     np.save(root / "x.npy", x)
     return ["--data", str(root / "x.npy"), "--stream", "on"]
@@ -84,8 +94,8 @@ def _run(capsys, *argv) -> str:
     return out
 
 
-def _columns():
-    return list(_wine().columns)
+def _columns(kind="table"):
+    return list(_wine(cellar=kind == "covtable").columns)
 
 
 def _load(path):
@@ -102,16 +112,20 @@ def test_evaluate(trained, capsys):
 
 def test_sample(trained, capsys, tmp_path):
     kind, run = trained
-    if kind == "table":
+    if kind in TABLES:
         _run(capsys, "sample", run, "-n", 6)
         frame = pd.read_csv(run / "samples.csv")
-        assert list(frame.columns) == _columns() and len(frame) == 6
+        assert list(frame.columns) == _columns(kind) and len(frame) == 6
         assert set(frame["colour"]) <= {"red", "white", "rose"} and set(frame["grade"]) <= {"high", "low"}
         _run(capsys, "sample", run, "-n", 4, "--draw", "-o", tmp_path / "s.parquet")
-        assert list(pd.read_parquet(tmp_path / "s.parquet").columns) == _columns()
+        assert list(pd.read_parquet(tmp_path / "s.parquet").columns) == _columns(kind)
         _run(capsys, "sample", run, "-n", 4, "-o", tmp_path / "s.npy")
         numbers = _load(tmp_path / "s.npy")
         assert numbers.dtype == np.float32 and numbers.shape[0] == 4
+        if kind == "covtable":  # one sample per row of the condition file, beside its covariates
+            _run(capsys, "sample", run, "--condition-file", run.parent / "cov.csv", "-o", tmp_path / "c.csv")
+            frame = pd.read_csv(tmp_path / "c.csv")
+            pd.testing.assert_frame_equal(frame[COVARIATES], pd.read_csv(run.parent / "cov.csv"))
         return
     _run(capsys, "sample", run, "-n", 6, "-o", tmp_path / "s.npy")
     assert _load(tmp_path / "s.npy").shape == (6, *SHAPES[kind])
@@ -120,12 +134,13 @@ def test_sample(trained, capsys, tmp_path):
 def test_reconstruct(trained, capsys, tmp_path):
     kind, run = trained
     out = _run(capsys, "reconstruct", run)
-    if kind == "table":
+    if kind in TABLES:
         frame = pd.read_csv(run / "reconstructions.csv")
         imputed = pd.read_csv(run / "reconstructions_imputed.csv")
-        assert list(frame.columns) == _columns() and list(imputed.columns) == _columns()
+        assert list(frame.columns) == _columns(kind) and list(imputed.columns) == _columns(kind)
         assert not imputed.isna().any().any() and len(imputed) == len(frame)
-        assert re.search(r"\d+ missing cell\(s\) of \d+ x 7 filled", out)
+        modelled = 7 if kind == "table" else 6  # covtable: magnesium is a condition column
+        assert re.search(rf"\d+ missing cell\(s\) of \d+ x {modelled} filled", out)
     else:
         with _load(run / "reconstructions.npz") as saved:
             assert saved["original"].shape == saved["reconstruction"].shape
@@ -143,7 +158,11 @@ def test_encode(trained, capsys, tmp_path):
 
 def test_interpolate(trained, capsys, tmp_path):
     kind, run = trained
-    out = tmp_path / ("i.csv" if kind == "table" else "i.npy")
+    out = tmp_path / ("i.csv" if kind in TABLES else "i.npy")
+    if kind == "covtable":  # not for conditional runs yet: refused in one line naming the alternatives
+        assert main(["interpolate", str(run), "-o", str(out)]) == 2
+        assert "--as-condition-file" in capsys.readouterr().err and not out.exists()
+        return
     _run(capsys, "interpolate", run, "--steps", 3, "--pair", 0, 1, "--pair", 1, 2, "-o", out)
     if kind == "table":
         frame = pd.read_csv(out)
@@ -155,11 +174,12 @@ def test_interpolate(trained, capsys, tmp_path):
 
 def test_traverse(trained, capsys, tmp_path):
     kind, run = trained
-    out = tmp_path / ("t.csv" if kind == "table" else "t.npy")
-    _run(capsys, "traverse", run, "--steps", 3, "-o", out)
-    if kind == "table":
+    out = tmp_path / ("t.csv" if kind in TABLES else "t.npy")
+    given = ["--condition-file", run.parent / "cov1.csv"] if kind == "covtable" else []
+    _run(capsys, "traverse", run, "--steps", 3, "-o", out, *given)
+    if kind in TABLES:
         frame = pd.read_csv(out)
-        assert list(frame.columns) == ["unit", "value", *_columns()] and len(frame) == 6
+        assert list(frame.columns) == ["unit", "value", *_columns(kind)] and len(frame) == 6
     else:
         assert _load(out).shape == (2, 3, *SHAPES[kind])
 

@@ -94,8 +94,7 @@ def test_evaluate_and_score_are_given_the_labels(cvae_run, capsys):
     assert main(["evaluate", str(cvae_run), "--iw-samples", "50", "--iwae", "none", "--no-save"]) == 0
     out = capsys.readouterr().out
     assert "log p(x|c)" in out and "conditional run" in out
-    assert _code(["evaluate", str(cvae_run), "--gaps", "--no-save"]) == 2
-    assert "--gaps" in capsys.readouterr().err
+    # --gaps on a conditional run: tests/test_evaluate_variants.py
     assert main(["score", str(cvae_run), "--iw-samples", "20"]) == 0
     captured = capsys.readouterr()
     assert "log p(x|c)" in captured.err
@@ -159,11 +158,18 @@ def test_figures_of_a_conditional_run(cvae_run):
     run = runs.open_run(cvae_run)
     v = figures.view(run)
     chosen = figures.choose(v)
-    assert "samples" in chosen and "traversal" not in chosen and "manifold" not in chosen
-    pngs = figures.render(run, ["samples", "reconstructions", "kl_units"])
+    # above two latent units the manifold is drawn on request; the traversal and interpolation by default
+    assert {"samples", "traversal", "interpolation"} <= set(chosen) and "manifold" not in chosen
+    pngs = figures.render(run, ["samples", "reconstructions", "kl_units", "manifold", "traversal", "interpolation"])
     assert all(png.startswith(b"\x89PNG") for png in pngs.values())
-    with pytest.raises(ValueError, match="conditional run"):
-        figures.choose(v, ["traversal"])
+    # one panel per class for the most frequent few classes, one interpolation row per class
+    for name in ("manifold", "traversal"):
+        fig = figures.KINDS[name].make(v)
+        titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
+        assert len(titles) == figures.CLASS_PANELS and all(t.startswith("decoded under class ") for t in titles)
+    fig = figures.KINDS["interpolation"].make(v)
+    rows = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert rows == [f"class {k}" for k in range(10)]
 
 
 def test_estimator_conditions_on_y_and_round_trips(tmp_path, digits_classifier):

@@ -194,3 +194,21 @@ def test_adamw_and_schedules_keep_dynamo_away():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("saved, asked", [("adam", "adamw"), ("adamw", "adam")])
+def test_resume_with_another_optimiser_is_refused(tiny_digits, saved, asked):
+    """Adam's and AdamW's moments have the same layout: continuing one with the other would pass
+    silently, so the state names its optimiser and a mismatch is refused in one line."""
+    train, _ = tiny_digits
+    model = _model(2)
+    state = fit(model, train[:200], config=TrainConfig(epochs=1, batch_size=100, optimizer=saved, progress=False)).state
+    with pytest.raises(ValueError, match=f"written by optimizer='{saved}'.*asks for optimizer='{asked}'"):
+        fit(
+            model,
+            train[:200],
+            config=TrainConfig(epochs=2, batch_size=100, optimizer=asked, progress=False),
+            resume=state,
+        )
+    # the same optimiser continues
+    fit(model, train[:200], config=TrainConfig(epochs=2, batch_size=100, optimizer=saved, progress=False), resume=state)

@@ -485,3 +485,20 @@ def test_cli_refuses_bad_files_in_one_line_and_writes_nothing(tmp_path, monkeypa
         err = capsys.readouterr().err.strip()
         assert message in err and "\n" not in err
         assert not (tmp_path / "r").exists() and not (tmp_path / "runs").exists()
+
+
+def test_parquet_larger_than_memory_is_refused_before_reading(tmp_path, monkeypatch):
+    """The footer's row and column counts are checked against memory before any cell is read."""
+    import pandas as pd
+
+    pytest.importorskip("pyarrow")
+    import vaekit.limits
+
+    path = tmp_path / "big.parquet"
+    pd.DataFrame(np.random.default_rng(0).normal(size=(2000, 3)), columns=["a", "b", "c"]).to_parquet(path)
+    read = []
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: read.append(a) or pd.DataFrame())
+    monkeypatch.setattr(vaekit.limits, "physical_memory", lambda: 10_000)
+    with pytest.raises(DataError, match=r"big.parquet \(2000 rows x 3 columns\) needs about .* more than this machine"):
+        read_table(path)
+    assert not read  # refused from the footer alone

@@ -67,18 +67,21 @@ class TensorSource:
         world_size: int = 1,
         binarize: bool = False,
     ) -> None:
-        self.x = as_tensor(x, device)
-        if self.x.shape[0] == 0:
+        x = as_tensor(x, device)
+        self._keep(x, x.device, batch_size, rank, world_size, binarize)
+
+    def _keep(self, x, device, batch_size: int, rank: int, world_size: int, binarize: bool) -> None:
+        """Check and keep the data and the batching settings (shared with ``DiskSource``)."""
+        if len(x) == 0:
             raise ValueError("training data are empty")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.batch_size = int(batch_size)
-        self.device = self.x.device
+        self.x, self.batch_size, self.device = x, int(batch_size), torch.device(device)
         self.binarize = bool(binarize)
         self.rank, self.world_size = int(rank), int(world_size)
-        self.per_rank = self.x.shape[0] // self.world_size if self.world_size > 1 else self.x.shape[0]
+        self.per_rank = len(x) // self.world_size if self.world_size > 1 else len(x)
         if self.per_rank == 0:
-            raise ValueError(f"{self.x.shape[0]} examples cannot be shared among {self.world_size} processes")
+            raise ValueError(f"{len(x)} examples cannot be shared among {self.world_size} processes")
 
     def __len__(self) -> int:
         return math.ceil(self.per_rank / self.batch_size)
@@ -118,18 +121,7 @@ class DiskSource(TensorSource):
         world_size: int = 1,
         binarize: bool = False,
     ) -> None:
-        if len(x) == 0:
-            raise ValueError("training data are empty")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.x = x
-        self.batch_size = int(batch_size)
-        self.device = torch.device(device)
-        self.binarize = bool(binarize)
-        self.rank, self.world_size = int(rank), int(world_size)
-        self.per_rank = len(x) // self.world_size if self.world_size > 1 else len(x)
-        if self.per_rank == 0:
-            raise ValueError(f"{len(x)} examples cannot be shared among {self.world_size} processes")
+        self._keep(x, device, batch_size, rank, world_size, binarize)
 
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         perm = self._permutation(generator).numpy()

@@ -8,8 +8,9 @@ What is checksummed (SHA-256), so that corruption is reported, never loaded:
   tensors *and* every metadata entry (spec, likelihood config, counters, history, optimiser
   structure, versions). Format 1 files (vaekit before the bump) covered the tensors only; they still
   load, with their metadata checked for shape and keys instead;
-- ``config.json`` (it rebuilds the model on ``--resume`` and says how the data were split) and
-  ``preprocessing.json`` (a table's fitted column scales and categories): both change what a loaded
+- ``config.json`` (it rebuilds the model on ``--resume`` and says how the data were split),
+  ``preprocessing.json`` (a table's fitted column scales and categories) and ``covariates.json``
+  (a conditional table run's encoding of its condition columns): they change what a loaded
   run computes, so they carry a ``sha256`` entry over the rest of their content;
 - not ``metrics.json`` (an output, rewritten by ``vaekit evaluate``; nothing is loaded from it) nor
   ``history.jsonl`` (a copy for people and plots; the history that resume uses is inside
@@ -77,7 +78,11 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-CHECKSUMMED_JSON = (CONFIG_FILE, "preprocessing.json")  # the JSON files that change what a loaded run computes
+CHECKSUMMED_JSON = (
+    CONFIG_FILE,
+    "preprocessing.json",
+    "covariates.json",
+)  # the JSON files that change what a loaded run computes
 _DIGEST_KEY = "sha256"
 
 

@@ -363,10 +363,17 @@ class DataConfig(_Checked):
         optional=True,
         choices=CONDITIONS,
     )
+    condition_columns: tuple[str, ...] = setting(
+        (),
+        "tables: conditional VAE on these columns (comma-separated): they become the condition c "
+        "(categorical one-hot, numeric standardised by the training rows) and are not modelled",
+        kind="names",
+        metavar="COLS",
+    )
 
     def __post_init__(self) -> None:
         self.binarize = _binarize(self.binarize)
-        for name in ("numeric", "binary", "categorical"):
+        for name in ("numeric", "binary", "categorical", "condition_columns"):
             if getattr(self, name) is None:
                 setattr(self, name, ())
         super().__post_init__()
@@ -377,7 +384,20 @@ class DataConfig(_Checked):
                 f"settings val_fraction={self.val_fraction} and test_fraction={self.test_fraction} "
                 "are not allowed: expected shares in [0, 1) that sum below 1"
             )
-        given = [k for k in TABLE_SETTINGS if getattr(self, k)]
+        if self.condition_columns:
+            if self.condition:
+                raise SettingError(
+                    f"setting condition_columns={','.join(self.condition_columns)!r} conflicts with "
+                    f"condition={self.condition!r}: condition on the class labels or on table columns, not both"
+                )
+            if self.label_column in self.condition_columns:
+                raise SettingError(
+                    f"column {self.label_column!r} is named both label_column and in condition_columns; "
+                    "a column is either the label or a condition"
+                )
+            if len(set(self.condition_columns)) != len(self.condition_columns):
+                raise SettingError(f"setting condition_columns={','.join(self.condition_columns)!r} repeats a column")
+        given = [k for k in (*TABLE_SETTINGS, "condition_columns") if getattr(self, k)]
         if self.source in BUILTIN_DATA:
             if given:
                 raise SettingError(
@@ -429,6 +449,8 @@ class DataConfig(_Checked):
             d["dynamic_binarize"] = True
         if self.condition:
             d["condition"] = self.condition
+        if self.condition_columns:
+            d["condition_columns"] = list(self.condition_columns)
         return d
 
     # facts about the data written next to the settings (not settings themselves)
@@ -438,7 +460,7 @@ class DataConfig(_Checked):
     def from_dict(cls, d: dict[str, Any]) -> DataConfig:
         if not isinstance(d, dict):
             raise SettingError(f"the data settings must be a table, got {type(d).__name__}")
-        known = {"source", "options", "split", "dynamic_binarize", "condition", *cls.FACTS}
+        known = {"source", "options", "split", "dynamic_binarize", "condition", "condition_columns", *cls.FACTS}
         unknown = sorted(set(d) - known)
         if unknown:
             raise SettingError(unknown_message(unknown[0], known, "the data settings"))
@@ -461,6 +483,7 @@ class DataConfig(_Checked):
             test_fraction=fr[2],
             split_seed=split.get("seed", 0),
             condition=d.get("condition"),
+            condition_columns=tuple(d.get("condition_columns") or ()),
             **kwargs,
         )
 
@@ -783,15 +806,17 @@ class RunConfig(_Checked):
     # the model's conditional_prior, set from the command line before the number of classes is known
     # (ModelSpec refuses conditional_prior without condition_dim; the run layer sets both together)
     conditional_prior: bool = setting(
-        False, "with --condition label: learn the prior p(z|c) instead of N(0, I)", kind="bool"
+        False, "with --condition label or --condition-columns: learn the prior p(z|c) instead of N(0, I)", kind="bool"
     )
 
     SECTIONS = {"data": DataConfig, "model": ModelSpec, "train": TrainConfig}
 
     def _check_together(self) -> None:
-        if self.conditional_prior and not self.data.condition and not self.model.condition_dim:
+        conditional = self.data.condition or self.data.condition_columns or self.model.condition_dim
+        if self.conditional_prior and not conditional:
             raise SettingError(
-                "setting conditional_prior=True needs a conditional run: add condition='label' (--condition label)"
+                "setting conditional_prior=True needs a conditional run: add condition='label' (--condition label) "
+                "or condition_columns (--condition-columns COLS)"
             )
 
     @classmethod

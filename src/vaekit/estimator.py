@@ -91,10 +91,13 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     threads : int, CPU threads for training; 0 chooses automatically (``vaekit.TrainConfig.threads``).
     log : None, ``"tensorboard"``, ``"mlflow"``, a ``vaekit.tracking`` logger (``TensorBoard(dir)``,
         ``MLflow(uri)``) or any ``fit`` callback, or a list of them: experiment tracking while training.
-    condition : None or ``"y"``. ``"y"``: a conditional VAE (Sohn et al. 2015) on the class labels
-        ``y`` given to ``fit(X, y)``: q(z|x, y) and p(x|z, y). ``transform``, ``inverse_transform``,
-        ``score_samples`` and ``score`` then take ``y`` too, and ``sample(n, y=...)`` draws examples of
-        the given class(es). None (default): unconditional, ``y`` is ignored.
+    condition : None or ``"y"``. ``"y"``: a conditional VAE (Sohn et al. 2015) on the ``y`` given to
+        ``fit(X, y)``: q(z|x, y) and p(x|z, y). A 1-D ``y`` holds class labels (c is one-hot of the
+        class); a 2-D ``y`` of shape (n_samples, n_covariates) holds numeric covariates (c is each
+        column standardised by the training rows' mean and standard deviation). ``transform``,
+        ``inverse_transform``, ``score_samples`` and ``score`` then take ``y`` too, and
+        ``sample(n, y=...)`` draws examples under the given class(es) or covariate row(s). None
+        (default): unconditional, ``y`` is ignored.
     conditional_prior : bool, with ``condition="y"``: learn p(z|y) instead of N(0, I).
 
     Attributes
@@ -103,7 +106,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
     history_ : list of per-epoch dicts (train_elbo, train_log_px_z, train_kl, ...).
     n_features_in_, feature_names_in_ (when fitted on a DataFrame with string columns).
     seed_ : the int seed used for torch (drawn from ``random_state``).
-    classes_ : with ``condition="y"``, the class labels seen in ``fit`` (sorted); c is their index.
+    classes_ : with ``condition="y"`` and labels, the class labels seen in ``fit`` (sorted); c is their index.
+    covariate_mean_, covariate_scale_ : with ``condition="y"`` and 2-D covariates, their training
+        means and standard deviations (c = (y - mean) / scale).
     """
 
     # hyper-parameter -> the settings field that owns its default and check (a test keeps the
@@ -267,9 +272,23 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         if is_dataset(X):
             rows = materialize(X)
             X = rows.reshape(rows.shape[0], -1).numpy()
-        if self.condition == "y":
+        for attr in ("classes_", "covariate_mean_", "covariate_scale_"):  # a refit forgets the last y
+            self.__dict__.pop(attr, None)
+        if self.condition == "y" and y is not None and np.ndim(y) == 2:  # covariates (n_samples, n_covariates)
+            X = _validate_data(self, X, dtype=_FLOATS)
+            cov = check_array(y, dtype=np.float64, input_name="y")
+            if cov.shape[0] != X.shape[0]:
+                raise ValueError(f"y has {cov.shape[0]} rows of covariates but X has {X.shape[0]} rows")
+            self.covariate_mean_ = cov.mean(0)
+            sd = cov.std(0)
+            self.covariate_scale_ = np.where(sd > 0, sd, 1.0)
+            codes = (cov - self.covariate_mean_) / self.covariate_scale_
+        elif self.condition == "y":
             if y is None:
-                raise ValueError(f"{type(self).__name__}(condition='y') needs the class labels: call fit(X, y)")
+                raise ValueError(
+                    f"{type(self).__name__}(condition='y') needs y (class labels, or covariates of shape "
+                    "(n_samples, n_covariates)): call fit(X, y)"
+                )
             X, y = _validate_data(self, X, y, dtype=_FLOATS)
             self.classes_, codes = np.unique(y, return_inverse=True)
             codes = codes.reshape(-1).astype(np.int64)
@@ -282,7 +301,9 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         wanted, config = self._settings(seed)
         if codes is not None:
             wanted = dataclasses.replace(
-                wanted, condition_dim=len(self.classes_), conditional_prior=bool(self.conditional_prior)
+                wanted,
+                condition_dim=codes.shape[1] if codes.ndim == 2 else len(self.classes_),
+                conditional_prior=bool(self.conditional_prior),
             )
         x = np.asarray(X, dtype=np.float32)
         x_train, x_val = x, None
@@ -356,12 +377,15 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         return bool(getattr(self.model_, "condition_dim", 0))
 
     def _codes(self, y, n: int | None, what: str) -> np.ndarray | None:
-        """The class indices of labels ``y`` (one per row, or one for all when ``n`` is given and y is
-        a single label) for a conditional model; None for an unconditional one (y ignored)."""
+        """The conditions c of ``y`` for a conditional model, None for an unconditional one (y
+        ignored): the class indices of labels (one per row, or one for all when ``n`` is given and y
+        is a single label), or standardised covariates (n, n_covariates) (a single row: for all)."""
         if not self._conditional:
             return None
         if y is None:
             raise ValueError(f"this {type(self).__name__} is conditional on y (condition='y'): {what} needs y")
+        if hasattr(self, "covariate_mean_"):
+            return self._covariates(y, n, what)
         y = np.asarray(y)
         if y.ndim == 0 and n is not None:  # one label for every row
             y = np.repeat(y.reshape(1), n)
@@ -377,6 +401,19 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
                 + ", ".join(str(v) for v in self.classes_)
             )
         return codes.astype(np.int64)
+
+    def _covariates(self, y, n: int | None, what: str) -> np.ndarray:
+        k = len(self.covariate_mean_)
+        cov = np.asarray(y, dtype=np.float64)
+        if cov.ndim == 1 and cov.shape[0] == k and n is not None:  # one row of covariates for every row
+            cov = np.repeat(cov.reshape(1, k), n, axis=0)
+        if cov.ndim != 2 or cov.shape[1] != k:
+            raise ValueError(f"{what}: y must hold covariates of shape (n_samples, {k}), got shape {cov.shape}")
+        if n is not None and cov.shape[0] != n:
+            raise ValueError(f"{what}: got {cov.shape[0]} rows of covariates y for {n} rows")
+        if not np.all(np.isfinite(cov)):
+            raise ValueError(f"{what}: the covariates y hold NaN or infinite values; covariates must be complete")
+        return (cov - self.covariate_mean_) / self.covariate_scale_
 
     @property
     def _data_shape(self) -> tuple[int, ...]:
@@ -482,7 +519,12 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         model32 = copy.deepcopy(self.model_).to(device="cpu", dtype=torch.float32)
         model32.spec = spec
         saved = {"class": type(self).__name__, "params": params, "seed": self.seed_}
-        if self._conditional:
+        if hasattr(self, "covariate_mean_"):
+            saved["covariates"] = {
+                "mean": np.asarray(self.covariate_mean_).tolist(),
+                "scale": np.asarray(self.covariate_scale_).tolist(),
+            }
+        elif self._conditional:
             saved["classes"] = np.asarray(self.classes_).tolist()
         folder = RunFolder.create(path)  # exclusive: refuses a folder that exists and is not empty
         with folder.lock():
@@ -524,7 +566,14 @@ class VAE(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
         names = config.get("data", {}).get("feature_names")
         if names:
             est.feature_names_in_ = np.asarray(names, dtype=object)
-        if est._conditional:
+        covariates = (saved or {}).get("covariates")
+        if covariates is None and run.covariates is not None:  # --condition-columns: y is the encoded c itself
+            zeros = [0.0] * est.model_.condition_dim
+            covariates = {"mean": zeros, "scale": [1.0] * len(zeros)}
+        if covariates is not None:
+            est.covariate_mean_ = np.asarray(covariates["mean"], dtype=np.float64)
+            est.covariate_scale_ = np.asarray(covariates["scale"], dtype=np.float64)
+        elif est._conditional:
             classes = (saved or {}).get("classes")
             est.classes_ = np.asarray(classes) if classes is not None else np.arange(est.model_.condition_dim)
         return est

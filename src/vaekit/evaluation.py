@@ -25,19 +25,25 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.distributions import Independent, kl_divergence
+from torch.distributions import (
+    Categorical,
+    Distribution,
+    Independent,
+    MixtureSameFamily,
+    MultivariateNormal,
+    Normal,
+    kl_divergence,
+)
 
 from .batches import inference, iterate
 from .generate import placement
 from .model import Model
 from .objectives import (
     DEFAULT_MAX_ELEMENTS,
-    _diagonal_normal,
     elements_per_draw,
-    kl_per_unit,
     log_marginal,
 )
-from .posteriors import draw
+from .posteriors import Diagonal, draw
 
 ACTIVE_THRESHOLD = 0.01  # Burda et al. 2016
 COLLAPSE_KL = 0.1  # nats per example: z then carries at most 0.1 nats (0.14 bits) about x
@@ -128,6 +134,7 @@ class Gaps:
     converged: np.ndarray  # (N,) bool
     steps_taken: np.ndarray  # (N,) int
     config: GapConfig
+    family: str = "diagonal"  # the posterior family q* was refined in (ModelSpec.posterior's names)
 
     @property
     def converged_fraction(self) -> float:
@@ -140,6 +147,7 @@ class Gaps:
         }
         out["refinement"] = {
             **self.config.to_dict(),
+            "family": self.family,
             "converged_fraction": self.converged_fraction,
             "mean_steps": float(np.mean(self.steps_taken)),
             "criterion": (
@@ -169,12 +177,13 @@ class Evaluation:
     iwae: dict[int, Metric]
     log_px: Metric | None
     bits_per_dim: Metric | None
-    kl_per_unit: np.ndarray  # (N, H) closed form where torch has one
+    kl_per_unit: np.ndarray | None  # (N, H), see ``unit_kl``; None where it is not defined
     posterior_mean_variance: np.ndarray  # (H,) Var over the data of E_q[z_j | x]
     active_threshold: float
     collapse_kl: float
     gaps: Gaps | None = None
     warnings: list[str] = field(default_factory=list)
+    kl_per_unit_estimator: str = ""  # how kl_per_unit was computed, or why it is not defined
 
     @property
     def active_units(self) -> np.ndarray:
@@ -217,14 +226,16 @@ class Evaluation:
         if self.bits_per_dim is not None:
             out["bits_per_dim"] = self.bits_per_dim.to_dict(per_example)
         out["kl_per_unit"] = {
-            "mean": self.kl_per_unit.mean(0).tolist(),
-            "estimator": "KL(q(z_j|x) || p(z_j)) per latent unit (as the KL above), mean over the examples",
+            "defined": self.kl_per_unit is not None,
+            "mean": None if self.kl_per_unit is None else self.kl_per_unit.mean(0).tolist(),
+            "estimator": self.kl_per_unit_estimator,
         }
+        counted = self.n_examples > 1  # a variance over the examples needs two of them
         out["active_units"] = {
-            "count": self.n_active,
+            "count": self.n_active if counted else None,
             "of": self.latent_dim,
-            "active": self.active_units.tolist(),
-            "posterior_mean_variance": self.posterior_mean_variance.tolist(),
+            "active": self.active_units.tolist() if counted else None,
+            "posterior_mean_variance": self.posterior_mean_variance.tolist() if counted else None,
             "threshold": self.active_threshold,
             "criterion": f"unit j is active when Var_x(E_q[z_j|x]) > {self.active_threshold} (Burda et al. 2016)",
         }
@@ -267,8 +278,7 @@ def evaluate(
     -log p(x) / (D ln 2); None means "when the model's data are images (2 or more dims)".
 
     ``c``: a conditional model's conditions, (N,) class labels or (N, condition_dim); every number is
-    then conditional on them (log p(x|c), KL(q(z|x, c) || p(z|c))). The inference gaps are not
-    available for a conditional model.
+    then conditional on them (log p(x|c), KL(q(z|x, c) || p(z|c)), the gaps of log p(x|c)).
 
     The global torch random state is seeded with ``seed`` for the call and restored after it:
     the same model, data and seed give the same numbers on the same device.
@@ -285,8 +295,6 @@ def evaluate(
     if getattr(model, "condition_dim", 0) or c is not None:
         c = model.condition(None if c is None else torch.as_tensor(c, device=device), n)
         c = c.to(dtype)
-        if gap_config is not None:
-            raise ValueError("the inference gaps are not available for a conditional model; evaluate without gaps")
     d = math.prod(x.shape[1:])
     if bits_per_dim is None:
         bits_per_dim = len(model.data_shape or x.shape[1:]) >= 2
@@ -337,18 +345,21 @@ def _measure(
     pairs = max(1, max_elements // elements_per_draw(model, x))
     with torch.no_grad():
         # the encoder alone: posterior means (active units) and the KL per unit
-        locs, scales, kl_units = [], [], []
+        locs, kl_units = [], []
+        units_estimator = ""
         start = 0
-        for xb in iterate(x, max(1, min(4096, pairs))):
+        pz = model.p_z() if c is None else None
+        batch = max(1, min(4096, pairs, max_elements // (h * _mixture_size(pz))))
+        for xb in iterate(x, batch):
             cb = _cut(c, start, xb)
             start += xb.shape[0]
-            qz, pz = (model.q_z(xb), model.p_z()) if cb is None else (model.q_z(xb, cb), model.p_z(cb))
-            closed_kl = _closed_form_kl(qz, pz)
+            qz, pz = (model.q_z(xb), pz) if cb is None else (model.q_z(xb, cb), model.p_z(cb))
+            closed_kl = kl_in_closed_form(qz, pz)
             locs.append(qz.mean)
-            scales.append(qz.stddev)
-            kl_units.append(kl_per_unit(qz, pz))
-        loc, scale = torch.cat(locs), torch.cat(scales)
-        kl_units_np = _np(torch.cat(kl_units)).reshape(n, h)
+            values, units_estimator = unit_kl(qz, pz, model, max_elements=max_elements)
+            kl_units.append(values)
+        loc = torch.cat(locs)
+        kl_units_np = None if kl_units[0] is None else _np(torch.cat(kl_units)).reshape(n, h)
         mean_var = _np(loc.double().var(0, unbiased=True)) if n > 1 else np.full(h, np.nan)
 
         closed = "closed-form KL" if closed_kl else "Monte Carlo KL (same draws)"
@@ -413,7 +424,7 @@ def _measure(
 
     gaps = None
     if gap_config is not None:
-        gaps = inference_gaps(model, x, gap_config, iw_samples or 1000, max_elements, encoder=(loc, scale))
+        gaps = inference_gaps(model, x, gap_config, iw_samples or 1000, max_elements, c=c)
 
     result = Evaluation(
         n_examples=n,
@@ -427,6 +438,7 @@ def _measure(
         log_px=log_px,
         bits_per_dim=bpd,
         kl_per_unit=kl_units_np,
+        kl_per_unit_estimator=units_estimator,
         posterior_mean_variance=mean_var,
         active_threshold=float(active_threshold),
         collapse_kl=float(collapse_kl),
@@ -464,6 +476,74 @@ def _warnings(r: Evaluation) -> list[str]:
     return out
 
 
+# -- the KL per latent unit ------------------------------------------------------------------
+UNIT_KL_SAMPLES = 100  # Monte Carlo draws per example of a per-unit KL without a closed form
+
+
+def unit_marginals(d) -> Distribution | None:
+    """The one-dimensional marginals of a distribution over z (..., H) as one distribution of batch
+    shape (..., H): a diagonal Gaussian's own units, a full-covariance Gaussian's N(mu_j, Sigma_jj), a
+    mixture of diagonal Gaussians' one-dimensional mixtures. None where they have no closed form
+    (a flow, two stochastic layers, a prior of the user's own)."""
+    if isinstance(d, Independent) and d.reinterpreted_batch_ndims == 1 and isinstance(d.base_dist, Normal):
+        return d.base_dist
+    if isinstance(d, MultivariateNormal):
+        return Normal(d.loc, d.variance.sqrt(), validate_args=False)
+    if isinstance(d, MixtureSameFamily):
+        parts = unit_marginals(d.component_distribution)  # (..., K, H)
+        if isinstance(parts, Normal):
+            logits = d.mixture_distribution.logits.unsqueeze(-2).expand(*parts.loc.shape[:-2], parts.loc.shape[-1], -1)
+            return MixtureSameFamily(
+                Categorical(logits=logits, validate_args=False),
+                Normal(parts.loc.movedim(-2, -1), parts.scale.movedim(-2, -1), validate_args=False),
+                validate_args=False,
+            )
+    return None
+
+
+def _mixture_size(pz) -> int:
+    return int(pz.mixture_distribution.logits.shape[-1]) if isinstance(pz, MixtureSameFamily) else 1
+
+
+def unit_kl(qz, pz, model: Model | None = None, samples: int = UNIT_KL_SAMPLES, max_elements: int = 2**24):
+    """KL(q(z_j|x) || p(z_j)) for every latent unit j, (B, H), and the estimator in words.
+
+    When q and p are diagonal Gaussians (closed form) these are the KL's own terms and add up to it.
+    Otherwise they are the KLs between the one-dimensional marginals: in closed form between two
+    Gaussians (a full-covariance q: their sum falls short of the KL by q's total correlation
+    KL(q || prod_j q_j) >= 0), else the ``samples``-draw Monte Carlo mean of log q_j(z_j) - log p_j(z_j)
+    (a mixture prior's marginals; their sum is not the KL). Where a marginal has no closed form (an
+    IAF or two-layer q, a two-layer prior) the values are None and the string says why."""
+    q1, p1 = unit_marginals(qz), unit_marginals(pz)
+    if q1 is None or p1 is None:
+        family = getattr(getattr(model, "posterior", None), "family", None)
+        if family == "two-layer":
+            why = "layers=2: the marginals of z1 under p(z2) p(z1|z2) and of z2 under q(z1|x) q(z2|z1) have no closed form"
+        elif q1 is None:
+            why = f"posterior={family or type(qz).__name__}: its marginals q(z_j|x) have no closed form"
+        else:
+            why = f"this prior ({type(pz).__name__}): its marginals p(z_j) have no closed form"
+        return None, f"not defined for {why}; the active units (Var_x E_q[z_j|x]) are defined for every family"
+    factorised = isinstance(qz, Independent) and isinstance(pz, Independent) and isinstance(p1, Normal)
+    try:
+        values = kl_divergence(q1, p1).expand(q1.batch_shape)
+        how = "closed form"
+    except NotImplementedError:
+        per_draw = max(1, q1.batch_shape.numel() * _mixture_size(pz))
+        chunk = max(1, min(samples, max_elements // per_draw))
+        total = torch.zeros(q1.batch_shape, dtype=q1.loc.dtype, device=q1.loc.device)
+        for done in range(0, samples, chunk):
+            z = q1.sample((min(chunk, samples - done),))  # (S, B, H)
+            total += (q1.log_prob(z) - p1.log_prob(z)).sum(0)
+        values = total / samples
+        how = f"{samples}-sample Monte Carlo"
+    if factorised:
+        return values, f"KL(q(z_j|x) || p(z_j)) per latent unit, {how}; the units add up to the KL"
+    kind = "a full-covariance q" if isinstance(qz, MultivariateNormal) else "a prior that does not factorise"
+    extra = "they add up to the KL minus q's total correlation" if isinstance(p1, Normal) else "their sum is not the KL"
+    return values, (f"KL(q(z_j|x) || p(z_j)) between the one-dimensional marginals of {kind}, {how}; {extra}")
+
+
 # -- the inference gaps ------------------------------------------------------------------
 def inference_gaps(
     model: Model,
@@ -471,57 +551,69 @@ def inference_gaps(
     config: GapConfig | None = None,
     iw_samples: int = 1000,
     max_elements: int = DEFAULT_MAX_ELEMENTS,
-    encoder: tuple[torch.Tensor, torch.Tensor] | None = None,
+    c: torch.Tensor | None = None,
 ) -> Gaps:
-    """Cremer et al. (2018): refine q's mean and log-scale for every example (batched over
-    examples; see ``GapConfig``), then approximation gap = log p(x) - L[q*] and amortisation
-    gap = L[q*] - L[q_enc]. log p(x) is importance-sampled with an equal mixture of q*,
-    q_enc and q* with twice its scale as the proposal.
+    """Cremer et al. (2018): refine q for every example within the model's own posterior family
+    (batched over examples; see ``GapConfig``), then approximation gap = log p(x) - L[q*] and
+    amortisation gap = L[q*] - L[q_enc].
+
+    q* is the family's distribution at the encoder output h optimised per example
+    (``posterior(h*)``): a diagonal Gaussian's mean and log-scale, a full-covariance Gaussian's mean
+    and Cholesky factor, an IAF's base Gaussian and context (its step networks as trained), a
+    two-layer q(z1|x) (q(z2|z1) as trained). A model whose ``q_z`` is its own is refined as the
+    diagonal Gaussian of its q's moments. log p(x) is importance-sampled with an equal mixture of
+    q*, the model's own q(z|x) and a diagonal Gaussian at q*'s moments with twice its scale (each with
+    an exact density, so the mixture's density is exact). ``c``: a conditional model's conditions
+    (N, condition_dim) or (N,) labels; every quantity is then given c (log p(x|c)).
     Uses the global random state; ``evaluate`` seeds it."""
     config = config or GapConfig()
     n = x.shape[0]
-    if encoder is None:
-        with torch.no_grad():
-            qz = model.q_z(x)
-            encoder = (qz.mean, qz.stddev)
-    enc_loc, enc_scale = encoder
+    if c is not None or getattr(model, "condition_dim", 0):
+        c = model.condition(None if c is None else torch.as_tensor(c, device=x.device), n).to(x.dtype)
+    family, h0 = _family(model, x, c)
     per_draw = elements_per_draw(model, x)
     # a gradient step keeps about as much again as its forward pass for the backward one
     batch = max(1, min(n, max_elements // (per_draw * max(2 * config.samples, config.check_samples))))
     fit = [
-        _refine(model, x[s : s + batch], enc_loc[s : s + batch], enc_scale[s : s + batch], config)
+        _refine(model, family, x[s : s + batch], h0[s : s + batch], config, _cut(c, s, x[s : s + batch]))
         for s in range(0, n, batch)
     ]
-    loc = torch.cat([f[0] for f in fit])
-    scale = torch.cat([f[1] for f in fit])
-    converged = np.concatenate([f[2] for f in fit])
-    steps = np.concatenate([f[3] for f in fit])
+    h_star = torch.cat([f[0] for f in fit])
+    converged = np.concatenate([f[1] for f in fit])
+    steps = np.concatenate([f[2] for f in fit])
 
     with torch.no_grad():
-        enc_draws, ref_draws = [], []
+        enc_draws, ref_draws, wide = [], [], []
         final_batch = max(1, max_elements // (per_draw * config.final_samples))
         for s in range(0, n, final_batch):
-            sl = slice(s, s + final_batch)
+            xb = x[s : s + final_batch]
+            cb = _cut(c, s, xb)
             # common random numbers: the same draws for both q's make their difference precise
-            eps = torch.randn(config.final_samples, *enc_loc[sl].shape, device=x.device, dtype=enc_loc.dtype)
-            # L[q_enc] is the ELBO of the model's own q (full covariance, a flow, two layers: not
-            # the diagonal Gaussian of its moments that starts the refinement)
-            q_enc = model.q_z(x[sl])
-            enc_draws.append(_elbo_draws(model, x[sl], q_enc, draw(q_enc, noise=eps)[0])[1])
-            ref_draws.append(
-                _elbo_draws(model, x[sl], _diagonal_normal(loc[sl], scale[sl]), loc[sl] + scale[sl] * eps)[1]
-            )
+            eps = torch.randn(config.final_samples, xb.shape[0], model.latent_dim, device=x.device, dtype=h0.dtype)
+            # L[q_enc] is the ELBO of the model's own q (full covariance, a flow, two layers)
+            q_enc = _q(model, xb, cb)
+            enc_draws.append(_elbo_draws(model, xb, q_enc, draw(q_enc, noise=eps)[0], cb)[1])
+            q_star = family(h_star[s : s + final_batch])
+            ref_draws.append(_elbo_draws(model, xb, q_star, draw(q_star, noise=eps)[0], cb)[1])
+            wide.append((q_star.mean, 2 * q_star.stddev))
         enc_draws, ref_draws = torch.cat(enc_draws, 1), torch.cat(ref_draws, 1)  # (S, N)
-        # q* alone is a poor proposal: the best diagonal Gaussian is narrower than a correlated
+        wide_loc, wide_scale = torch.cat([w[0] for w in wide]), torch.cat([w[1] for w in wide])
+        # q* alone can be a poor proposal: the best diagonal Gaussian is narrower than a correlated
         # posterior, and its importance weights are then heavy-tailed. A defensive mixture
-        # (Hesterberg 1995) with the encoder's q and a doubly wide q* keeps them bounded.
-        mixture = [(loc, scale), (enc_loc, enc_scale), (loc, 2 * scale)]
-        lm = log_marginal(model, x, k=max(iw_samples, 3), max_elements=max_elements, proposal=mixture)
+        # (Hesterberg 1995) with the model's own q and a doubly wide Gaussian keeps them bounded.
+        mixture = [
+            lambda a, b: family(h_star[a:b]),
+            lambda a, b: _q(model, x[a:b], _cut(c, a, x[a:b])),
+            (wide_loc, wide_scale),
+        ]
+        lm = log_marginal(model, x, k=max(iw_samples, 3), max_elements=max_elements, proposal=mixture, c=c)
     fs = config.final_samples
+    given = "|c" if c is not None else ""
     log_px = Metric(
         _np(lm.log_px),
-        f"log p(x): importance sampling, k={lm.k} split evenly over the proposals q*, "
-        "q_enc and q* with doubled scale (mixture weights)",
+        f"log p(x{given}): importance sampling, k={lm.k} split evenly over the proposals q* ({family.family}), "
+        f"the model's own q(z|x{', c' if c is not None else ''}) ({_own_family(model)}) and a diagonal Gaussian at "
+        "q*'s moments with doubled scale (weights by the mixture density)",
         lm.k,
         _np(lm.stderr),
     )
@@ -529,7 +621,7 @@ def inference_gaps(
     elbo_ref = Metric(
         *_mean_se(
             ref_draws,
-            f"L[q*]: ELBO of the per-example optimised diagonal Gaussian, "
+            f"L[q*]: ELBO of the per-example optimised {family.refined}, "
             f"{fs}-sample Monte Carlo (the draws of L[q_enc])",
             fs,
         )
@@ -540,16 +632,37 @@ def inference_gaps(
         elbo_refined=elbo_ref,
         approximation=Metric(
             log_px.values - elbo_ref.values,
-            "approximation gap: log p(x) - L[q*]",
+            f"approximation gap: log p(x{given}) - L[q*], q* the best {family.family} q per example",
             None,
-            np.sqrt(log_px.mc_stderr**2 + elbo_ref.mc_stderr**2),
+            None if elbo_ref.mc_stderr is None else np.sqrt(log_px.mc_stderr**2 + elbo_ref.mc_stderr**2),
         ),
         # paired draws: the standard error of the difference, not of each term
         amortisation=Metric(*_mean_se(ref_draws - enc_draws, "amortisation gap: L[q*] - L[q_enc]", fs)),
         converged=converged,
         steps_taken=steps,
         config=config,
+        family=family.family,
     )
+
+
+def _q(model: Model, x: torch.Tensor, c=None):
+    return model.q_z(x) if c is None else model.q_z(x, c)
+
+
+def _own_family(model: Model) -> str:
+    own = type(model).q_z is Model.q_z
+    return getattr(getattr(model, "posterior", None), "family", None) if own else type(model).__name__ + ".q_z"
+
+
+def _family(model: Model, x: torch.Tensor, c=None):
+    """The posterior family to refine in and the encoder's output h (N, n_params) that starts it: the
+    model's own (q_z(x) = posterior(h)), or for a model with a ``q_z`` of its own, the diagonal
+    Gaussian of its q's moments."""
+    with torch.no_grad():
+        if type(model).q_z is Model.q_z and isinstance(getattr(model, "posterior", None), Diagonal):
+            return model.posterior, model.posterior_params(x, c)
+        qz = _q(model, x, c)
+        return Diagonal(model.latent_dim), torch.cat([qz.mean, qz.stddev.log()], -1)
 
 
 def _elbo_draws(model: Model, x: torch.Tensor, qz, z: torch.Tensor, c=None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -565,78 +678,73 @@ def _elbo_draws(model: Model, x: torch.Tensor, qz, z: torch.Tensor, c=None) -> t
     return log_px_z, log_px_z - kl
 
 
-def _elbo_with(
-    model: Model, x: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor
-) -> torch.Tensor:
-    """ELBO of q = N(loc, diag scale^2) per example with the standard-normal draws ``eps`` (S, B, H)."""
-    return _elbo_draws(model, x, _diagonal_normal(loc, scale), loc + scale * eps)[1].mean(0)
+def _elbo_with(model: Model, family, x: torch.Tensor, h: torch.Tensor, eps: torch.Tensor, c=None) -> torch.Tensor:
+    """ELBO of q = family(h) per example with the standard-normal draws ``eps`` (S, B, H) behind z."""
+    q = family(h)
+    return _elbo_draws(model, x, q, draw(q, noise=eps)[0], c)[1].mean(0)
 
 
 def _mean_se(draws: torch.Tensor, estimator: str, samples: int) -> tuple:
     """Metric fields from per-draw values (S, N): the mean over draws and its standard error."""
     s = draws.shape[0]
-    se = draws.double().std(0, unbiased=True) / math.sqrt(s) if s > 1 else torch.full_like(draws[0], math.nan)
+    if s < 2:  # one draw has no spread to estimate an error from
+        return _np(draws.double().mean(0)), estimator, samples, None
+    se = draws.double().std(0, unbiased=True) / math.sqrt(s)
     return _np(draws.double().mean(0)), estimator, samples, _np(se)
 
 
-def _refine(model, x, loc0, scale0, cfg: GapConfig):
-    """Per-example Adam on (loc, log_scale) with per-example step sizes: returns the best
-    (loc, scale) found, whether each example converged, and the steps it took."""
-    b, h = loc0.shape
-    loc = loc0.detach().clone().requires_grad_(True)
-    log_scale = scale0.detach().log().clone().requires_grad_(True)
-    check_eps = torch.randn(cfg.check_samples, b, h, device=x.device, dtype=loc0.dtype)
+def _refine(model, family, x, h0, cfg: GapConfig, c=None):
+    """Per-example Adam on the posterior's parameters h with per-example step sizes: returns the
+    best h found, whether each example converged, and the steps it took."""
+    b, h = h0.shape[0], model.latent_dim
+    params = h0.detach().clone().requires_grad_(True)
+    check_eps = torch.randn(cfg.check_samples, b, h, device=x.device, dtype=h0.dtype)
 
     def check() -> torch.Tensor:
         with torch.no_grad():
-            return _elbo_with(model, x, loc, log_scale.exp(), check_eps)
+            return _elbo_with(model, family, x, params, check_eps, c)
 
     best = check()
-    best_loc, best_log_scale = loc.detach().clone(), log_scale.detach().clone()
-    lr = torch.full((b, 1), cfg.lr, device=x.device, dtype=loc0.dtype)
+    best_params = params.detach().clone()
+    lr = torch.full((b, 1), cfg.lr, device=x.device, dtype=h0.dtype)
     halvings = torch.zeros(b, dtype=torch.long, device=x.device)
     running = torch.ones(b, dtype=torch.bool, device=x.device)
     steps = torch.zeros(b, dtype=torch.long, device=x.device)
     last_check = best.clone()
-    moments = [torch.zeros_like(loc), torch.zeros_like(loc), torch.zeros_like(loc), torch.zeros_like(loc)]
+    m, v = torch.zeros_like(params), torch.zeros_like(params)
     beta1, beta2, adam_eps = 0.9, 0.999, 1e-8
     for step in range(1, cfg.steps + 1):
         if not bool(running.any()):
             break
-        eps = torch.randn(cfg.samples, b, h, device=x.device, dtype=loc0.dtype)
+        eps = torch.randn(cfg.samples, b, h, device=x.device, dtype=h0.dtype)
         with torch.enable_grad():
-            value = _elbo_with(model, x, loc, log_scale.exp(), eps)
-            g_loc, g_log_scale = torch.autograd.grad(-value.sum(), [loc, log_scale])
+            value = _elbo_with(model, family, x, params, eps, c)
+            (grad,) = torch.autograd.grad(-value.sum(), [params])
         with torch.no_grad():
-            mask = running.unsqueeze(1).to(loc.dtype)
-            for i, (param, grad) in enumerate(((loc, g_loc), (log_scale, g_log_scale))):
-                m, v = moments[2 * i], moments[2 * i + 1]
-                m.mul_(beta1).add_((1 - beta1) * grad)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                update = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + adam_eps)
-                param.sub_(mask * lr * update)
+            mask = running.unsqueeze(1).to(params.dtype)
+            m.mul_(beta1).add_((1 - beta1) * grad)
+            v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+            update = (m / (1 - beta1**step)) / ((v / (1 - beta2**step)).sqrt() + adam_eps)
+            params.sub_(mask * lr * update)
             steps += running.long()
             if step % cfg.check_every == 0:
                 now = check()
                 better = now > best
                 best = torch.where(better, now, best)
-                best_loc[better] = loc[better]
-                best_log_scale[better] = log_scale[better]
+                best_params[better] = params[better]
                 stalled = running & (best - last_check < cfg.tol)
                 last_check = best.clone()
                 # a stalled example restarts from its best with half the step size
                 lr[stalled] /= 2
                 halvings += stalled.long()
-                loc[stalled] = best_loc[stalled]
-                log_scale[stalled] = best_log_scale[stalled]
+                params[stalled] = best_params[stalled]
                 running &= ~(stalled & (halvings > cfg.halvings))
     with torch.no_grad():
         now = check()
         better = now > best
-        best_loc[better] = loc[better]
-        best_log_scale[better] = log_scale[better]
+        best_params[better] = params[better]
     converged = ~running
-    return best_loc, best_log_scale.exp(), converged.cpu().numpy(), steps.cpu().numpy()
+    return best_params, converged.cpu().numpy(), steps.cpu().numpy()
 
 
 # -- helpers -----------------------------------------------------------------------------
@@ -662,7 +770,8 @@ def _as_input(model: Model, data, device: torch.device, dtype: torch.dtype) -> t
     return x
 
 
-def _closed_form_kl(qz, prior) -> bool:
+def kl_in_closed_form(qz, prior) -> bool:
+    """Whether torch has KL(q || p) in closed form (else the bounds take it by Monte Carlo)."""
     q = qz.base_dist if isinstance(qz, Independent) else qz
     p = prior.base_dist if isinstance(prior, Independent) else prior
     try:

@@ -31,6 +31,7 @@ from .model import Model
 MAX_POINTS = 2000
 SEED = 0
 MANIFOLD_STEPS = 15
+CLASS_PANELS = 4  # a conditional run's manifold and traversal: one panel for each of the most frequent few classes
 TSNE_POINTS = 1000  # examples in the t-SNE map with openTSNE; half as many with scikit-learn's slower t-SNE
 
 
@@ -124,11 +125,37 @@ def overview_2d(
     colour_name: str = "true phase",
     n_samples: int = 500,
     seed: int = 0,
+    c=None,
+    groups: Sequence[tuple[str, Any]] | None = None,
 ):
     """``plots.overview_2d`` for a model of 2-D data: its encoder means of ``x`` and the decoder
-    means of ``n_samples`` prior draws z ~ p(z) (seeded)."""
+    means of ``n_samples`` prior draws z ~ p(z) (seeded). A conditional model: ``c``, the
+    conditions of ``x`` (encoded under them), and ``groups``, (name, condition) pairs: the prior
+    samples are split evenly over them, z ~ p(z|c) decoded under c, coloured by group."""
     x = plots._check_2d(x)
-    mean, _ = generate.encode(model, torch.as_tensor(x, dtype=torch.float32))
+    mean, _ = generate.encode(model, torch.as_tensor(x, dtype=torch.float32), c=c)
+    if groups:
+        per = -(-int(n_samples) // len(groups))
+        decoded, names = [], []
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            for name, cond in groups:
+                z = generate.prior_draws(model, per, c=cond)
+                decoded.append(generate.decode(model, z, c=cond).numpy().reshape(per, -1))
+                names += [name] * per
+        prior = "$z\\sim p(z|c)$" if getattr(model, "conditional_prior", False) else "$z\\sim\\mathcal{N}(0,I)$"
+        return plots.overview_2d(
+            x,
+            mean.numpy(),
+            np.concatenate(decoded),
+            None,
+            history,
+            labels=labels,
+            colour=colour,
+            colour_name=colour_name,
+            sample_labels=np.asarray(names),
+            prior=prior,
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         z = model.p_z().sample((int(n_samples),)).to(_device(model))
@@ -210,11 +237,13 @@ def manifold(
     low: float = 0.05,
     high: float = 0.95,
     value_range: tuple[float, float] | None = None,
+    c=None,
 ):
     """Decoder means on a ``steps`` x ``steps`` grid through the prior's quantiles in two latent units
     (``dims``, array indices), the other units at 0, the prior's mean. Without ``dims``: units 1 and 2
     of a 2-D latent; above two dimensions the two units with the largest KL per unit ``kl`` (H,),
-    which is then required. A 1-D latent gives one row (a curve for 2-D data)."""
+    which is then required. A 1-D latent gives one row (a curve for 2-D data). ``c``: a conditional
+    model's condition to decode under (a class label or a condition vector)."""
     h = model.latent_dim
     chosen_by = ""
     if dims is None and h > 2:
@@ -229,7 +258,7 @@ def manifold(
         chosen_by = ", the two units with the most KL,"
     dims = (0, 1) if dims is None else (int(dims[0]), int(dims[1]))
     grid = generate.quantile_grid(h, steps, dims, low, high)  # (R, C, H)
-    decoded = generate.decode(model, grid.to(_device(model))).numpy()  # (R, C, *data_shape)
+    decoded = generate.decode(model, grid.to(_device(model)), c=c).numpy()  # (R, C, *data_shape)
     values = generate.prior_quantiles(steps, low, high).numpy()
     return plots.manifold_figure(
         decoded,
@@ -256,15 +285,16 @@ def traversal(
     data=None,
     value_range: tuple[float, float] | None = None,
     how: str = "mean",
+    c=None,
 ):
     """Latent traversals: each unit in ``units`` (array indices; default all, at most 10) moved through
     the prior's quantiles with the others fixed at ``base`` (default 0), decoded. Images: one row per
-    unit; 2-D data: one curve per unit over the data."""
+    unit; 2-D data: one curve per unit over the data. ``c``: a conditional model's condition to decode under."""
     units = list(range(min(model.latent_dim, 10))) if units is None else [int(u) for u in units]
     base = torch.zeros(model.latent_dim) if base is None else torch.as_tensor(np.asarray(base), dtype=torch.float32)
     values = generate.prior_quantiles(steps, low, high)
     z = generate.traverse(base, units, values)  # (U, S, H)
-    decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
+    decoded = generate.decode(model, z.to(_device(model)), how=how, c=c).numpy()
     return plots.traversal_figure(
         decoded,
         units,
@@ -287,19 +317,33 @@ def interpolation(
     data=None,
     value_range: tuple[float, float] | None = None,
     how: str = "mean",
+    c=None,
+    pair_labels: Sequence[str] | None = None,
 ):
     """Decoded points along straight lines between the encoder means of ``x_from[i]`` and ``x_to[i]``.
-    Images: one row per pair, the originals at both ends; 2-D data: paths over the data."""
+    Images: one row per pair, the originals at both ends; 2-D data: paths over the data. ``c``: a
+    conditional model's condition of each pair ((P,) labels or (P, condition_dim)): both ends are
+    encoded and the line decoded under it. ``pair_labels`` name the rows (default "pair i")."""
     a = torch.as_tensor(np.asarray(x_from), dtype=torch.float32)
     b = torch.as_tensor(np.asarray(x_to), dtype=torch.float32)
     if a.shape != b.shape:
         raise ValueError(f"interpolation ends differ in shape: {tuple(a.shape)} and {tuple(b.shape)}")
-    za, _ = generate.encode(model, a)
-    zb, _ = generate.encode(model, b)
+    za, _ = generate.encode(model, a, c=c)
+    zb, _ = generate.encode(model, b, c=c)
     z = generate.interpolate(za, zb, steps).transpose(0, 1)  # (P, S, H)
-    decoded = generate.decode(model, z.to(_device(model)), how=how).numpy()
+    cond = None
+    if c is not None:  # the pair's condition for each of its steps
+        c = torch.as_tensor(np.asarray(c))
+        cond = c[:, None].expand(-1, steps, *c.shape[1:]) if c.dim() == 2 else c[:, None].expand(-1, steps)
+    decoded = generate.decode(model, z.to(_device(model)), how=how, c=cond).numpy()
     return plots.interpolation_figure(
-        a.numpy(), b.numpy(), decoded, image_shape=image_shape, data=data, value_range=value_range
+        a.numpy(),
+        b.numpy(),
+        decoded,
+        image_shape=image_shape,
+        data=data,
+        value_range=value_range,
+        pair_labels=pair_labels,
     )
 
 
@@ -337,15 +381,58 @@ def _tensor(x) -> torch.Tensor:
 
 
 def _make_overview(v: RunView):
+    conditional = _conditional(v)
     return overview_2d(
         v.model,
         v.fit.x,
         v.run.history,
-        labels=v.labels,
+        labels=v.labels if not conditional or v.run.condition_kind == "label" else _group_codes(v, v.fit),
         colour=v.colour,
         colour_name=v.colour_name or "value",
         seed=SEED,
+        c=runs.conditions(v.run, v.fit, "the training rows") if conditional else None,
+        groups=_groups(v, 10) if conditional else None,
     )
+
+
+def _groups(v: RunView, limit: int) -> list[tuple[str, Any]]:
+    """A conditional run's most frequent classes in the training rows (at most ``limit``), each as
+    (name, condition): a class label, or for a run on table covariates a combination of its
+    categorical and binary covariates (numeric ones at their training mean), as a condition vector."""
+    if v.run.condition_kind == "label":
+        counts = np.bincount(runs.class_labels(v.fit), minlength=int(v.model.condition_dim))
+        order = np.argsort(-counts, kind="stable")[: int(limit)]
+        return [(f"class {k}", int(k)) for k in sorted(int(k) for k in order if counts[k] > 0)]
+    cov = v.run.covariates
+    kinds = {c["name"]: c for c in cov.schema.columns}
+    levels = [n for n in cov.names if kinds[n]["kind"] != "numeric"]
+    frame = v.fit.covariates
+    combos = frame.groupby(levels, sort=True).size().sort_values(ascending=False, kind="stable") if levels else None
+    rows = []
+    for key in [] if combos is None else list(combos.index[: int(limit)]):
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append(dict(zip(levels, key)))
+    if not rows:
+        rows = [{}]
+    out = []
+    for row in rows:
+        full = {n: row.get(n, kinds[n].get("mean")) for n in cov.names}
+        import pandas as pd
+
+        c = cov.encode(pd.DataFrame([full]), "the covariates")[0]
+        name = ", ".join(f"{n}={row[n]}" for n in levels) or "covariates"
+        means = [n for n in cov.names if n not in levels]
+        out.append((name + (f" ({', '.join(means)} at the mean)" if means and rows != [{}] else ""), c))
+    return out
+
+
+def _group_codes(v: RunView, data: Dataset) -> np.ndarray | None:
+    """For a run on table covariates: each row's combination of categorical covariates, as text (for colours)."""
+    cov = v.run.covariates
+    levels = [c["name"] for c in cov.schema.columns if c["kind"] != "numeric"]
+    if not levels or data.covariates is None:
+        return None
+    return np.asarray([", ".join(f"{n}={r[n]}" for n in levels) for _, r in data.covariates.iterrows()])
 
 
 def _conditional(v: RunView) -> bool:
@@ -353,19 +440,10 @@ def _conditional(v: RunView) -> bool:
 
 
 def _held_out_c(v: RunView, n: int | None = None):
-    """The class labels of the held-out examples shown (a conditional run's conditions), or None."""
+    """The conditions of the held-out examples shown (a conditional run's labels or covariates), or None."""
     if not _conditional(v):
         return None
-    return runs.class_labels(v.held_out)[:n]
-
-
-def _needs_unconditional(needs):
-    def check(v: RunView):
-        if _conditional(v):
-            return "it is not drawn for a conditional run yet (its samples figure has one row per class)"
-        return needs(v)
-
-    return check
+    return runs.conditions(v.run, v.held_out, "the held-out rows")[:n]
 
 
 def _make_samples(v: RunView):
@@ -391,18 +469,38 @@ def _make_reconstructions(v: RunView):
 
 def _make_manifold(v: RunView):
     kl = _kl(v) if v.model.latent_dim > 2 else None  # above two units: the two that carry the most
-    return manifold(
-        v.model,
-        steps=MANIFOLD_STEPS,
-        kl=kl,
-        image_shape=v.image_shape,
-        data=None if v.image_shape else v.fit.x,
-        value_range=v.value_range,
+
+    def one(c=None, steps=MANIFOLD_STEPS):
+        return manifold(
+            v.model,
+            steps=steps,
+            kl=kl,
+            image_shape=v.image_shape,
+            data=None if v.image_shape else v.fit.x,
+            value_range=v.value_range,
+            c=c,
+        )
+
+    if not _conditional(v):
+        return one()
+    return _per_group(v, lambda c: one(c, steps=min(MANIFOLD_STEPS, 9)), "Decoded latent grid")
+
+
+def _per_group(v: RunView, draw, what: str):
+    """One panel per class (the most frequent ``CLASS_PANELS``): ``draw(c)`` decoded under each."""
+    groups = _groups(v, CLASS_PANELS)
+    prior = "z on the prior p(z|c)'s" if getattr(v.model, "conditional_prior", False) else "z"
+    shown = f"the {len(groups)} most frequent classes" if v.run.condition_kind == "label" else "covariate groups"
+    return plots.class_panels(
+        [draw(c) for _, c in groups],
+        [f"decoded under {name}" for name, _ in groups],
+        title=f"{what} per class ({shown}; {prior} the same in every panel)",
+        ncols=2 if len(groups) == 4 else None,
     )
 
 
 def _make_latent(v: RunView):
-    c = runs.class_labels(v.fit) if _conditional(v) else None
+    c = runs.conditions(v.run, v.fit, "the training rows") if _conditional(v) else None
     z, _ = generate.encode(v.model, _tensor(v.fit.x), c=c)
     return plots.latent_map(
         z.numpy(),
@@ -427,13 +525,20 @@ def _make_kl_units(v: RunView):
 
 def _make_traversal(v: RunView):
     units = most_informative(_kl(v), 10)  # the most informative units first
-    return traversal(
-        v.model,
-        units=units,
-        image_shape=v.image_shape,
-        data=None if v.image_shape else v.fit.x,
-        value_range=v.value_range,
-    )
+
+    def one(c=None, units=units):
+        return traversal(
+            v.model,
+            units=units,
+            image_shape=v.image_shape,
+            data=None if v.image_shape else v.fit.x,
+            value_range=v.value_range,
+            c=c,
+        )
+
+    if not _conditional(v):
+        return one()
+    return _per_group(v, lambda c: one(c, units[:5]), "Latent traversals")
 
 
 def _make_interpolation(v: RunView):
@@ -441,6 +546,8 @@ def _make_interpolation(v: RunView):
     pairs = min(4, len(x) // 2) if len(x) >= 2 else 0
     if pairs == 0:
         raise ValueError("an interpolation needs at least two held-out examples")
+    if _conditional(v):
+        return _class_interpolation(v)
     if v.labels is not None and v.held_out.labels is not None:  # prefer pairs of different classes
         lab = v.held_out.labels
         chosen, used = [], set()
@@ -467,6 +574,42 @@ def _make_interpolation(v: RunView):
     )
 
 
+def _class_interpolation(v: RunView):
+    """A conditional run: one row (image data) or path (2-D data) per class, between two held-out
+    examples of that class, both encoded and the line decoded under its condition."""
+    x = v.held_out.x
+    c = runs.conditions(v.run, v.held_out, "the held-out rows")
+    if v.run.condition_kind == "label":
+        keys = np.asarray(c)
+        names = {k: f"class {k}" for k in np.unique(keys)}
+    else:
+        keys = _group_codes(v, v.held_out)
+        keys = np.zeros(len(x), dtype=np.int64) if keys is None else keys
+        names = {k: str(k) for k in np.unique(keys)}
+    a, b, labels = [], [], []
+    for k in sorted(names, key=lambda k: -int(np.sum(keys == k)))[:10]:  # the most frequent, at most 10
+        rows = np.flatnonzero(keys == k)
+        if len(rows) >= 2:
+            a.append(rows[0])
+            b.append(rows[1])
+            labels.append(names[k])
+    if not a:
+        raise ValueError("an interpolation per class needs two held-out examples of one class")
+    order = np.argsort(labels, kind="stable")
+    a, b, labels = [a[i] for i in order], [b[i] for i in order], [labels[i] for i in order]
+    return interpolation(
+        v.model,
+        x[a],
+        x[b],
+        steps=8,
+        image_shape=v.image_shape,
+        data=None if v.image_shape else v.fit.x,
+        value_range=v.value_range,
+        c=c[a],
+        pair_labels=labels,
+    )
+
+
 KINDS: dict[str, Kind] = {
     "curves": Kind(
         "ELBO, reconstruction and KL per epoch, train and validation",
@@ -474,9 +617,9 @@ KINDS: dict[str, Kind] = {
         _needs_history,
     ),
     "overview": Kind(
-        "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves",
+        "the seeds' four panels for 2-D data: data, code, decoded prior samples (a conditional run: per class), curves",
         _make_overview,
-        _needs_unconditional(_needs_2d),
+        _needs_2d,
     ),
     "samples": Kind(
         "decoded prior samples (image grid, or over the 2-D data; a conditional run: one row per class)",
@@ -487,9 +630,9 @@ KINDS: dict[str, Kind] = {
     "reconstructions": Kind("held-out images beside their reconstructions", _make_reconstructions, _needs_images),
     "manifold": Kind(
         "decoded grid of latent points through the prior's quantiles (above two latent units: "
-        "the two with the most KL, the others at 0)",
+        "the two with the most KL, the others at 0; a conditional run: one panel per class, at most 4)",
         _make_manifold,
-        _needs_unconditional(_needs_images_or_2d),
+        _needs_images_or_2d,
         default=lambda v: v.model.latent_dim <= 2,
     ),  # above two: on request, 'traversal' by default
     "latent": Kind(
@@ -500,15 +643,17 @@ KINDS: dict[str, Kind] = {
     ),  # 2-D runs: part of 'overview'
     "kl_units": Kind("KL per latent unit (nats)", _make_kl_units, lambda v: None),
     "traversal": Kind(
-        "one latent unit at a time through the prior's quantiles, others at 0",
+        "one latent unit at a time through the prior's quantiles, others at 0 (a conditional run: one "
+        "panel per class, at most 4)",
         _make_traversal,
-        _needs_unconditional(_needs_images_or_2d),
+        _needs_images_or_2d,
         default=lambda v: v.model.latent_dim > 1,
     ),  # 1-D: same as 'manifold'
     "interpolation": Kind(
-        "decoded straight lines between the codes of held-out examples",
+        "decoded straight lines between the codes of held-out examples (a conditional run: one per class, "
+        "between two examples of it)",
         _make_interpolation,
-        _needs_unconditional(_needs_images_or_2d),
+        _needs_images_or_2d,
     ),
 }
 

@@ -48,12 +48,28 @@ def _check_k(k: int, what: str = "k") -> int:
     return int(k)
 
 
-def _log_weights(model: Model, xb: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(z (k, B, H), log w (k, B)) for z_k ~ q(z | x_obs): log p(x_obs|z) + log p(z) - log q(z|x_obs)."""
-    qz = model.q_z(xb)
-    z = qz.sample((k,))  # (k, B, H)
-    log_w = model.log_px_z(z, xb) + model.p_z().log_prob(z) - qz.log_prob(z)  # (k, B)
+def _log_weights(model: Model, xb: torch.Tensor, k: int, cb=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z (k, B, H), log w (k, B)) for z_k ~ q(z | x_obs): log p(x_obs|z) + log p(z) - log q(z|x_obs)
+    (a conditional model: given its conditions ``cb`` (B, condition_dim), all three terms given c)."""
+    if cb is None:
+        qz = model.q_z(xb)
+        z = qz.sample((k,))  # (k, B, H)
+        log_w = model.log_px_z(z, xb) + model.p_z().log_prob(z) - qz.log_prob(z)  # (k, B)
+        return z, log_w
+    cb = model.condition(cb, xb.shape[0])
+    qz = model.q_z(xb, cb)
+    z = qz.sample((k,))
+    log_w = model.log_px_z(z, xb, cb) + model.p_z(cb).log_prob(z) - qz.log_prob(z)
     return z, log_w
+
+
+def _batches(x, c, batch_size: int, device):
+    """Batches of ``x`` on ``device``, each with its rows of the conditions ``c`` (or None)."""
+    start = 0
+    for xb in iterate(x, batch_size, device):
+        cb = None if c is None else torch.as_tensor(c[start : start + xb.shape[0]]).to(device)
+        start += xb.shape[0]
+        yield xb, cb
 
 
 @contextlib.contextmanager
@@ -67,40 +83,45 @@ def _seeded(seed: int | None):
         yield
 
 
-def conditional_mean(model: Model, x, k: int = DEFAULT_K, batch_size: int = 256, seed: int | None = 0) -> torch.Tensor:
+def conditional_mean(
+    model: Model, x, k: int = DEFAULT_K, batch_size: int = 256, seed: int | None = 0, c=None
+) -> torch.Tensor:
     """``x`` (N, D) with every NaN replaced by the importance-weighted E[x_miss | x_obs]
     (``k`` draws from q per row); observed entries are returned untouched. For a categorical
-    block the filled values are the weighted category probabilities, for a binary column P(1)."""
+    block the filled values are the weighted category probabilities, for a binary column P(1).
+    ``c``: a conditional model's conditions, one per row (then E[x_miss | x_obs, c])."""
     k = _check_k(k)
     device = next(model.parameters()).device
     out = []
     with _seeded(seed), inference(model):
-        for xb in iterate(x, batch_size, device):
-            z, log_w = _log_weights(model, xb, k)
+        for xb, cb in _batches(x, c, batch_size, device):
+            z, log_w = _log_weights(model, xb, k, cb)
             w = torch.softmax(log_w.double(), 0).to(xb.dtype)  # (k, B)
-            means = model.likelihood.mean(model.decode_params(z))  # (k, B, D)
+            means = model.likelihood.mean(model.decode_params(z) if cb is None else model.decode_params(z, cb))
             filled = (w.unsqueeze(-1) * means).sum(0)
             out.append(torch.where(torch.isnan(xb), filled, xb))
     return torch.cat(out) if out else torch.empty(0, *model.data_shape, device=device)
 
 
 def multiple_imputations(
-    model: Model, x, m: int, k: int = DEFAULT_K, batch_size: int = 256, seed: int | None = 0
+    model: Model, x, m: int, k: int = DEFAULT_K, batch_size: int = 256, seed: int | None = 0, c=None
 ) -> torch.Tensor:
     """(m, N, D): ``m`` completed copies of ``x`` by sampling importance resampling. For each
     copy and row: K draws z_k ~ q(z | x_obs), one index drawn with probability w_k, then
-    x_miss ~ p(x_miss | z_index). Observed entries are untouched in every copy."""
+    x_miss ~ p(x_miss | z_index). Observed entries are untouched in every copy. ``c``: a
+    conditional model's conditions, one per row (every draw given c)."""
     m, k = _check_k(m, "the number of imputations"), _check_k(k)
     device = next(model.parameters()).device
     copies = []
     with _seeded(seed), inference(model):
         for _ in range(m):
             out = []
-            for xb in iterate(x, batch_size, device):
-                z, log_w = _log_weights(model, xb, k)
+            for xb, cb in _batches(x, c, batch_size, device):
+                z, log_w = _log_weights(model, xb, k, cb)
                 pick = torch.distributions.Categorical(logits=log_w.T.double()).sample()  # (B,)
                 z_pick = z[pick, torch.arange(xb.shape[0], device=device)]  # (B, H)
-                draw = model.p_x(z_pick).sample().to(xb.dtype)
+                px = model.p_x(z_pick) if cb is None else model.p_x(z_pick, model.condition(cb, xb.shape[0]))
+                draw = px.sample().to(xb.dtype)
                 out.append(torch.where(torch.isnan(xb), draw, xb))
             copies.append(torch.cat(out) if out else torch.empty(0, *model.data_shape, device=device))
     return torch.stack(copies)

@@ -65,6 +65,10 @@ class Model(nn.Module):
     # -- the three distributions ----------------------------------------------------
     def q_z(self, x: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         """q(z|x) (or q(z|x, c)), batch shape (B,), event shape (latent_dim,)."""
+        return self.posterior(self.posterior_params(x, c))
+
+    def posterior_params(self, x: torch.Tensor, c: torch.Tensor | None = None) -> torch.Tensor:
+        """The encoder's output h (B, posterior.n_params()), from which ``q_z(x) = posterior(h)``."""
         if self.likelihood.event_shape is None:
             self.likelihood.bind(tuple(x.shape[1:]))
         c = self.condition(c, x.shape[0]) if (c is not None or self.condition_dim) else None
@@ -74,7 +78,7 @@ class Model(nn.Module):
                 f"encoder returned {h.shape[-1]} outputs; a {type(self.posterior).__name__} posterior "
                 f"with latent_dim={self.latent_dim} needs {self.posterior.n_params()}"
             )
-        return self.posterior(_full_precision(h))
+        return _full_precision(h)
 
     def p_x(self, z: torch.Tensor, c: torch.Tensor | None = None) -> Distribution:
         """p(x|z) (or p(x|z, c)) for z of shape (..., latent_dim); batch shape is z's leading shape."""

@@ -11,7 +11,7 @@ and IWAE_k increases to log p(x) as k grows. Every function returns per-example 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -177,8 +177,10 @@ def _diagonal_normal(loc: torch.Tensor, scale: torch.Tensor) -> Distribution:
     return Independent(Normal(loc, scale, validate_args=False), 1)
 
 
-# one diagonal Gaussian per example, (loc, scale) each (N, latent_dim), or a mixture of them
-Proposal = tuple[torch.Tensor, torch.Tensor] | Sequence[tuple[torch.Tensor, torch.Tensor]]
+# one diagonal Gaussian per example, (loc, scale) each (N, latent_dim), or a mixture of them; a
+# mixture component may also be a function (start, stop) -> the Distribution of examples start:stop
+Component = tuple[torch.Tensor, torch.Tensor] | Callable[[int, int], Distribution]
+Proposal = tuple[torch.Tensor, torch.Tensor] | Sequence[Component]
 
 
 @torch.no_grad()
@@ -205,7 +207,10 @@ def log_marginal(
     Gaussian per example; or a list of such pairs, a mixture whose components get k / C
     draws each, weighted by the mixture density (the balance heuristic of multiple
     importance sampling, Veach & Guibas 1995). A mixture that holds a wide component keeps
-    the weights bounded when another component is narrower than the posterior.
+    the weights bounded when another component is narrower than the posterior. A mixture
+    component may also be a function ``(start, stop)`` -> a Distribution over examples
+    start:stop (batch shape (stop - start,)) with ``sample`` and an exact ``log_prob``, such as
+    the model's own q(z|x) of any family.
 
     The standard error is the delta-method one, sqrt((E[w^2]/E[w]^2 - 1) / k), computed
     from running log-sums (for a mixture with stratified draws this errs on the large side).
@@ -256,8 +261,10 @@ def log_marginal(
             z_all, log_q_all = draw(qz, (k,), None if noise is None else noise.unsqueeze(1), reparameterised=False)
             log_q = qz.log_prob
         else:
+            stop = start + xb.shape[0]
             qs = [
-                _diagonal_normal(loc[start : start + batch], scale[start : start + batch]) for loc, scale in components
+                part(start, stop) if callable(part) else _diagonal_normal(part[0][start:stop], part[1][start:stop])
+                for part in components
             ]
             counts = [k // len(qs) + (j < k % len(qs)) for j in range(len(qs))]
             z_all = torch.cat([q.sample((m,)) for q, m in zip(qs, counts)])  # (k, B, H)
@@ -285,9 +292,9 @@ def log_marginal(
     if components is None:
         what = "q(z|x)"
     elif len(components) == 1:
-        what = "the given diagonal Gaussian"
+        what = "the given diagonal Gaussian" if not callable(components[0]) else "the given distribution"
     else:
-        what = f"a {len(components)}-component Gaussian mixture"
+        what = f"a {len(components)}-component mixture"
     out = torch.promote_types(x.dtype, torch.float32)  # float32, or float64 for a float64 model and data
     return LogMarginal(
         log_px=torch.cat(estimates).to(out),
@@ -353,7 +360,10 @@ def _check_proposal(proposal, n: int, latent_dim: int, k: int):
     components = [proposal] if isinstance(proposal[0], torch.Tensor) else list(proposal)
     if not components:
         raise ValueError("proposal needs at least one (loc, scale) pair")
-    for loc, scale in components:
+    for part in components:
+        if callable(part):
+            continue
+        loc, scale = part
         if loc.shape != (n, latent_dim) or scale.shape != loc.shape:
             raise ValueError(
                 f"proposal needs loc and scale of shape ({n}, {latent_dim}), "

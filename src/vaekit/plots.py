@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 __all__ = [
+    "class_panels",
     "embed_2d",
     "image_grid",
     "image_rows",
@@ -258,6 +259,8 @@ def overview_2d(
     labels=None,
     colour=None,
     colour_name: str = "true phase",
+    sample_labels=None,
+    prior: str = "$z\\sim\\mathcal{N}(0,I)$",
 ):
     """The seeds' four panels for 2-D data ``x`` (N, 2), in a 2 x 2 grid:
 
@@ -268,6 +271,9 @@ def overview_2d(
     z ~ p(z), coloured by ``prior_z1`` (S,), their first unit, over the data in grey; (d) training
     curves (ELBO, log p(x|z), -KL), when ``history`` is given. ``vaekit.figures.overview_2d``
     computes the arrays from a model.
+
+    A conditional model: ``sample_labels`` (S,) names the class each prior sample was decoded
+    under, and (c) colours the samples by it (``prior`` says how z was drawn, for the title).
     """
     x = _check_2d(x)
     mean = _np(code)
@@ -291,25 +297,25 @@ def overview_2d(
         _pretty(ax_code, xl, yl, f"Encoder means{note}" + (f" by {what}" if what else ""), equal=True)
 
     ax_samples.scatter(x[:, 0], x[:, 1], color=DATA_COLOUR, s=6, alpha=0.6, linewidths=0, label="data")
-    sc = ax_samples.scatter(
-        decoded[:, 0],
-        decoded[:, 1],
-        c=_np(prior_z1),
-        cmap=OVER_DATA_CMAP,
-        s=9,
-        alpha=0.8,
-        linewidths=0,
-        label="decoded samples",
-    )
-    fig.colorbar(sc, ax=ax_samples, label="$z_1$ of the prior sample", shrink=0.85)
-    ax_samples.legend(fontsize=8, loc="best")
-    _pretty(
-        ax_samples,
-        "$x_1$",
-        "$x_2$",
-        f"{len(decoded)} prior samples $z\\sim\\mathcal{{N}}(0,I)$, decoded means",
-        equal=True,
-    )
+    if sample_labels is not None:  # a conditional model: each sample coloured by the class it was decoded under
+        _scatter(ax_samples, decoded, labels=sample_labels, size=9, alpha=0.8, fig=fig)
+        ax_samples.get_legend().set_title("decoded under")
+        title = f"{len(decoded)} prior samples {prior}, per class, decoded means"
+    else:
+        sc = ax_samples.scatter(
+            decoded[:, 0],
+            decoded[:, 1],
+            c=_np(prior_z1),
+            cmap=OVER_DATA_CMAP,
+            s=9,
+            alpha=0.8,
+            linewidths=0,
+            label="decoded samples",
+        )
+        fig.colorbar(sc, ax=ax_samples, label="$z_1$ of the prior sample", shrink=0.85)
+        ax_samples.legend(fontsize=8, loc="best")
+        title = f"{len(decoded)} prior samples {prior}, decoded means"
+    _pretty(ax_samples, "$x_1$", "$x_2$", title, equal=True)
 
     if history is not None and len(history):
         _curves_panel(ax_curves, history)
@@ -845,11 +851,13 @@ def interpolation_figure(
     image_shape: Sequence[int] | None = None,
     data=None,
     value_range: tuple[float, float] | None = None,
+    pair_labels: Sequence[str] | None = None,
 ):
-    """Draw decoded interpolations (P, S, *shape) between ``x_from[p]`` and ``x_to[p]``."""
+    """Draw decoded interpolations (P, S, *shape) between ``x_from[p]`` and ``x_to[p]`` (rows or
+    paths named by ``pair_labels``, default "pair 1", ...)."""
     a, b, decoded = _np(x_from), _np(x_to), _np(decoded)
     steps = decoded.shape[1]
-    labels = [f"pair {i + 1}" for i in range(len(a))]
+    labels = list(pair_labels) if pair_labels is not None else [f"pair {i + 1}" for i in range(len(a))]
     if image_shape is not None:
         rows = np.concatenate([a[:, None], decoded, b[:, None]], axis=1)  # (P, S + 2, *shape)
         cols = ["data"] + [f"{t:.2f}" for t in np.linspace(0, 1, steps)] + ["data"]
@@ -869,3 +877,40 @@ def interpolation_figure(
         )
     ends = np.stack([a.reshape(len(a), -1), b.reshape(len(b), -1)], axis=1)
     return _paths_2d(flat, data, labels, "Interpolations between encoded examples (stars), decoded", ends=ends)
+
+
+# -- one panel per class -------------------------------------------------------------------------
+def _raster(fig, dpi: int) -> np.ndarray:
+    """The figure drawn as an RGBA array (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    fig.set_dpi(dpi)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()
+
+
+def class_panels(figures, titles: Sequence[str], *, title: str | None = None, ncols: int | None = None, dpi: int = 90):
+    """Figures of one kind for several classes (or covariate groups), side by side: one panel per
+    figure, titled by ``titles`` (e.g. "class 3"), in rows of ``ncols`` (default: up to 4). Each
+    figure is drawn as it would be alone (``manifold_figure``, ``traversal_figure``, ...), so every
+    panel keeps its own axes, labels and colour bars."""
+    figures = list(figures)
+    if not figures or len(figures) != len(titles):
+        raise ValueError(
+            f"class_panels needs one title per figure, got {len(figures)} figures and {len(titles)} titles"
+        )
+    images = [_raster(f, dpi) for f in figures]
+    ncols = int(ncols or min(4, len(images)))
+    nrows = math.ceil(len(images) / ncols)
+    h, w = max(i.shape[0] for i in images), max(i.shape[1] for i in images)
+    panel_w = min(PANEL * 1.3, 16 / ncols)
+    fig, axes = _figure(nrows, ncols, width=panel_w * ncols, height=panel_w * h / w * nrows + (0.5 if title else 0.3))
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, image, name in zip(axes.ravel(), images, titles):
+        ax.imshow(image, interpolation="antialiased")
+        ax.set_title(str(name), fontsize=10)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

@@ -166,6 +166,10 @@ class Hierarchical(_NoiseDistribution):
 class Diagonal(nn.Module):
     """q(z|x) = N(mu(x), diag sigma(x)^2); the encoder gives (mu, log sigma)."""
 
+    family = "diagonal"  # the name of the family in ModelSpec.posterior and in messages
+    # what optimising the encoder's output h for one example optimises (evaluate's q*)
+    refined = "diagonal Gaussian (its mean and log-scale)"
+
     def __init__(self, latent_dim: int) -> None:
         super().__init__()
         self.latent_dim = int(latent_dim)
@@ -185,6 +189,9 @@ class FullCovariance(Diagonal):
     """q(z|x) = N(mu(x), L(x) L(x)^T): the encoder gives mu, the log of L's diagonal and L's
     strictly lower triangle (latent_dim (latent_dim + 3) / 2 outputs)."""
 
+    family = "full"
+    refined = "full-covariance Gaussian (its mean and Cholesky factor)"
+
     def n_params(self) -> int:
         return self.latent_dim * (self.latent_dim + 3) // 2
 
@@ -203,6 +210,9 @@ class IAF(Diagonal):
     (z, h) -> (shift, log scale) such as ``nets.MADE`` (vaekit's builder alternates their order of
     the units and starts their last layers at zero, so an untrained flow is the identity)."""
 
+    family = "iaf"
+    refined = "IAF (its base Gaussian and context; the flow's networks as trained)"
+
     def __init__(self, latent_dim: int, steps) -> None:
         super().__init__(latent_dim)
         self.steps = nn.ModuleList(steps)
@@ -220,6 +230,9 @@ class IAF(Diagonal):
 class TwoLayer(Diagonal):
     """q(z1|x) q(z2|z1) over z = (z1, z2): the encoder gives z1's (mu, log sigma), ``upper`` maps z1
     (..., bottom_dim) to z2's (..., 2 * top_dim). ``latent_dim`` is z1's size plus z2's."""
+
+    family = "two-layer"
+    refined = "two-layer q(z1|x) q(z2|z1) (q(z1|x)'s mean and log-scale; q(z2|z1) as trained)"
 
     def __init__(self, bottom_dim: int, top_dim: int, upper: nn.Module) -> None:
         super().__init__(int(bottom_dim) + int(top_dim))

@@ -14,11 +14,13 @@ import numpy as np
 import torch
 
 from .batches import inference
+from .generate import prior_draws
 from .model import Model
 
 
-def draw_rows(model: Model, n: int, batch_size: int = 4096, seed: int | None = 0) -> torch.Tensor:
-    """(n, D) model-space rows x ~ p(x | z), z ~ p(z)."""
+def draw_rows(model: Model, n: int, batch_size: int = 4096, seed: int | None = 0, c=None) -> torch.Tensor:
+    """(n, D) model-space rows x ~ p(x | z), z ~ p(z); a conditional model: x ~ p(x | z, c_i),
+    z ~ p(z | c_i) with ``c`` (n, condition_dim) one condition per row (or (n,) class labels)."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"the number of rows must be a whole number >= 1, got {n!r}")
     out = []
@@ -27,8 +29,14 @@ def draw_rows(model: Model, n: int, batch_size: int = 4096, seed: int | None = 0
         if seed is not None:
             torch.manual_seed(int(seed))
         for start in range(0, int(n), batch_size):
-            z = model.p_z().sample((min(batch_size, int(n) - start),))
-            out.append(model.p_x(z).sample())
+            size = min(batch_size, int(n) - start)
+            if c is None:
+                z = model.p_z().sample((size,))
+                out.append(model.p_x(z).sample())
+            else:
+                cb = torch.as_tensor(c[start : start + size]).to(next(model.parameters()).device)
+                z = prior_draws(model, size, c=cb)
+                out.append(model.p_x(z, model.condition(cb, size)).sample())
     return torch.cat(out)
 
 
@@ -37,13 +45,14 @@ def missing_patterns(schema, frame) -> np.ndarray:
     return np.stack([frame[c["name"]].isna().to_numpy() for c in schema.columns], axis=1)
 
 
-def synthesize(model: Model, schema, n: int, patterns: np.ndarray | None = None, seed: int | None = 0):
+def synthesize(model: Model, schema, n: int, patterns: np.ndarray | None = None, seed: int | None = 0, c=None):
     """A DataFrame of ``n`` synthetic rows with the schema's columns. ``patterns`` (an (N, columns)
     bool array from ``missing_patterns`` of the training table) gives each row the missing cells
-    of a training row drawn at random; None gives complete rows."""
+    of a training row drawn at random; None gives complete rows. ``c``: a conditional model's
+    condition of each row."""
     import pandas as pd
 
-    rows = draw_rows(model, n, seed=seed).cpu().numpy()
+    rows = draw_rows(model, n, seed=seed, c=c).cpu().numpy()
     table = schema.inverse(rows)
     if patterns is None or not np.asarray(patterns).any():
         return table

@@ -19,26 +19,37 @@ from .generate import model_batches, placement
 from .model import Model
 
 
-def impute(model: Model, x, batch_size: int = 4096, sample_z: bool = False) -> torch.Tensor:
+def _with_conditions(model: Model, x, batch_size: int, c):
+    """Batches of ``x`` on the model's device, each with its rows of ``c`` (None when c is None)."""
+    start = 0
+    for xb in model_batches(model, x, batch_size):
+        cb = None if c is None else torch.as_tensor(c[start : start + xb.shape[0]]).to(xb.device)
+        start += xb.shape[0]
+        yield xb, cb
+
+
+def impute(model: Model, x, batch_size: int = 4096, sample_z: bool = False, c=None) -> torch.Tensor:
     """``x`` with every NaN replaced by the decoded mean E[x | z] at z = the posterior mean
-    (or a draw z ~ q(z|x) with ``sample_z``); observed values are kept as they are."""
+    (or a draw z ~ q(z|x) with ``sample_z``); observed values are kept as they are. ``c``: a
+    conditional model's conditions, one per row (encoded and decoded under them)."""
     out = []
     with inference(model):
-        for xb in model_batches(model, x, batch_size):
-            qz = model.q_z(xb)
+        for xb, cb in _with_conditions(model, x, batch_size, c):
+            qz = model.q_z(xb, cb) if cb is not None else model.q_z(xb)
             z = qz.sample() if sample_z else qz.mean
-            filled = model.decode(z)
+            filled = model.decode(z, c=cb)
             out.append(torch.where(torch.isnan(xb), filled, xb))
     device, dtype = placement(model)
     return torch.cat(out) if out else torch.empty(0, *model.data_shape, device=device, dtype=dtype)
 
 
 def column_log_likelihoods(
-    model: Model, x, n_samples: int = 10, batch_size: int = 1024, seed: int | None = 0
+    model: Model, x, n_samples: int = 10, batch_size: int = 1024, seed: int | None = 0, c=None
 ) -> dict[str, Any]:
     """Each column's share of the ELBO's reconstruction term: E_q(z|x)[log p(x_j | z)] in nats,
     averaged over the examples where column j is observed (``n_samples``-draw Monte Carlo).
-    Summing ``log_lik * observed / n`` over the columns gives the mean log p(x|z)."""
+    Summing ``log_lik * observed / n`` over the columns gives the mean log p(x|z). ``c``: a
+    conditional model's conditions (then E_q(z|x,c)[log p(x_j | z, c)])."""
     lik = model.likelihood
     names = lik.column_names()
     if names is None:
@@ -52,9 +63,14 @@ def column_log_likelihoods(
     n = 0
     try:
         with inference(model):
-            for xb in model_batches(model, x, batch_size):
-                z = model.q_z(xb).sample((n_samples,))  # (L, B, H)
-                per_column = model.p_x(z).log_prob_columns(xb).mean(0)  # (B, n_columns)
+            for xb, cb in _with_conditions(model, x, batch_size, c):
+                if cb is None:
+                    z = model.q_z(xb).sample((n_samples,))  # (L, B, H)
+                    px = model.p_x(z)
+                else:
+                    z = model.q_z(xb, cb).sample((n_samples,))
+                    px = model.p_x(z, cb)
+                per_column = px.log_prob_columns(xb).mean(0)  # (B, n_columns)
                 observed = _observed_columns(lik, xb)
                 sums += per_column.double().sum(0)
                 counts += observed.double().sum(0)

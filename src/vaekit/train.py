@@ -108,6 +108,21 @@ def make_optimizer(model: Model, config: TrainConfig):
     return fallback(params, lr=config.lr, weight_decay=config.weight_decay, foreach=True)
 
 
+def _check_same_optimizer(saved: dict[str, Any], config: TrainConfig) -> None:
+    """Refuse to continue a trainer state with another optimiser than the one that wrote it: Adam's
+    and AdamW's moments have the same layout, so loading one into the other would pass unnoticed."""
+    groups = saved.get("param_groups") or [{}]
+    decoupled = groups[0].get("decoupled_weight_decay")
+    if decoupled is None:  # a state written before the optimiser was a setting: Adam
+        decoupled = False
+    was = "adamw" if decoupled else "adam"
+    if was != config.optimizer:
+        raise ValueError(
+            f"the trainer state was written by optimizer={was!r}, but this run asks for optimizer="
+            f"{config.optimizer!r}: resume with optimizer={was!r}, or start a new run"
+        )
+
+
 def _set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -502,6 +517,7 @@ def _setup(
             torch.cuda.manual_seed(config.seed + rank)
     else:
         if resume.optimizer is not None:
+            _check_same_optimizer(resume.optimizer, config)
             optimizer.load_state_dict(resume.optimizer)
             for group in optimizer.param_groups:  # the settings given now, not the saved ones (a lower lr)
                 group["lr"], group["weight_decay"] = config.lr, config.weight_decay

@@ -19,6 +19,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     outputs.add_data_arguments(p, "encode")
     p.add_argument("-o", "--out", help="output file, .npy or .npz [default: RUN/z.npy]")
     p.add_argument("--scales", action="store_true", help="also write the posterior standard deviations")
+    outputs.add_condition_file_argument(p)
     return p
 
 
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     run_ = outputs.open_run(args)
     out = outputs.array_path(run_, args.out, "z.npy", allowed=(".npy", ".npz"))
     data = outputs.input_data(run_, args)
-    c = runs.conditions(run_, data, "the input data")  # a conditional run: q(z|x, c), c the labels
+    c = runs.conditions(run_, data, "the input data")  # a conditional run: q(z|x, c), c its labels or covariates
     mean, scale = generate.encode(run_.model, data.x, c=c)  # batch by batch, also from disk
     written = [out]
     if out.suffix.lower() == ".npz":
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
             outputs.write_npy(scale_path, scale.numpy())
             written.append(scale_path)
     what = "posterior means and standard deviations" if args.scales else "posterior means"
-    given = " of q(z|x, c), c = each example's class label" if c is not None else ""
+    given = f" of q(z|x, c), {outputs.condition_words(run_, args)}" if c is not None else ""
     print(
         f"encoded {len(data)} examples: {what}{given}, {mean.shape[1]} latent units, to {', '.join(map(str, written))}"
     )

@@ -7,6 +7,7 @@ import json
 import sys
 from typing import TYPE_CHECKING
 
+from . import outputs
 from .names import GAP_LR, GAP_STEPS
 from .options import non_negative_int, positive_float, positive_int
 
@@ -65,6 +66,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "--seed", type=int, default=0, help="seed of every random draw: the same seed gives the same numbers"
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
+    outputs.add_condition_file_argument(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of the table")
     p.add_argument("--no-save", action="store_true", help="do not write the results into RUN/metrics.json")
     return p
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     opened = runs.open_run(args.run, device=device)
     source_arg = getattr(args, "data", None)
-    data = runs.read_input(opened, source_arg)
+    data = runs.read_input(opened, source_arg, condition_file=args.condition_file)
     if len(data) == 0:
         raise ValueError(f"{args.run} holds no test examples (it was trained with --test-fraction 0); give --data")
     image = (
@@ -87,9 +89,7 @@ def run(args: argparse.Namespace) -> int:
         or len(opened.model.data_shape or ()) >= 2
     )
     gaps = GapConfig(steps=args.gap_steps, lr=args.gap_lr) if args.gaps else False
-    c = runs.conditions(opened, data, "the evaluated data")  # a conditional run: the labels are c
-    if c is not None and gaps:
-        raise ValueError("--gaps is not available for a conditional run yet; evaluate it without --gaps")
+    c = runs.conditions(opened, data, "the evaluated data")  # a conditional run: its labels or covariates are c
     result = evaluate(
         opened.model,
         data,
@@ -103,14 +103,15 @@ def run(args: argparse.Namespace) -> int:
     )
     source = f"{data.name} test split" if source_arg is None else str(source_arg)
     record = {"data": {"source": source, "n": len(data)}, "device": str(device), **result.to_dict()}
+    words = outputs.condition_words(opened, args)
     if c is not None:
-        record["condition"] = "the data's class labels: every number is conditional, log p(x|c)"
+        record["condition"] = f"{words}: every number is conditional, log p(x|c)"
     if not args.no_save:
         opened.folder.merge_metrics(EVALUATE_KEY, record)  # training's "train" / "val" / "estimator" stay as they are
     if args.json:
         print(json.dumps(checkpoint._jsonable(record), indent=2))
     else:
-        print(format_table(result, f"{args.run}: {source}, {len(data)} examples, seed {args.seed}", c is not None))
+        print(format_table(result, f"{args.run}: {source}, {len(data)} examples, seed {args.seed}", words or False))
         if not args.no_save:
             print(f'written to {opened.folder.metrics_path} under "{EVALUATE_KEY}"')
     for warning in result.warnings:
@@ -123,12 +124,14 @@ def _row(name: str, m: Metric) -> str:
     return f"  {name:<24}{m.mean:12.4f} {se}   {m.estimator.split(': ', 1)[-1]}"
 
 
-def format_table(r: Evaluation, title: str, conditional: bool = False) -> str:
+def format_table(r: Evaluation, title: str, conditional: bool | str = False) -> str:
     """The readable table ``vaekit evaluate`` prints: means over the examples, in nats per example.
-    ``conditional``: a conditional run, every number given the examples' class labels c."""
+    ``conditional``: a conditional run, every number given c (True: the class labels; or the words
+    saying what c is)."""
     lines = [title]
     if conditional:
-        lines.append("  conditional run: c = each example's class label; log p(x|c), ELBO and KL are given c")
+        what = conditional if isinstance(conditional, str) else "c = each example's class label"
+        lines.append(f"  conditional run: {what}; log p(x|c), ELBO and KL are given c")
     lines.append(f"  {'':<24}{'mean':>12} {'MC s.e.':>9}   estimator (nats per example)")
     if r.log_px is not None:
         lines.append(_row("log p(x|c)" if conditional else "log p(x)", r.log_px))
@@ -140,25 +143,30 @@ def format_table(r: Evaluation, title: str, conditional: bool = False) -> str:
     if r.bits_per_dim is not None:
         lines.append(_row("bits/dim", r.bits_per_dim))
     lines.append("")
+    counted = r.n_examples > 1  # a variance over the examples needs two of them
+    active = f"{r.n_active} of {r.latent_dim} active" if counted else "active units not counted from 1 example"
     lines.append(
-        f"latent units: {r.n_active} of {r.latent_dim} active "
-        f"(Var_x E_q[z_j|x] > {r.active_threshold}, Burda et al. 2016); posterior collapse: {r.collapse}"
+        f"latent units: {active} (Var_x E_q[z_j|x] > {r.active_threshold}, Burda et al. 2016); "
+        f"posterior collapse: {r.collapse}"
     )
-    kl_units = r.kl_per_unit.mean(0)
     width = 8
     lines.append("  " + f"{'unit':<16}" + "".join(f"{j + 1:>{width}}" for j in range(r.latent_dim)))
-    lines.append("  " + f"{'KL (nats)':<16}" + "".join(f"{v:>{width}.3f}" for v in kl_units))
-    lines.append("  " + f"{'Var_x E_q[z]':<16}" + "".join(f"{v:>{width}.3f}" for v in r.posterior_mean_variance))
-    lines.append("  " + f"{'active':<16}" + "".join(f"{('yes' if a else 'no'):>{width}}" for a in r.active_units))
+    if r.kl_per_unit is not None:
+        lines.append("  " + f"{'KL (nats)':<16}" + "".join(f"{v:>{width}.3f}" for v in r.kl_per_unit.mean(0)))
+    if counted:
+        lines.append("  " + f"{'Var_x E_q[z]':<16}" + "".join(f"{v:>{width}.3f}" for v in r.posterior_mean_variance))
+        lines.append("  " + f"{'active':<16}" + "".join(f"{('yes' if a else 'no'):>{width}}" for a in r.active_units))
+    lines.append(f"  KL per unit: {r.kl_per_unit_estimator}")
     if r.gaps is not None:
         g = r.gaps
         lines.append("")
         lines.append(
-            f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder, "
+            f"inference gaps (Cremer et al. 2018): q* refined per example from the encoder in its "
+            f"family ({g.family}), "
             f"{100 * g.converged_fraction:.0f}% converged, {g.steps_taken.mean():.0f} steps on average "
             f"(at most {g.config.steps}, Adam lr {g.config.lr})"
         )
-        lines.append(_row("log p(x) [mixture]", g.log_px))
+        lines.append(_row("log p(x|c) [mixture]" if conditional else "log p(x) [mixture]", g.log_px))
         lines.append(_row("L[q*]", g.elbo_refined))
         lines.append(_row("L[q_enc]", g.elbo_encoder))
         lines.append(_row("approximation gap", g.approximation))

@@ -33,6 +33,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="with --multiple: write OUT_1.csv ... OUT_M.csv instead of one file with an 'imputation' column",
     )
     p.add_argument("-k", "--k", type=positive_int, default=IMPUTE_K, help="importance samples per row")
+    outputs.add_condition_file_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples and draws")
     p.add_argument("-o", "--out", help="output table (.csv or .tsv) [default: RUN/imputed.csv]")
     return p
@@ -56,20 +57,22 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"output file {out} must end in {' or '.join(TABLE_OUTPUTS)}")
     if not out.parent.exists():
         raise ValueError(f"the folder of the output file {out} does not exist; create it first")
-    data = runs.read_input(run_, args.data)  # checks the columns against the run and notes unknown values
+    # checks the columns against the run and notes unknown values
+    data = runs.read_input(run_, args.data, condition_file=args.condition_file)
+    c = runs.conditions(run_, data, Path(args.data).name)  # a run on table columns: complete covariates
     frame, _, _ = read_table(args.data)  # every column as read, the label column too: the output keeps them
     x = torch.as_tensor(np.asarray(data.x, dtype=np.float32), device=next(run_.model.parameters()).device)
     n_missing = int(sum(frame[c["name"]].isna().sum() for c in run_.schema.columns))
     sep = "\t" if out.suffix.lower() == ".tsv" else ","
     if not args.multiple:
-        filled = conditional_mean(run_.model, x, k=args.k, seed=args.seed).cpu().numpy()
+        filled = conditional_mean(run_.model, x, k=args.k, seed=args.seed, c=c).cpu().numpy()
         atomic_write_text(out, fill_frame(run_.schema, frame, filled).to_csv(index=False, sep=sep))
         print(
             f"{n_missing} missing cells in {len(frame)} rows filled by the importance-weighted conditional mean "
             f"(K={args.k} draws from q(z|x_obs) per row): {out}"
         )
         return 0
-    copies = multiple_imputations(run_.model, x, args.multiple, k=args.k, seed=args.seed).cpu().numpy()
+    copies = multiple_imputations(run_.model, x, args.multiple, k=args.k, seed=args.seed, c=c).cpu().numpy()
     tables = [fill_frame(run_.schema, frame, c) for c in copies]
     how = f"{args.multiple} imputations by sampling importance resampling (K={args.k})"
     if args.separate:

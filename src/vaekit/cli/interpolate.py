@@ -50,9 +50,11 @@ def run(args: argparse.Namespace) -> int:
     out = outputs.output_path(run_, args.out, "interpolation")
     png = outputs.png_path(run_, args, "interpolation.png", shape is not None or outputs.is_2d(run_))
     if getattr(run_.model, "condition_dim", 0):
+        flag = "--condition-file TABLE" if run_.condition_kind == "columns" else "--condition K"
+        counter = "--as-condition-file TABLE" if run_.condition_kind == "columns" else "--as-condition K"
         raise ValueError(
-            "interpolate is not available for a conditional run yet; use 'vaekit traverse RUN --condition K' "
-            "or 'vaekit reconstruct RUN --as-condition K'"
+            f"interpolate is not available for a conditional run yet; use 'vaekit traverse RUN {flag}' "
+            f"or 'vaekit reconstruct RUN {counter}'"
         )
     data = outputs.input_data(run_, args)
     pairs = args.pair or [[0, 1]]

@@ -20,15 +20,23 @@ IMPUTE_K = 50
 # vaekit.figures.KINDS: figure name -> what it draws
 FIGURES = {
     "curves": "ELBO, reconstruction and KL per epoch, train and validation",
-    "overview": "the seeds' four panels for 2-D data: data, code, decoded prior samples, curves",
+    "overview": (
+        "the seeds' four panels for 2-D data: data, code, decoded prior samples (a conditional run: per class), curves"
+    ),
     "samples": "decoded prior samples (image grid, or over the 2-D data; a conditional run: one row per class)",
     "reconstructions": "held-out images beside their reconstructions",
     "manifold": (
         "decoded grid of latent points through the prior's quantiles (above two latent units: the two "
-        "with the most KL, the others at 0)"
+        "with the most KL, the others at 0; a conditional run: one panel per class, at most 4)"
     ),
     "latent": "map of encoder means (t-SNE above two dimensions), coloured by label or known value",
     "kl_units": "KL per latent unit (nats)",
-    "traversal": "one latent unit at a time through the prior's quantiles, others at 0",
-    "interpolation": "decoded straight lines between the codes of held-out examples",
+    "traversal": (
+        "one latent unit at a time through the prior's quantiles, others at 0 (a conditional run: one "
+        "panel per class, at most 4)"
+    ),
+    "interpolation": (
+        "decoded straight lines between the codes of held-out examples (a conditional run: one per class, "
+        "between two examples of it)"
+    ),
 }

@@ -42,6 +42,37 @@ def add_data_arguments(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def add_condition_file_argument(p: argparse.ArgumentParser, help_text: str | None = None) -> None:
+    p.add_argument(
+        "--condition-file",
+        metavar="TABLE",
+        help=help_text
+        or "a run trained with --condition-columns: a table (.csv) of exactly those columns, one row per example "
+        "or one row for all, used as c instead of the data's own condition columns",
+    )
+
+
+def condition_words(run: runs.Run, args: argparse.Namespace) -> str:
+    """What c is for this command's data, for its messages ("" for an unconditional run)."""
+    kind = run.condition_kind
+    if kind == "label":
+        return "c = each example's class label"
+    if kind == "columns":
+        names = ", ".join(run.covariates.names)
+        given = getattr(args, "condition_file", None)
+        return f"c = the covariates ({names}) of {given}" if given else f"c = each row's own covariates ({names})"
+    return ""
+
+
+def refuse_label_condition(run: runs.Run, flag: str, file_flag: str = "--condition-file") -> None:
+    """Call when ``flag`` K was given: a run on table columns is refused in one line saying what to give."""
+    if run.condition_kind == "columns":
+        raise ValueError(
+            f"{flag} K applies to a run trained with --condition label; this run is conditioned on the table "
+            f"columns {', '.join(run.covariates.names)}: give them with {file_flag}"
+        )
+
+
 def add_decode_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--draw", action="store_true", help="draw x ~ p(x|z) instead of taking the decoded mean")
@@ -74,10 +105,11 @@ def open_run(args: argparse.Namespace) -> runs.Run:
 def input_data(run: runs.Run, args: argparse.Namespace) -> Dataset:
     from .. import runs
 
+    given = getattr(args, "condition_file", None)
     if getattr(args, "data", None):
-        data = runs.read_input(run, args.data)
+        data = runs.read_input(run, args.data, condition_file=given)
     else:
-        data = runs.read_input(run, None, which=getattr(args, "split", None) or "test")
+        data = runs.read_input(run, None, which=getattr(args, "split", None) or "test", condition_file=given)
     if len(data) == 0:
         raise ValueError("the input data hold no examples (an empty split?); give --data or another --split")
     return data
@@ -120,12 +152,13 @@ def is_table_file(path: Path) -> bool:
     return path.suffix.lower() in TABLE_FILES
 
 
-def as_table(run: runs.Run, x, lead: dict[str, np.ndarray] | None = None):
+def as_table(run: runs.Run, x, lead: dict[str, np.ndarray] | None = None, covariates=None):
     """Model-space rows ``x`` (N, width) as the run's table, with the columns of ``lead`` (e.g. which
-    pair and step a row belongs to) in front."""
+    pair and step a row belongs to) in front; a run on table columns puts ``covariates`` (the raw
+    condition columns of these rows) back in their places."""
     from .. import runs
 
-    frame = runs.format_output(run, np.asarray(x))
+    frame = runs.format_output(run, np.asarray(x), covariates)
     for i, (name, values) in enumerate((lead or {}).items()):
         while name in frame.columns:  # never hide one of the table's own columns
             name = "_" + name
@@ -144,10 +177,11 @@ def write_table(path: Path, frame) -> None:
         atomic_write_bytes(path, frame.to_csv(index=False).encode())
 
 
-def write_data(run: runs.Run, path: Path, x, lead: dict[str, np.ndarray] | None = None) -> str:
+def write_data(run: runs.Run, path: Path, x, lead: dict[str, np.ndarray] | None = None, covariates=None) -> str:
     """Write data-space output ``x`` (model-space rows, any leading shape) to ``path`` in the run's form;
     returns how it was written, for the message. A table file gets one row per example, the leading
-    indices as the columns named in ``lead``."""
+    indices as the columns named in ``lead``, and (a run on table columns) the condition columns
+    ``covariates``, one row per example."""
     from .. import runs
 
     x = np.asarray(x)
@@ -156,8 +190,9 @@ def write_data(run: runs.Run, path: Path, x, lead: dict[str, np.ndarray] | None 
         return "array"
     if is_table_file(path):
         flat = x.reshape(-1, x.shape[-1])
-        write_table(path, as_table(run, flat, lead))
-        return f"a table of {len(flat)} rows in the {len(run.schema.names)} original columns"
+        write_table(path, as_table(run, flat, lead, covariates))
+        n_cols = len(run.schema.names) + (len(run.covariates.names) if covariates is not None else 0)
+        return f"a table of {len(flat)} rows in the {n_cols} original columns"
     write_npy(path, x.astype(np.float32))
     return "model-space numbers (standardised numeric columns, one-hot categories)"
 

@@ -10,6 +10,8 @@ import numpy as np
 from . import outputs
 from .options import positive_int
 
+DEFAULT_N = 64
+
 
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
@@ -21,7 +23,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         "and, for image or 2-D data, a picture.",
     )
     outputs.add_run_argument(p)
-    p.add_argument("-n", "--n", type=positive_int, default=64, help="number of examples")
+    p.add_argument(
+        "-n",
+        "--n",
+        type=positive_int,
+        help=f"number of examples [default: {DEFAULT_N}; with --condition-file one per row of the file]",
+    )
     p.add_argument(
         "--condition",
         type=int,
@@ -29,6 +36,12 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="a conditional run (trained with --condition label): sample class K, z ~ p(z|c=K) decoded under "
         "c=K [default: every class in turn, -n split evenly, one picture row per class; the classes go to "
         "OUT_classes.npy]",
+    )
+    outputs.add_condition_file_argument(
+        p,
+        "a run trained with --condition-columns: a table (.csv) of exactly those columns; one sample per row, "
+        "z ~ p(z|c) decoded under that row's c, written beside its covariates [default: covariate rows drawn "
+        "at random from the run's training rows]",
     )
     outputs.add_decode_arguments(p)
     p.add_argument(
@@ -42,9 +55,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import generate, limits, plots, runs
 
     run_ = outputs.open_run(args)
+    covariates = _covariates(run_, args)  # a run on table columns: the covariates of each sample
+    if covariates is not None:
+        args.n = len(covariates)
+    elif args.n is None:
+        args.n = DEFAULT_N
     shape = outputs.image_shape(run_)
     out = outputs.output_path(run_, args.out, "samples")
     png = outputs.png_path(run_, args, "samples.png", shape is not None or outputs.is_2d(run_))
@@ -55,12 +75,19 @@ def run(args: argparse.Namespace) -> int:
         model.latent_dim + math.prod(model.likelihood.param_shape(model.data_shape)) + 2 * math.prod(model.data_shape)
     )
     limits.require_memory(4 * args.n * per_example, f"sample -n {args.n}", "use a smaller -n")
-    classes, ncols = _classes(model, args.condition, args.n)
+    classes, ncols = _classes(model, args.condition, args.n) if covariates is None else (None, None)
+    cond = classes if covariates is None else torch.as_tensor(run_.covariates.encode(covariates, "the covariates"))
     outputs.seed_everything(args.seed)
-    z = generate.prior_draws(model, args.n, c=classes)
-    x = generate.decode(model, z, how=how, c=classes)
-    written = outputs.write_data(run_, out, x.numpy())
+    z = generate.prior_draws(model, args.n, c=cond)
+    x = generate.decode(model, z, how=how, c=cond)
+    written = outputs.write_data(run_, out, x.numpy(), covariates=covariates)
     given = "" if classes is None else (f" of class {args.condition}" if args.condition is not None else "")
+    if covariates is not None:
+        given = (
+            f", one per covariate row of {args.condition_file}"
+            if args.condition_file
+            else f" under covariate rows drawn from the training rows (seed {args.seed})"
+        )
     print(
         f"wrote {args.n} samples{given} ({outputs.DESCRIBE_HOW[how]}) of shape {tuple(x.shape[1:])} to {out} ({written})"
     )
@@ -96,6 +123,27 @@ def run(args: argparse.Namespace) -> int:
         plots.save(fig, png)
         print(f"picture: {png}")
     return 0
+
+
+def _covariates(run_, args):
+    """The raw covariate rows of the samples of a run on table columns (None for other runs):
+    the --condition-file's rows, or rows drawn at random from the training split."""
+    from .. import runs
+
+    if args.condition_file is not None:
+        runs.check_condition_file(run_)
+    if run_.condition_kind != "columns":
+        return None
+    if args.condition is not None:
+        outputs.refuse_label_condition(run_, "--condition")
+    if args.condition_file is None:
+        return runs.training_covariates(run_, args.n or DEFAULT_N, args.seed)
+    if args.n is not None:
+        raise ValueError(
+            "-n does not apply with --condition-file: one sample is drawn per row of the file; "
+            "repeat a row in the file to draw more samples under it"
+        )
+    return run_.covariates.read_file(args.condition_file)
 
 
 def _classes(model, condition: int | None, n: int):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import outputs
 from .names import ANOMALY_SCORES, SPLITS
 from .options import positive_int
 
@@ -51,6 +52,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
         metavar="VALUE",
         help="label value that marks an anomaly (repeatable); default: labels must be 0/1 with 1 = anomaly",
     )
+    outputs.add_condition_file_argument(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the Monte Carlo draws")
     p.add_argument("--batch-size", type=positive_int, default=256, help="examples per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 or mps")
@@ -78,14 +80,14 @@ def run(args: argparse.Namespace) -> int:
     # the shared draws (K, latent_dim), made in float64 then cast to the model's dtype
     noise_bytes = args.iw_samples * model.latent_dim * (8 + torch.finfo(dtype).bits // 8)
     limits.require_memory(noise_bytes, f"--iw-samples {args.iw_samples}", "use a smaller --iw-samples")
-    data = runs.read_input(opened, args.data, which=args.split)
+    data = runs.read_input(opened, args.data, which=args.split, condition_file=args.condition_file)
     n = len(data)
     if n == 0:
         raise ValueError(f"the run's {args.split} split is empty; choose another --split or give --data")
     labels, is_anomaly = _labels(args, data.labels, n)
     kinds = list(anomaly.SCORES) if args.score == "all" else [args.score]
 
-    c = runs.conditions(opened, data, "the scored data")  # a conditional run: the labels are c
+    c = runs.conditions(opened, data, "the scored data")  # a conditional run: its labels or covariates are c
     noise = anomaly.common_noise(args.iw_samples, model.latent_dim, args.seed, device, dtype=dtype)
     columns: dict[str, np.ndarray] = {}
     with inference(model):
@@ -108,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         f"scored {n} examples of {data.name} with {opened.path}: {'; '.join(anomaly.SCORES[k][2] for k in kinds)}"
         f"{draws}; nats per example"
         + (
-            "; conditional run: every score is given c = each example's class label (log p(x|c))"
+            f"; conditional run: every score is given {outputs.condition_words(opened, args)} (log p(x|c))"
             if c is not None
             else ""
         )

@@ -65,6 +65,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
         help="a conditional run: decode under class K (a traversal per class) [default with --example: the "
         "example's own label]",
     )
+    outputs.add_condition_file_argument(
+        p,
+        "a run trained with --condition-columns: a table (.csv) of exactly those columns with one row, the "
+        "covariates to decode under [default with --example: the example's own]",
+    )
     outputs.add_data_arguments(p, "take --example from")
     outputs.add_decode_arguments(p)
     p.add_argument(
@@ -80,7 +85,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from .. import generate, plots, runs
+    from .. import generate, runs
 
     run_ = outputs.open_run(args)
     model = run_.model
@@ -95,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
         )
     units = [u - 1 for u in numbers]  # array indices
     k = int(getattr(model, "condition_dim", 0) or 0)
+    if run_.condition_kind == "columns" or args.condition_file is not None:
+        return _run_on_covariates(args, run_, numbers, units, shape, out, png)
     if not k and args.condition is not None:
         raise ValueError("--condition applies to a conditional run (trained with --condition label); this one is not")
     if k and args.condition is not None and not 0 <= args.condition < k:
@@ -115,17 +122,65 @@ def run(args: argparse.Namespace) -> int:
         base = base[0]
     elif args.data or args.split:
         raise ValueError("--data / --split choose where --example comes from; give --example I as well")
+    start = "z = 0" if args.example is None else f"the encoder mean of example {args.example}"
+    if decode_c is not None:
+        start += f", decoded under class {decode_c}"
+    return _finish(args, run_, base, numbers, units, decode_c, None, start, shape, out, png)
+
+
+def _run_on_covariates(args, run_, numbers, units, shape, out, png) -> int:
+    """traverse for a run on table columns: decoded under one row of covariates (--condition-file, or
+    the --example's own), written beside them."""
+    import torch
+
+    from .. import generate, runs
+
+    if args.condition_file is not None:
+        runs.check_condition_file(run_)
+    if args.condition is not None:
+        outputs.refuse_label_condition(run_, "--condition")
+    model = run_.model
+    if args.example is None and args.condition_file is None:
+        raise ValueError(
+            "a run on table columns: give --condition-file TABLE (one row of "
+            f"{', '.join(run_.covariates.names)}) to decode under, or --example I"
+        )
+    if args.example is None and (args.data or args.split):
+        raise ValueError("--data / --split choose where --example comes from; give --example I as well")
+    covariates = None if args.condition_file is None else run_.covariates.read_file(args.condition_file)
+    if covariates is not None and len(covariates) != 1:
+        raise ValueError(f"--condition-file {args.condition_file} has {len(covariates)} rows; traverse takes one")
+    base = torch.zeros(model.latent_dim)
+    start = "z = 0"
+    if args.example is not None:
+        data = outputs.input_data(run_, argparse.Namespace(data=args.data, split=args.split))
+        if not -len(data) <= args.example < len(data):
+            raise ValueError(f"example index {args.example} is out of range: the data hold {len(data)} examples")
+        i = args.example % len(data)
+        own = runs.conditions(run_, data, "the input data")[[i]]  # encode under the example's own covariates
+        base = generate.encode(model, outputs.rows(data.x, [i]), c=own)[0][0]
+        start = f"the encoder mean of example {args.example}"
+        if covariates is None:
+            covariates = data.covariates.iloc[[i]].reset_index(drop=True)
+    c = torch.as_tensor(run_.covariates.encode(covariates, "the covariates"))[0]
+    start += f", decoded under the covariates {covariates.iloc[0].to_dict()}"
+    return _finish(args, run_, base, numbers, units, c, covariates, start, shape, out, png)
+
+
+def _finish(args, run_, base, numbers, units, decode_c, covariates, start, shape, out, png) -> int:
+    """Decode the traversal from ``base`` under ``decode_c``, write it and its picture."""
+    from .. import generate, plots, runs
+
     low, high = args.range
     values = generate.prior_quantiles(args.steps, low, high)
     z = generate.traverse(base, units, values)  # validates the units
     how = outputs.decode_how(args)
     outputs.seed_everything(args.seed)
-    x = generate.decode(model, z, how=how, c=decode_c).numpy()
+    x = generate.decode(run_.model, z, how=how, c=decode_c).numpy()
     lead = {"unit": np.repeat(numbers, len(values)), "value": np.tile(values.numpy(), len(units))}
-    written = outputs.write_data(run_, out, x, lead=lead)
-    start = "z = 0" if args.example is None else f"the encoder mean of example {args.example}"
-    if decode_c is not None:
-        start += f", decoded under class {decode_c}"
+    if covariates is not None:  # every point of the traversal was decoded under the one row
+        covariates = covariates.iloc[np.zeros(x.shape[0] * x.shape[1], dtype=np.intp)].reset_index(drop=True)
+    written = outputs.write_data(run_, out, x, lead=lead, covariates=covariates)
     print(
         f"traversed units {', '.join(f'z{u}' for u in numbers)} over {args.steps} values from {start} "
         f"({outputs.DESCRIBE_HOW[how]}), array shape {x.shape}, to {out} ({written})"

@@ -15,7 +15,8 @@ class Dataset:
     sine curve's true phase). ``image_shape`` says how to show one example as a picture, where
     that makes sense: (H, W) for grey, (3, H, W) for colour (channels first, as x is).
     Tables also carry ``frame`` (the raw pandas DataFrame of feature columns) and ``schema``
-    (the preprocessing that made ``x`` from it, ``vaekit.data.tables.Schema``)."""
+    (the preprocessing that made ``x`` from it, ``vaekit.data.tables.Schema``) and, for a run
+    conditioned on table columns, ``covariates`` (those raw columns, kept out of ``frame`` and ``x``)."""
 
     x: np.ndarray
     name: str
@@ -25,6 +26,7 @@ class Dataset:
     info: dict[str, Any] = field(default_factory=dict)
     frame: Any = None
     schema: Any = None
+    covariates: Any = None
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -39,6 +41,7 @@ class Dataset:
             info=dict(self.info),
             frame=None if self.frame is None else self.frame.iloc[index].reset_index(drop=True),
             schema=self.schema,
+            covariates=None if self.covariates is None else self.covariates.iloc[index].reset_index(drop=True),
         )
 
 

@@ -38,6 +38,25 @@ def _pandas():
     return pandas
 
 
+def _check_parquet_size(path: Path) -> None:
+    """Refuse a Parquet file whose footer promises more than this machine's memory, before reading
+    it: its row groups' uncompressed size plus a float64 copy of every cell."""
+    import pyarrow.parquet as pq
+
+    from ..limits import require_memory
+
+    meta = pq.read_metadata(path)
+    raw = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    try:
+        require_memory(
+            raw + 8 * meta.num_rows * meta.num_columns,
+            f"reading {path.name} ({meta.num_rows} rows x {meta.num_columns} columns)",
+            "use a sample of its rows",
+        )
+    except ValueError as err:
+        raise DataError(str(err)) from None
+
+
 def read_table(path: str | Path, label_column: str | None = None):
     """(features DataFrame, labels or None, info) from a CSV/TSV or Parquet file."""
     pd = _pandas()
@@ -49,6 +68,7 @@ def read_table(path: str | Path, label_column: str | None = None):
                 import pyarrow  # noqa: F401
             except ImportError:
                 raise DataError("reading Parquet files needs pyarrow: pip install 'vaekit[parquet]'") from None
+            _check_parquet_size(path)
             frame = pd.read_parquet(path)
         else:
             sep = "\t" if suffix == ".tsv" else ","

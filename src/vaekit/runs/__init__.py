@@ -11,16 +11,20 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import RunConfig
+from .covariates import COVARIATES_FILE, Covariates
 from .data import (
     Run,
     bernoulli_draw,
+    check_condition_file,
     class_labels,
     conditions,
     format_output,
     load_splits,
     open_run,
+    part_conditions,
     read_input,
     read_schema,
+    training_covariates,
 )
 from .folder import METRICS_FILE, PREPROCESSING_FILE, RunFolder, RunFolderBusy
 from .metrics import FINAL_SAMPLES, final_metrics
@@ -53,8 +57,13 @@ def data_config(settings: dict[str, Any]) -> dict[str, Any]:
 __all__ = [
     "DEFAULTS",
     "FINAL_SAMPLES",
+    "COVARIATES_FILE",
+    "Covariates",
+    "check_condition_file",
     "class_labels",
     "conditions",
+    "part_conditions",
+    "training_covariates",
     "METRICS_FILE",
     "PREPROCESSING_FILE",
     "Run",

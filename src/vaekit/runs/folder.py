@@ -2,7 +2,7 @@
 
 A run folder holds ``config.json`` (the ``RunConfig`` plus metadata), ``model.safetensors``,
 ``trainer.safetensors``, ``history.jsonl``, ``metrics.json``, ``preprocessing.json`` (a table's
-fitted columns), ``figures/`` and ``report.html``.
+fitted columns), ``covariates.json`` (a table's condition columns, for ``--condition-columns``), ``figures/`` and ``report.html``.
 
 A new folder is claimed exclusively: the folder is made with ``mkdir`` (never ``exist_ok``) and a
 lock file is made with ``O_EXCL`` inside it; the process holding the lock is the only writer until it
@@ -250,6 +250,24 @@ class RunFolder:
 
     def write_preprocessing(self, schema) -> None:
         checkpoint.write_json(self.preprocessing_path, schema.to_dict())
+
+    @property
+    def covariates_path(self) -> Path:
+        from .covariates import COVARIATES_FILE
+
+        return self.path / COVARIATES_FILE
+
+    def write_covariates(self, covariates) -> None:
+        """The fitted encoding of a conditional table run's condition columns (``Covariates``)."""
+        checkpoint.write_json(self.covariates_path, covariates.to_dict())
+
+    def read_covariates(self):
+        """The run's ``Covariates`` (trained with --condition-columns), or None."""
+        if not self.covariates_path.is_file():
+            return None
+        from .covariates import Covariates
+
+        return Covariates.from_dict(checkpoint.read_json(self.covariates_path))
 
     def read_preprocessing(self):
         """The fitted table preprocessing (``vaekit.data.Schema``), or None for other data."""

@@ -25,7 +25,7 @@ from ..data.tables import unknown_summary
 from ..model import Model
 from ..spec import build_model, resolved
 from ..train import Callback, FitResult, History, fit, resolve_device
-from .data import class_labels, load_splits
+from .data import COVARIATE_ENCODING, class_labels, load_splits, part_conditions
 from .folder import RunFolder
 from .metrics import final_metrics
 
@@ -104,6 +104,13 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
             conditional_prior=spec.conditional_prior or config.conditional_prior,
             network="mlp" if spec.network == "auto" else spec.network,
         )
+    if config.data.condition_columns:  # a conditional VAE on table columns: c is their encoding
+        covariates = train_part.info[COVARIATE_ENCODING]
+        for name, part in parts.items():
+            part_conditions(part, f"the {name} rows of {train_part.name}")  # complete, known values
+        spec = dataclasses.replace(
+            spec, condition_dim=covariates.width, conditional_prior=spec.conditional_prior or config.conditional_prior
+        )
     spec = resolved(dataclasses.replace(spec, data_shape=data_shape, image_shape=image_shape), lik)
     train_cfg = dataclasses.replace(config.train, dynamic_binarize=config.data.binarize == "dynamic")
     torch.manual_seed(train_cfg.seed)
@@ -144,6 +151,8 @@ def train(
             folder.write_config(prep.config, facts)
             if schema is not None:
                 folder.write_preprocessing(schema)
+            if COVARIATE_ENCODING in parts["train"].info:
+                folder.write_covariates(parts["train"].info[COVARIATE_ENCODING])
         log(f"run folder: {folder.path}")
         log(
             f"data: {parts['train'].name}, {len(parts['train'])} train / {len(parts['val'])} validation / "
@@ -152,6 +161,8 @@ def train(
         )
         if schema is not None:
             log(f"columns: {schema.describe()}")
+            if COVARIATE_ENCODING in parts["train"].info:
+                log(f"conditioned on {parts['train'].info[COVARIATE_ENCODING].describe()}")
             for note in schema.notes:
                 log(f"note: {note}")
             for part in ("val", "test"):
@@ -201,7 +212,9 @@ def resume(
             log(f"{folder.path} has no checkpoint yet: starting it from epoch 0")
         else:
             log(f"resuming {folder.path} from epoch {state.epoch} of {config.train.epochs}")
-        parts = load_splits(raw["data"], folder.read_preprocessing())  # before any write: a refusal changes nothing
+        parts = load_splits(
+            raw["data"], folder.read_preprocessing(), folder.read_covariates()
+        )  # before any write: a refusal changes nothing
         if ctx.is_main:
             facts = {k: raw["data"][k] for k in DataConfig.FACTS if k in raw["data"]}
             extra = {k: raw[k] for k in ("estimator",) if k in raw}
@@ -283,10 +296,10 @@ def _fit(
 
     val = parts["val"].x if len(parts["val"]) else None
     conditional = {}
-    if config.model.condition_dim:  # a conditional run: the labels of each split are its conditions
+    if config.model.condition_dim:  # a conditional run: the labels or covariates of each split are its conditions
         conditional = {
-            "condition": class_labels(parts["train"]),
-            "val_condition": class_labels(parts["val"]) if val is not None else None,
+            "condition": part_conditions(parts["train"]),
+            "val_condition": part_conditions(parts["val"]) if val is not None else None,
         }
     return fit(
         model,
