@@ -311,8 +311,10 @@ def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
 
 
 def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_path, monkeypatch, capsys):
-    """matplotlib and openTSNE are imported beside training, in another thread, and the figures wait
-    for that thread; with --no-figures nothing is preloaded."""
+    """With a core to spare, matplotlib and openTSNE are imported beside training, in another thread,
+    and the figures wait for that thread; with --no-figures, or on a machine whose cores are all busy
+    (load average), nothing is preloaded."""
+    import os
     import threading
 
     from vaekit import plots, train
@@ -336,6 +338,8 @@ def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_pa
     monkeypatch.setattr(plots, "preload", preload)
     monkeypatch.setattr("vaekit.runs.pipeline.fit", fit)
     monkeypatch.setattr(figures, "render", render)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # an idle machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
     monkeypatch.chdir(tmp_path)
     assert _train_sine() == 0
     main_thread = threading.main_thread().name
@@ -344,6 +348,10 @@ def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_pa
     calls.clear()
     assert _train_sine("--no-figures", "--out", "r2") == 0
     assert [c[0] for c in calls] == ["fit"]
+    calls.clear()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))  # both cores busy
+    assert _train_sine("--out", "r3") == 0
+    assert [c[0] for c in calls] == ["fit", "render"]
     capsys.readouterr()
 
 

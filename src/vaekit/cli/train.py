@@ -99,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
 
     track = trackers if log is not None else None
     preload = None
-    if draw and distributed.current().is_main:  # matplotlib and openTSNE load on the other core while it trains
+    if draw and distributed.current().is_main and _core_to_spare():  # matplotlib and openTSNE load beside training
         preload = threading.Thread(target=_preload_drawing, name="vaekit-preload-drawing", daemon=True)
         preload.start()
     try:
@@ -151,6 +151,16 @@ def _preload_drawing() -> None:
         plots.preload()
     except Exception:  # noqa: BLE001 - only a head start: drawing itself reports any real failure
         pass
+
+
+def _core_to_spare() -> bool:
+    """Whether a CPU core is idle (1-minute load average at least one below the core count), so that
+    importing the drawing libraries beside training takes nothing from it. On 2 cores busy with other
+    work the same imports made the epochs as much slower as they saved afterwards."""
+    try:
+        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1
+    except OSError:
+        return False
 
 
 def _since_process_start() -> float | None:
