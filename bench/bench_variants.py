@@ -43,6 +43,8 @@ beside it); compare the rows' ratios, not the absolute numbers.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import logging
 import math
 import os
@@ -214,7 +216,6 @@ def pythae_row(name, data, args, epochs: int):
     from pythae.trainers import BaseTrainer, BaseTrainerConfig
 
     logging.disable(logging.WARNING)
-    os.environ["TQDM_DISABLE"] = "1"  # pythae's per-epoch progress bars
     train, test = data
     d, h, latent = train.shape[1], args.hidden, args.latent
     torch.manual_seed(0)
@@ -256,7 +257,8 @@ def pythae_row(name, data, args, epochs: int):
         )
         trainer = BaseTrainer(model, train_dataset=BaseDataset(train, torch.zeros(len(train))), training_config=config)
         started = time.perf_counter()
-        trainer.train()
+        with contextlib.redirect_stderr(io.StringIO()):  # pythae's per-epoch progress bars
+            trainer.train()
         seconds = time.perf_counter() - started
     model = model.cpu().eval()
     prior = _PythaeVamp(model) if isinstance(model, VAMP) else None
