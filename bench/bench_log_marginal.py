@@ -5,6 +5,7 @@ per-example loop, for k importance samples on N examples of 784 binary dimension
     python bench/bench_log_marginal.py --full      # times log_marginal on all N (about 12 minutes on 2 busy CPU cores)
     python bench/bench_log_marginal.py --device cuda --full
     python bench/bench_log_marginal.py --n 400 --time-n 200 --loop-n 20    # a quick look
+    OMP_NUM_THREADS=1 python bench/bench_log_marginal.py --n 400 --time-n 400 --loop-n 5 --k 500 --rounds 5
 
 Besides examples/s, each row gives the fraction of the decoder's matmul bound: the time its GEMMs
 alone take for the same N x k draws (timed at log_marginal's chunk shape) over the method's time.
@@ -16,6 +17,11 @@ timed on ``--loop-n`` examples and extrapolated linearly to N. Without ``--full`
 timed on the first ``--time-n`` examples and extrapolated the same way: its batches have a fixed
 size, so its work is linear in N. The table says which rows are measured and which extrapolated.
 Both compute the same estimator; the script checks that they agree on the shared examples.
+
+``--rounds R`` times log_marginal, the plain batched loop and the decoder's GEMMs in turn, R times,
+and reports each one's median, so that a machine whose speed drifts (other work on it) shifts all of
+them alike. The last lines split log_marginal's time per 1000 draws into its parts, timed alone at
+its chunk shape: the GEMMs, the softplus pass over the logits, the rest.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
 
 import torch
@@ -103,6 +110,7 @@ def main() -> None:
     p.add_argument("--time-n", type=int, default=1000, help="examples log_marginal is timed on (without --full)")
     p.add_argument("--full", action="store_true", help="time log_marginal on all N examples")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=int, default=1, help="rotating rounds of the timed contenders (medians)")
     args = p.parse_args()
 
     model = build(args.dims, args.latent, args.hidden, args.device)
@@ -127,8 +135,18 @@ def main() -> None:
     per_example_loop(model, loop_x[:5], args.k)  # warm-up
 
     timed_x = x if args.full else x[: min(args.n, args.time_n)]
-    torch.manual_seed(3)
-    batched, t_part = timed(lambda: vaekit.log_marginal(model, timed_x, k=args.k), args.device)
+    plain_x = x[: min(args.n, args.time_n)]
+    chunk_rows = batch * min(args.k, max(1, budget // per // batch))
+    seconds: dict[str, list[float]] = {"batched": [], "plain": [], "gemm": []}
+    for _ in range(max(1, args.rounds)):  # rotating rounds: every contender once per round
+        torch.manual_seed(3)
+        batched, t_part = timed(lambda: vaekit.log_marginal(model, timed_x, k=args.k), args.device)
+        seconds["batched"].append(t_part)
+        torch.manual_seed(3)
+        plain, t_plain_part = timed(lambda: plain_batched_loop(model, plain_x, args.k), args.device)
+        seconds["plain"].append(t_plain_part)
+        seconds["gemm"].append(decoder_gemm_seconds(model, chunk_rows))
+    t_part, t_plain_part, t_gemm = (statistics.median(seconds[key]) for key in ("batched", "plain", "gemm"))
     t_batched = t_part * args.n / timed_x.shape[0]
     torch.manual_seed(3)
     looped, t_loop_part = timed(lambda: per_example_loop(model, loop_x, args.k), args.device)
@@ -139,13 +157,9 @@ def main() -> None:
     se = batched.stderr[: loop_x.shape[0]]
     agree = bool(torch.all(diff < 5 * math.sqrt(2) * se + 1e-3))
 
-    torch.manual_seed(3)
-    plain_x = x[: min(args.n, args.time_n)]
-    plain, t_plain_part = timed(lambda: plain_batched_loop(model, plain_x, args.k), args.device)
     t_plain = t_plain_part * args.n / plain_x.shape[0]
     # the decoder's matmul bound: its GEMMs on N x k draws, timed at log_marginal's chunk shape
-    chunk_rows = batch * min(args.k, max(1, budget // per // batch))
-    t_bound = decoder_gemm_seconds(model, chunk_rows) * args.n * args.k / chunk_rows
+    t_bound = t_gemm * args.n * args.k / chunk_rows
 
     rows = [
         (
@@ -184,6 +198,15 @@ def main() -> None:
         f"{' / '.join(f'{v:.1f}' for v in os.getloadavg())}"
     )
     print(f"batched throughput: {args.n * args.k / t_batched:,.0f} decoded draws / s")
+    logits = torch.randn(chunk_rows, args.dims, device=args.device)
+    t_softplus = min(timed(lambda: torch.nn.functional.softplus(logits, out=logits), args.device)[1] for _ in range(5))
+    per_1000 = 1000 / (args.n * args.k)
+    whole, gemms, soft = t_batched * per_1000, t_bound * per_1000, t_softplus * 1000 / chunk_rows
+    print(
+        f"per 1000 draws: log_marginal {whole * 1e3:.2f} ms = decoder GEMMs {gemms * 1e3:.2f} ms + softplus pass "
+        f"{soft * 1e3:.2f} ms + the rest {(whole - gemms - soft) * 1e3:.2f} ms (chunks of {chunk_rows} draws; "
+        f"medians of {max(1, args.rounds)} rounds)"
+    )
 
 
 if __name__ == "__main__":

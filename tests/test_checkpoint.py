@@ -511,3 +511,29 @@ def test_damaged_history_file_is_one_line(tmp_path):
         (tmp_path / "history.jsonl").write_bytes(text if isinstance(text, bytes) else text.encode())
         with pytest.raises(CheckpointError, match=match):
             checkpoint.read_history(tmp_path / "history.jsonl")
+
+
+def test_the_run_checkpointer_fsyncs_the_trainer_state_each_epoch_and_everything_at_the_end(tmp_path, monkeypatch):
+    """One fsync per epoch (trainer.safetensors, the resume point), three after the last epoch; the
+    files written without one are complete all the same (atomic renames) and match the trainer state."""
+    from vaekit.train import TrainConfig, fit
+
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).split(".")[1])
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", fsync)
+    torch.manual_seed(0)
+    model = vaekit.build_model(vaekit.ModelSpec(data_shape=(3,), latent_dim=1, hidden=(4,)))
+    epochs = []
+    saver = checkpoint.RunCheckpointer(tmp_path, every=1, total_epochs=3)
+    config = TrainConfig(epochs=3, batch_size=16, progress=False, threads=1)
+    fit(model, torch.randn(32, 3), config=config, callbacks=[saver, lambda m, s: epochs.append(list(synced))])
+    assert epochs == [["trainer"], ["trainer"] * 2, ["trainer"] * 3 + ["model", "history"]]
+    state = checkpoint.load_trainer(tmp_path / "trainer.safetensors", vaekit.load(tmp_path))
+    assert [dict(r) for r in checkpoint.read_history(tmp_path / "history.jsonl")] == [dict(r) for r in state.history]
+    for key, value in vaekit.load(tmp_path).state_dict().items():
+        torch.testing.assert_close(value, model.state_dict()[key], rtol=0, atol=0)

@@ -18,6 +18,22 @@ def test_builtin_sets():
     assert set(np.unique(b.x)) == {0.0, 1.0}
 
 
+def test_digits_equal_scikit_learns_without_importing_it():
+    """The bundled digits are read from scikit-learn's own file, without the second-long import."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    d = datasets.digits()
+    assert np.array_equal(d.x, bunch.data.astype(np.float32)) and np.array_equal(d.labels, bunch.target)
+    code = "import sys; from vaekit import datasets; datasets.digits(); print('sklearn' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
 def test_split_is_a_deterministic_partition():
     a = datasets.split(101, (0.8, 0.1, 0.1), seed=3)
     b = datasets.split(101, (0.8, 0.1, 0.1), seed=3)

@@ -155,6 +155,43 @@ def test_log_marginals_bernoulli_log_likelihood_equals_the_likelihoods_own():
     torch.testing.assert_close(estimate.double(), expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_log_marginals_fused_mlp_path_equals_the_decoders_own_logits(dtype, monkeypatch):
+    """log p(x|z) from the decoder's last hidden layer (bias inside the product, x . l over the hidden
+    units) equals sum x l - softplus(l) on the logits of decode_params, also deep in both tails, for
+    two hidden layers of another activation and float64; log_marginal takes that path, and a hook on
+    the decoder sends it back to decode_params."""
+    torch.manual_seed(0)
+    spec = vaekit.ModelSpec(data_shape=(12,), latent_dim=3, hidden=(16, 8), activation="tanh", likelihood="bernoulli")
+    model = vaekit.build_model(spec).to(dtype)
+    with torch.no_grad():
+        model.decoder.net[-1].weight.mul_(150)  # logits past softplus's threshold of 20, both signs
+    x = _data(8).to(dtype)
+    z = torch.randn(5, 8, 3, generator=torch.Generator().manual_seed(2), dtype=dtype)
+    with torch.no_grad():
+        fused = objectives._bernoulli_mlp_log_px_z(model.decoder, z, x)
+        logits = model.decode_params(z).double()
+        expected = (x.double() * logits - torch.nn.functional.softplus(logits)).sum(-1)
+    assert fused is not None and fused.dtype == dtype and fused.shape == (5, 8)
+    assert logits.max() > 40 and logits.min() < -40
+    torch.testing.assert_close(fused.double(), expected, rtol=1e-6, atol=1e-6 if dtype == torch.float64 else 2e-4)
+    taken = []
+    real = objectives._bernoulli_mlp_log_px_z
+    monkeypatch.setattr(
+        objectives, "_bernoulli_mlp_log_px_z", lambda *a: taken.append(real(*a) is not None) or real(*a)
+    )
+    noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(5), dtype=dtype)
+    fast = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
+    assert taken and all(taken)
+    seen = []
+    handle = model.decoder.register_forward_hook(lambda *a: seen.append(1))
+    taken.clear()
+    hooked = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
+    handle.remove()
+    assert seen and not any(taken)  # the hook ran: the decoder was called as a module
+    torch.testing.assert_close(fast.double(), hooked.double(), rtol=1e-6, atol=0)
+
+
 def test_the_fast_step_under_bf16_autocast_keeps_float32_sums_near_the_general_path():
     model = _model({"name": "bernoulli"})
     x = _data()

@@ -389,7 +389,52 @@ def test_traverse_counts_units_from_1(digits4, tmp_path, capsys):
 def test_tsne_without_opentsne_falls_back_to_scikit_learn(digits4, monkeypatch):
     z = digits4.model.encode(torch.as_tensor(digits4.data("test").x[:100])).numpy()
     monkeypatch.setitem(sys.modules, "openTSNE", None)  # as if the 'tsne' extra were not installed
+    monkeypatch.setattr(plots, "EXACT_TSNE", 50)  # as if these were more codes than the exact gradient takes
     points, _, how = plots.embed_2d(z, "tsne")
     assert points.shape == (100, 2) and np.isfinite(points).all() and "scikit-learn" in how
     again, _, _ = plots.embed_2d(z, "tsne")
     np.testing.assert_array_equal(points, again)  # seeded: the same run gives the same map
+
+
+@pytest.mark.parametrize("exact", [True, False])
+def test_short_tsne_keeps_the_neighbourhoods_of_the_default_one(exact, monkeypatch):
+    """The latent map's t-SNE (the exact gradient here up to EXACT_TSNE codes, openTSNE above) runs a
+    fifth of openTSNE's default iterations: its map keeps each code's neighbours (trustworthiness) and
+    classes (5-NN labels) as well as openTSNE's full-length run does."""
+    pytest.importorskip("openTSNE")
+    if not exact:
+        monkeypatch.setattr(plots, "EXACT_TSNE", 100)
+    import openTSNE
+    from sklearn.manifold import trustworthiness
+    from sklearn.model_selection import cross_val_score
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(6), 100)
+    centres = rng.normal(0, 1.2, (6, 8))  # overlapping classes: the map has something to get wrong
+    z = centres[labels] + rng.normal(0, 1.0, (600, 8))
+    short, backend = plots.tsne(z, 30.0, seed=0)
+    assert backend == ("exact gradient" if exact else "openTSNE")
+    full = np.asarray(openTSNE.TSNE(perplexity=30.0, initialization="pca", random_state=0, neighbors="exact").fit(z))
+
+    def knn(points):
+        return cross_val_score(KNeighborsClassifier(5), points, labels, cv=5).mean()
+
+    assert trustworthiness(z, short, n_neighbors=10) > trustworthiness(z, full, n_neighbors=10) - 0.01
+    assert knn(short) > knn(full) - 0.03 and knn(short) > 0.8 * knn(z)
+    shuffled = rng.permutation(short)  # the checks can fail: a map that lost the neighbourhoods
+    assert trustworthiness(z, shuffled, n_neighbors=10) < 0.7 and knn(shuffled) < 0.4
+
+
+def test_exact_tsne_is_deterministic_and_imports_neither_opentsne_nor_scikit_learn():
+    import subprocess
+
+    code = (
+        "import sys, numpy as np; from vaekit import plots; "
+        "z = np.random.default_rng(0).normal(size=(200, 6)); a, how = plots.tsne(z, 20.0); b, _ = plots.tsne(z, 20.0); "
+        "print(how, np.array_equal(a, b), a.shape, np.isfinite(a).all(), "
+        "sorted(m for m in ('openTSNE', 'sklearn', 'scipy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "exact gradient True (200, 2) True []"

@@ -266,37 +266,140 @@ def test_chromium_renders_the_report(written, tmp_path, width):
     shutil.copy(shot, out.parent / f"screenshot-{width}.png")  # to look at after a run
 
 
+def _train_sine(*extra):
+    return main(
+        [
+            "train",
+            "--data",
+            "sine",
+            "--epochs",
+            "2",
+            "--latent-dim",
+            "1",
+            "--hidden",
+            "8",
+            "--out",
+            "r",
+            "--no-progress",
+        ]
+        + list(extra)
+    )
+
+
 def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert (
-        main(
-            [
-                "train",
-                "--data",
-                "sine",
-                "--epochs",
-                "2",
-                "--latent-dim",
-                "1",
-                "--hidden",
-                "8",
-                "--out",
-                "r",
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert _train_sine() == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
+    number = r"([\d.]+)"
     match = re.fullmatch(
-        r"time: train ([\d.]+) s, data \+ setup \+ final metrics ([\d.]+) s, figures ([\d.]+) s "
-        r"\((.*)\), report ([\d.]+) s",
+        rf"time: {number} s wall = data and setup {number} s \+ train {number} s \+ checkpoints {number} s \+ "
+        rf"final metrics {number} s \+ figures {number} s \((.*)\) \+ report {number} s; wall / train {number}",
         last,
     )
-    assert match, last
-    per_figure = dict(part.split(" ") for part in match.group(4).split(", "))
+    assert match, last  # called from Python, not as the command: no start-up part
+    wall, setup, train, ckpt, metrics, figs, detail, rep, ratio = match.groups()
+    parts = [float(v) for v in (setup, train, ckpt, metrics, figs, rep)]
+    assert sum(parts) == pytest.approx(float(wall), abs=0.35)  # the parts add up (each rounded to 0.1 s)
+    per_figure = dict(part.split(" ") for part in detail.split(", "))
     assert set(per_figure) <= set(figures.KINDS) and len(per_figure) == 4  # the four slowest of the figures drawn
-    assert sum(map(float, per_figure.values())) <= float(match.group(3)) + 0.1
+    assert sum(map(float, per_figure.values())) <= float(figs) + 0.1
     history = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
-    assert float(match.group(1)) == pytest.approx(sum(r["seconds"] for r in history), abs=0.06)
+    epochs = sum(r["seconds"] for r in history)
+    assert float(train) == pytest.approx(epochs, abs=0.06)
+    assert float(ratio) == pytest.approx(float(wall) / epochs, rel=0.1)  # wall / the epochs' own seconds
     assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_path, monkeypatch, capsys):
+    """With a core to spare, matplotlib and openTSNE are imported beside training, in another thread,
+    and the figures wait for that thread; with --no-figures, or on a machine whose cores are all busy
+    (load average), nothing is preloaded."""
+    import os
+    import threading
+
+    from vaekit import plots, train
+
+    calls = []
+    real_fit = train.fit
+
+    def fit(*args, **kwargs):
+        calls.append(("fit", threading.current_thread().name))
+        return real_fit(*args, **kwargs)
+
+    def preload():
+        calls.append(("preload", threading.current_thread().name))
+
+    real_render = figures.render
+
+    def render(*args, **kwargs):
+        calls.append(("render", threading.current_thread().name))
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(plots, "preload", preload)
+    monkeypatch.setattr("vaekit.runs.pipeline.fit", fit)
+    monkeypatch.setattr(figures, "render", render)
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # an idle machine
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.chdir(tmp_path)
+    assert _train_sine() == 0
+    main_thread = threading.main_thread().name
+    assert ("preload", "vaekit-preload-drawing") in calls and ("fit", main_thread) in calls
+    assert calls[-1] == ("render", main_thread)  # drawing starts only after the preload thread is done
+    calls.clear()
+    assert _train_sine("--no-figures", "--out", "r2") == 0
+    assert [c[0] for c in calls] == ["fit"]
+    calls.clear()
+    monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))  # both cores busy
+    assert _train_sine("--out", "r3") == 0
+    assert [c[0] for c in calls] == ["fit", "render"]
+    capsys.readouterr()
+
+
+def test_the_time_line_of_the_command_counts_its_start_up():
+    import subprocess
+    import sys
+
+    from vaekit.cli.train import describe_time
+
+    code = "import time; time.sleep(0.3); from vaekit.cli.train import _since_process_start as s; print(s())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    age = float(out.stdout)
+    assert 0.3 <= age < 30  # this process's own age, from /proc: the sleep and the imports, not the machine's uptime
+    spent = {"startup": 1.0, "train": 4.0, "checkpoints": 0.5, "final_metrics": 0.2, "run": 5.0}
+    line = describe_time(spent, {"figures": 1.0, "latent": 0.6, "report": 0.1}, since_start=6.5)
+    assert line == (
+        "time: 7.5 s wall = start-up 1.0 s + data and setup 0.3 s + train 4.0 s + checkpoints 0.5 s + "
+        "final metrics 0.2 s + figures 1.0 s (latent 0.6) + report 0.1 s; wall / train 1.88"
+    )
+
+
+def test_final_metrics_and_figures_run_with_the_training_thread_count(tmp_path, monkeypatch, capsys):
+    """After the epochs, the small batches of the final metrics and figures keep the thread count
+    training used (here --threads 1 under a default of 2), and torch's setting is restored after."""
+    import torch
+
+    from vaekit.runs import pipeline
+
+    seen = {}
+    real_metrics, real_render = pipeline.final_metrics, figures.render
+
+    def metrics(*args, **kwargs):
+        seen["final_metrics"] = torch.get_num_threads()
+        return real_metrics(*args, **kwargs)
+
+    def render(*args, **kwargs):
+        seen["figures"] = torch.get_num_threads()
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "final_metrics", metrics)
+    monkeypatch.setattr(figures, "render", render)
+    monkeypatch.chdir(tmp_path)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert _train_sine("--threads", "1") == 0
+        assert seen == {"final_metrics": 1, "figures": 1} and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    capsys.readouterr()

@@ -161,3 +161,16 @@ def test_no_import_cycles():
         if start not in state and visit(start, [start]):
             break
     assert cycle == [], " -> ".join(cycle)
+
+
+def test_the_command_freezes_the_garbage_collector_before_it_exits():
+    """The ``vaekit`` process spares the interpreter's final collections (most of a second with torch
+    loaded); a call of ``main`` from Python leaves the collector alone."""
+    code = (
+        "import atexit, gc, sys; from vaekit.cli import main; "
+        "atexit.register(lambda: print('frozen', gc.get_freeze_count() > 0)); "
+        "main([]); print('after a call', gc.get_freeze_count() > 0); main()"
+    )
+    r = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "after a call False" in r.stdout and r.stdout.rstrip().endswith("frozen True")

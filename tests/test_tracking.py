@@ -118,6 +118,49 @@ def test_train_log_mlflow_logs_params_metrics_and_the_run_folder(tmp_path, capsy
     assert {"run/history.jsonl", "run/config.json", "run/model.safetensors", "run/figures"} <= artifacts
 
 
+@pytest.mark.parametrize("kind", ["tensorboard", "mlflow"])
+def test_train_log_logs_each_epoch_as_it_ends_and_a_resume_continues_it(kind, tmp_path, monkeypatch, capsys):
+    """vaekit train --log: the tracker is a fit callback of the run, so after epoch e (checkpoint
+    written) the events of epochs 1..e are already in the tracker; a resumed run logs the earlier
+    epochs once and then its own as they end. Read back with TensorBoard's and MLflow's own readers."""
+    from vaekit.runs import pipeline
+
+    run, store = tmp_path / "run", tmp_path / "mlruns"
+    live = []
+    real_fit = pipeline.fit
+
+    def fit_with_probe(*args, callbacks=(), **kwargs):
+        def probe(model, state):  # runs after the run's own callbacks: checkpoint, then the tracker
+            logger = callbacks[-1]
+            if isinstance(logger, tracking.TensorBoard):
+                logger.writer.flush()
+                live.append(sorted(e.step for e in _events(run / "tensorboard").Scalars("train_elbo")))
+            else:
+                live.append(sorted(m.step for m in logger.client.get_metric_history(logger.run_id, "train_elbo")))
+
+        return real_fit(*args, callbacks=[*callbacks, probe], **kwargs)
+
+    monkeypatch.setattr(pipeline, "fit", fit_with_probe)
+    common = ["--log", kind, "--no-progress", "--no-figures"] + (["--log-uri", str(store)] if kind == "mlflow" else [])
+    args = ["train", "--data", "sine", "--epochs", "2", "--hidden", "8", "--latent-dim", "1", "--out", str(run)]
+    assert cli.main(args + common) == 0
+    assert live == [[1], [1, 2]]
+    live.clear()
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3"] + common) == 0
+    assert live == [[1, 2, 3]]
+    history = _history(run)
+    assert len(history) == 3
+    out = capsys.readouterr().out
+    if kind == "tensorboard":  # a second events file in the folder: it replaces the first one's epochs
+        assert len(list((run / "tensorboard").glob("events.out.tfevents.*"))) == 2
+        _assert_scalars_match(_events(run / "tensorboard"), history)
+    else:
+        run_id = out.rsplit("MLflow run ", 1)[1].split()[0]
+        client = MlflowClient(tracking_uri=store.resolve().as_uri())
+        values = client.get_metric_history(run_id, "train_elbo")
+        assert sorted((m.step, m.value) for m in values) == [(r["epoch"], r["train_elbo"]) for r in history]
+
+
 def test_fit_callbacks_log_every_epoch_as_it_ends(tmp_path):
     x = torch.randn(64, 3)
     spec = ModelSpec(data_shape=(3,), latent_dim=1, hidden=(8,))

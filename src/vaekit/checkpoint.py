@@ -51,7 +51,10 @@ HISTORY_FILE = "history.jsonl"
 
 
 # -- atomic files ----------------------------------------------------------------------
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``: readers and a
+    crash of this process see the old file or the new one, never part of one. ``durable`` also
+    fsyncs the data before the rename, so that it survives a crash of the machine."""
     path = Path(path)
     tmp = None
     try:
@@ -60,7 +63,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as err:
         if tmp is not None and os.path.exists(tmp):
@@ -74,8 +78,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
+def atomic_write_text(path: str | os.PathLike, text: str, *, durable: bool = True) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"), durable=durable)
 
 
 CHECKSUMMED_JSON = (
@@ -131,8 +135,8 @@ def read_json(path: str | os.PathLike) -> Any:
     return obj
 
 
-def write_history(path: str | os.PathLike, history: list[dict[str, Any]]) -> None:
-    atomic_write_text(path, "".join(json.dumps(_jsonable(row)) + "\n" for row in history))
+def write_history(path: str | os.PathLike, history: list[dict[str, Any]], *, durable: bool = True) -> None:
+    atomic_write_text(path, "".join(json.dumps(_jsonable(row)) + "\n" for row in history), durable=durable)
 
 
 def read_history(path: str | os.PathLike) -> History:
@@ -184,13 +188,15 @@ def _digest(tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = 
     return h.hexdigest()
 
 
-def write_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any]) -> None:
+def write_tensors(
+    path: str | os.PathLike, tensors: dict[str, torch.Tensor], metadata: dict[str, Any], *, durable: bool = True
+) -> None:
     tensors = {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}
     meta = {k: json.dumps(_jsonable(v)) for k, v in metadata.items()}
     meta["format_version"] = str(FORMAT_VERSION)
     meta["vaekit_version"] = __version__
     meta["sha256"] = _digest(tensors, meta)
-    atomic_write_bytes(path, _st_save(tensors, metadata=meta))
+    atomic_write_bytes(path, _st_save(tensors, metadata=meta), durable=durable)
 
 
 def read_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -329,7 +335,7 @@ def _unflatten(skeleton: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 # -- models ------------------------------------------------------------------------------
-def save(model: Model, path: str | os.PathLike) -> Path:
+def save(model: Model, path: str | os.PathLike, *, durable: bool = True) -> Path:
     """Save a model built by ``vaekit.build_model`` to one ``.safetensors`` file (weights plus
     the spec needed to rebuild it). ``path`` may be a run folder; the file is then
     ``path/model.safetensors``."""
@@ -341,7 +347,7 @@ def save(model: Model, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix != ".safetensors":
         path = path / MODEL_FILE
-    write_tensors(path, model.state_dict(), {"spec": model.spec.to_dict()})
+    write_tensors(path, model.state_dict(), {"spec": model.spec.to_dict()}, durable=durable)
     return path
 
 
@@ -550,7 +556,10 @@ def load_trainer(path: str | os.PathLike, model: Model) -> TrainerState:
 class RunCheckpointer:
     """Training callback: after every ``every`` epochs (and the last), write the run folder's
     model, trainer state and history. Each file is atomic; ``trainer.safetensors`` alone is a
-    complete resume point."""
+    complete resume point, and it alone is fsynced before the last epoch: model.safetensors and
+    history.jsonl survive a crash of the process as they are, and the next checkpoint or the end of
+    the run (or of its resume) rewrites them. One fsync per epoch, not three: an fsync takes about 1 ms on an
+    idle disk and 10 ms or more on a busy one, next to epochs of tens of milliseconds."""
 
     def __init__(self, run_dir: str | os.PathLike, every: int = 1, total_epochs: int | None = None) -> None:
         self.run_dir = Path(run_dir)
@@ -562,6 +571,6 @@ class RunCheckpointer:
         if state.epoch % self.every and not last:
             return
         save_trainer(self.run_dir / TRAINER_FILE, model, state)
-        save(model, self.run_dir / MODEL_FILE)
-        write_history(self.run_dir / HISTORY_FILE, state.history)
+        save(model, self.run_dir / MODEL_FILE, durable=last)
+        write_history(self.run_dir / HISTORY_FILE, state.history, durable=last)
         state.saved_to = f"{self.run_dir / TRAINER_FILE} (epoch {state.epoch})"

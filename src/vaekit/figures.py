@@ -32,7 +32,7 @@ MAX_POINTS = 2000
 SEED = 0
 MANIFOLD_STEPS = 15
 CLASS_PANELS = 4  # a conditional run's manifold and traversal: one panel for each of the most frequent few classes
-TSNE_POINTS = 1000  # examples in the t-SNE map with openTSNE; half as many with scikit-learn's slower t-SNE
+TSNE_POINTS = 1000  # examples in the t-SNE map (plots.tsne: its exact gradient, no extra needed)
 
 
 @dataclass
@@ -508,7 +508,7 @@ def _make_latent(v: RunView):
         colour=v.colour,
         colour_name=v.colour_name or "value",
         method="tsne",
-        max_points=TSNE_POINTS if plots.has_opentsne() else TSNE_POINTS // 2,
+        max_points=TSNE_POINTS,
         seed=SEED,
     )
 

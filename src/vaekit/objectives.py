@@ -381,15 +381,52 @@ def log_marginal(
 
 def _log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
     """``model.log_px_z(z, x, c)``; for a Bernoulli decoder of a plain ``Model``, sum_d x_d l_d - softplus(l_d)
-    over the logits l: one batched product with x and one softplus pass instead of the elementwise
-    BCE on x broadcast to every draw (equal to float rounding)."""
+    over the logits l (equal to float rounding): through ``_bernoulli_mlp_log_px_z`` for a vaekit ``MLP``
+    decoder, else one batched product with x and one softplus pass instead of the elementwise BCE on x
+    broadcast to every draw."""
     if c is not None or type(model.likelihood) is not _Bernoulli or type(model).log_px_z is not Model.log_px_z:
         return model.log_px_z(z, x, c)
+    if z.dim() == 3 and not model.condition_dim:
+        fused = _bernoulli_mlp_log_px_z(model.decoder, z, x)
+        if fused is not None:
+            return fused
     logits = model.decode_params(z)  # (n, B, *event)
     if logits.shape[1:] != x.shape or z.dim() != 3:
         return model.likelihood.log_prob(logits, x)
     flat = logits.reshape(*logits.shape[:2], -1)
     return torch.einsum("nbd,bd->nb", flat, x.reshape(x.shape[0], -1).to(flat.dtype)) - F.softplus(flat).sum(-1)
+
+
+def _bernoulli_mlp_log_px_z(decoder: torch.nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    """sum_d x_d l_d - softplus(l_d) for the logits l = W h + b of a vaekit ``MLP`` decoder (last hidden
+    layer h), z (n, B, H) and x (B, D); None for any other decoder. Of the four passes over the
+    (n, B, D) logits that ``decode_params`` and the generic path make (``addmm``'s copy of b into its
+    output, the product with x, the softplus, the sum), two go, and the softplus runs in place:
+    with h1 = [h, 1] and W1 = [W, b], l = W1 h1 is one matrix product with the bias inside it, and
+    x . l = (W1^T x) . h1 is a product of the hidden size instead of D."""
+    layers = _plain_layers(decoder)
+    if layers is None:
+        return None
+    *body, last = layers
+    n, b = z.shape[:2]
+    if type(last) is not nn.Linear or last.out_features != x[0].numel() or x.shape[0] != b:
+        return None
+    hidden = z.reshape(n * b, z.shape[-1])
+    for layer in body:
+        kind = type(layer)
+        if kind is nn.Linear:
+            hidden = F.linear(hidden, layer._parameters["weight"], layer._parameters["bias"])
+        elif kind is nn.ReLU:
+            hidden = torch.relu(hidden)
+        else:
+            hidden = layer.forward(hidden)
+    weight, bias = last._parameters["weight"], last._parameters["bias"]  # (D, Hd), (D,)
+    if bias is not None:
+        hidden = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], 1)  # h1 = [h, 1]
+        weight = torch.cat([weight, bias.unsqueeze(1)], 1)  # W1 = [W, b]
+    x_dot_l = torch.einsum("nbh,bh->nb", hidden.view(n, b, -1), x.reshape(b, -1).to(weight.dtype) @ weight)
+    logits = torch.mm(hidden, weight.t())  # (n B, D), ours alone: the softplus may overwrite it
+    return x_dot_l - F.softplus(logits, 1.0, 20.0, out=logits).sum(-1).view(n, b)
 
 
 def _check_proposal(proposal, n: int, latent_dim: int, k: int):

@@ -73,6 +73,16 @@ def to_png(fig, dpi: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+def preload() -> None:
+    """Import what drawing needs (matplotlib's Agg stack) and draw one small figure with a title and a
+    mathtext label, which builds the font and mathtext caches, so that the first real figure pays none
+    of it. ``vaekit train`` runs this in a thread while the model trains when a core is idle."""
+    fig, axes = _figure(1, 1, width=1.5, height=1.5)
+    axes[0, 0].plot([0, 1], [0, 1])
+    axes[0, 0].set(xlabel="$z_1$", title="preload")
+    to_png(fig)
+
+
 def save(fig, path: str | os.PathLike, dpi: int | None = None) -> None:
     """Write the figure as a PNG, atomically."""
     from .checkpoint import atomic_write_bytes
@@ -566,15 +576,35 @@ def has_opentsne() -> bool:
     return True
 
 
+TSNE_EXAGGERATION_ITER = 50  # openTSNE's defaults are 250 and 500: a map of a few thousand codes
+TSNE_ITER = 100  # has settled by then (same neighbourhoods: trustworthiness and 5-NN labels agree)
+TSNE_EXAGGERATION = 12.0
+EXACT_TSNE = 2000  # up to this many codes, t-SNE's exact gradient here (torch, n x n matrices)
+EXACT_NEIGHBOURS = 10_000  # up to this many codes, openTSNE with exact neighbours (a tree), not Annoy
+
+
 def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, str]:
-    """A 2-D t-SNE embedding (PCA initialisation, seeded) and the name of the code that made it:
-    openTSNE when installed (the ``tsne`` extra; several times faster), else scikit-learn's, with 500
+    """A 2-D t-SNE embedding (PCA initialisation) and the name of the code that made it. Up to
+    ``EXACT_TSNE`` codes: ``exact_tsne`` below (torch, no random draws), which needs neither openTSNE
+    nor scikit-learn, whose imports take longer than the whole map of 1000 codes. Above it,
+    openTSNE when installed (the ``tsne`` extra), seeded, with the same iterations and exact
+    nearest neighbours for up to ``EXACT_NEIGHBOURS`` codes; else scikit-learn's, with 500
     iterations instead of its default 1000 to bound the time."""
+    if len(z) <= EXACT_TSNE:
+        return exact_tsne(z, perplexity), "exact gradient"
     if has_opentsne():
         import openTSNE
 
         embedding = openTSNE.TSNE(
-            n_components=2, perplexity=perplexity, initialization="pca", random_state=seed, n_jobs=1, verbose=False
+            n_components=2,
+            perplexity=perplexity,
+            initialization="pca",
+            random_state=seed,
+            n_jobs=1,
+            verbose=False,
+            early_exaggeration_iter=TSNE_EXAGGERATION_ITER,
+            n_iter=TSNE_ITER,
+            neighbors="exact" if len(z) <= EXACT_NEIGHBOURS else "auto",
         ).fit(z)
         return np.asarray(embedding, dtype=np.float64), "openTSNE"
     import inspect
@@ -586,6 +616,64 @@ def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, s
         n_components=2, perplexity=perplexity, init="pca", random_state=seed, **{iterations: 500}
     ).fit_transform(z)
     return points, "scikit-learn"
+
+
+def exact_tsne(
+    z: np.ndarray,
+    perplexity: float,
+    exaggeration_iter: int = TSNE_EXAGGERATION_ITER,
+    n_iter: int = TSNE_ITER,
+    exaggeration: float = TSNE_EXAGGERATION,
+) -> np.ndarray:
+    """t-SNE (van der Maaten and Hinton 2008) with the exact gradient over all pairs, for a few
+    thousand points: (n, h) codes in, (n, 2) points out. The affinities are openTSNE's: each code's
+    Gaussian over its 3 x perplexity nearest neighbours, the bandwidth found by bisection so that
+    the entropy is log(perplexity), symmetrised. The optimisation too: PCA initialisation scaled to
+    a standard deviation of 1e-4, ``exaggeration_iter`` steps with the affinities times
+    ``exaggeration`` and momentum 0.5, then ``n_iter`` with momentum 0.8, learning rate n / the
+    exaggeration, and the delta-bar-delta gains. No random draws: the same codes give the same map."""
+    import torch
+
+    x = torch.as_tensor(np.asarray(z, dtype=np.float64))
+    n = x.shape[0]
+    if n < 5:
+        raise ValueError(f"t-SNE needs at least 5 examples, got {n}")
+    sq = (x * x).sum(1)
+    d = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_(min=0)  # squared distances (n, n)
+    d.fill_diagonal_(math.inf)
+    k = min(n - 1, int(3 * perplexity))
+    dk, neighbours = torch.topk(d, k, largest=False)  # (n, k)
+    dk = dk / dk.mean().clamp(min=1e-300)
+    target = math.log(perplexity)
+    lo = torch.full((n, 1), -40.0, dtype=torch.float64)  # bounds on log beta, the inverse bandwidth
+    hi = torch.full((n, 1), 40.0, dtype=torch.float64)
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        logp = torch.log_softmax(-dk * mid.exp(), 1)
+        too_flat = -(logp.exp() * logp).sum(1, keepdim=True) > target  # entropy above log(perplexity)
+        lo, hi = torch.where(too_flat, mid, lo), torch.where(too_flat, hi, mid)
+    conditional = torch.softmax(-dk * ((lo + hi) / 2).exp(), 1)
+    p = torch.zeros(n, n, dtype=torch.float64).scatter_(1, neighbours, conditional)
+    p = ((p + p.T) / (2 * n)).float()
+    centred = x - x.mean(0)
+    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
+    y = u[:, :2] * s[:2]
+    y = y * torch.sign(y.gather(0, y.abs().argmax(0, keepdim=True)))  # each axis's largest value positive
+    y = (y / y[:, 0].std().clamp(min=1e-300) * 1e-4).float()
+    update, gains = torch.zeros_like(y), torch.ones_like(y)
+    for step in range(exaggeration_iter + n_iter):
+        early = step < exaggeration_iter
+        scale, momentum = (exaggeration, 0.5) if early else (1.0, 0.8)
+        sqy = (y * y).sum(1)
+        q = torch.addmm(sqy[:, None] + sqy[None, :], y, y.T, alpha=-2).add_(1).reciprocal_()  # 1 / (1 + |yi - yj|^2)
+        q.fill_diagonal_(0)
+        w = (p * scale - q / q.sum()).mul_(q)
+        grad = w.sum(1, keepdim=True) * y - w @ y  # sum_j (p_ij - q_ij) (1 + d_ij^2)^-1 (y_i - y_j), up to 4
+        gains = torch.where((grad > 0) == (update > 0), gains * 0.8, gains + 0.2).clamp_(min=0.01)
+        update = momentum * update - (n / scale) * gains * grad
+        y = y + update
+        y = y - y.mean(0)
+    return y.double().numpy()
 
 
 def embed_2d(z, method: str = "auto", *, max_points: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:

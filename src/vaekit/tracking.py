@@ -10,8 +10,10 @@ Both are optional extras (``pip install 'vaekit[tracking]'``), imported only whe
 
 A logger is a ``fit`` callback: ``fit(model, x, callbacks=[TensorBoard("tb")])`` logs each epoch
 as it ends; ``logger.finish(params=..., figures=..., artifacts=...)`` adds the rest and closes it.
-``log_run(run_dir, "tensorboard")`` logs a finished run folder (``vaekit train --log``): its
-history.jsonl epoch by epoch, config.json as parameters, figures/ and, for MLflow, the folder.
+``log_run(run_dir, "tensorboard")`` logs a finished run folder: its history.jsonl epoch by epoch,
+config.json as parameters, figures/ and, for MLflow, the folder. ``vaekit train --log`` logs live
+instead: ``run_logger`` is one of the run's ``fit`` callbacks, so each epoch is logged as it ends,
+and ``finish_run`` adds the rest once the figures are drawn.
 """
 
 from __future__ import annotations
@@ -101,14 +103,17 @@ class _Logger:
 
 
 class TensorBoard(_Logger):
-    """Writes TensorBoard event files under ``log_dir`` (default: torch's ./runs/DATE_HOST)."""
+    """Writes TensorBoard event files under ``log_dir`` (default: torch's ./runs/DATE_HOST).
+    ``purge_step``: TensorBoard then drops the events of earlier writers in that folder from this
+    step on (a resumed run that logs its whole history again)."""
 
-    def __init__(self, log_dir: str | Path | None = None) -> None:
+    def __init__(self, log_dir: str | Path | None = None, purge_step: int | None = None) -> None:
         self.log_dir = None if log_dir is None else str(log_dir)
+        self.purge_step = purge_step
         self._writer = None
 
     def __deepcopy__(self, memo):  # scikit-learn's clone copies parameters: a fresh, unopened logger
-        return TensorBoard(self.log_dir)
+        return TensorBoard(self.log_dir, self.purge_step)
 
     @property
     def writer(self):
@@ -116,7 +121,7 @@ class TensorBoard(_Logger):
             _need("tensorboard", "tensorboard")
             from torch.utils.tensorboard import SummaryWriter
 
-            self._writer = SummaryWriter(log_dir=self.log_dir)
+            self._writer = SummaryWriter(log_dir=self.log_dir, purge_step=self.purge_step)
             self.log_dir = self._writer.log_dir
         return self._writer
 
@@ -249,13 +254,34 @@ def log_run(run_dir: str | Path, kind: str, uri: str | Path | None = None) -> st
     unless ``uri`` names a folder. Returns where it went."""
     from .runs import RunFolder
 
+    logger = run_logger(run_dir, kind, uri)
+    logger.log_history(RunFolder.open(run_dir).read_history())
+    return finish_run(logger, run_dir)
+
+
+def run_logger(run_dir: str | Path, kind: str, uri: str | Path | None = None) -> _Logger:
+    """The logger of run folder ``run_dir``, not yet opened: TensorBoard into RUN/tensorboard unless
+    ``uri`` names a folder, replacing the events an earlier logger left there; MLflow at ``uri``
+    (default ./mlruns), a new MLflow run named after the folder. As a ``fit`` callback it logs each
+    epoch as it ends; ``finish_run`` closes it."""
     if kind not in KINDS:
         raise ValueError(f"unknown tracker {kind!r}; choose one of: {', '.join(KINDS)}")
-    folder = RunFolder.open(run_dir)
     run_dir = Path(run_dir)
     logger = create(kind, uri if uri is not None or kind == "mlflow" else run_dir / "tensorboard")
     if isinstance(logger, MLflow):
         logger.run_name = run_dir.name
+    else:  # it logs the whole history: what an earlier run (or a stopped one) left there is replaced
+        logger.purge_step = 1
+    return logger
+
+
+def finish_run(logger: _Logger, run_dir: str | Path) -> str:
+    """Close ``logger`` with what a run folder holds beside its history: config.json as parameters,
+    the final metrics, figures/*.png and (MLflow) the folder as artifacts. Returns where it went."""
+    from .runs import RunFolder
+
+    folder = RunFolder.open(run_dir)
+    run_dir = Path(run_dir)
     config = folder.read_config()
     params = {k: config[k] for k in ("model", "train", "data") if k in config}
     metrics = {}
@@ -263,7 +289,6 @@ def log_run(run_dir: str | Path, kind: str, uri: str | Path | None = None) -> st
         for split, values in folder.read_metrics().items():
             if isinstance(values, dict) and isinstance(values.get("elbo"), (int, float)):
                 metrics[f"{split}_elbo"] = float(values["elbo"])
-    logger.log_history(folder.read_history())
     figures = sorted(folder.figures_dir.glob("*.png")) if folder.figures_dir.is_dir() else []
     logger.finish(
         params=params, metrics=metrics, figures=figures, artifacts=run_dir if isinstance(logger, MLflow) else None

@@ -7,8 +7,10 @@ dataclasses (``vaekit.config``); this module imports torch only inside ``run``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import threading
 import time
 
 from ..config import RunConfig
@@ -70,7 +72,7 @@ def _log(message: str) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from .. import distributed, runs
+    from .. import cli, distributed, runs
 
     given = explicit(args)
     draw = given.pop("figures", True)
@@ -85,6 +87,41 @@ def _run(args: argparse.Namespace) -> int:
 
         tracking.check_available(log)
     start = time.perf_counter()
+    # interpreter, torch and vaekit imports, before any of the run's work (for the command, not a call from Python)
+    startup = _since_process_start() if cli.AS_COMMAND else None
+    loggers = []  # the tracker, made once the run folder exists: it logs each epoch as it ends
+
+    def trackers(path):
+        logger = tracking.run_logger(path, log, log_uri)
+        logger.log_history(runs.RunFolder(path).read_history())  # a resumed run's earlier epochs
+        loggers.append(logger)
+        return [logger]
+
+    track = trackers if log is not None else None
+    preload = None
+    if draw and distributed.current().is_main and _core_to_spare():  # matplotlib and openTSNE load beside training
+        preload = threading.Thread(target=_preload_drawing, name="vaekit-preload-drawing", daemon=True)
+        preload.start()
+    try:
+        result = _train_or_resume(runs, given, track)
+    except BaseException:
+        for logger in loggers:  # flush and close what the epochs so far logged
+            with contextlib.suppress(Exception):
+                logger.finish()
+        raise
+    # where the time went: start-up, then runs.train's own split (epochs, checkpoints, final metrics), drawing
+    spent = {"startup": startup, **result.seconds, "run": time.perf_counter() - start}
+    # under torchrun the other processes are done once training is; only the main one draws
+    code = 0
+    if draw and distributed.current().is_main:
+        with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
+            code = _figures_and_report(result.run_dir, spent, preload, start)
+    if loggers:
+        print(f"logged: {tracking.finish_run(loggers[0], result.run_dir)}")
+    return code
+
+
+def _train_or_resume(runs, given, track):
     if "resume" in given:
         allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
         extra = sorted(set(given) - allowed)
@@ -92,33 +129,62 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--resume continues a run with its own settings; cannot also change: {', '.join('--' + e.replace('_', '-') for e in extra)}"
             )
-        result = runs.resume(
+        return runs.resume(
             given["resume"],
             epochs=given.get("epochs"),
             device=given.get("device"),
             progress=given.get("progress"),
             lr=given.get("lr"),
             log=_log,
+            callbacks=track,
         )
     else:
         settings = read_settings_file(given.pop("config")) if "config" in given else {}
         settings.update(given)
-        result = runs.train(RunConfig.from_settings(settings), log=_log)
-    # where the time went: the epochs' own seconds, the rest of runs.train (data, setup, final metrics), drawing
-    run_s = time.perf_counter() - start  # a resumed history also holds earlier epochs: never more than this
-    spent = {"train": min(run_s, sum(float(r.get("seconds") or 0) for r in result.history)), "run": run_s}
-    # under torchrun the other processes are done once training is; only the main one draws
-    code = _figures_and_report(result.run_dir, spent) if draw and distributed.current().is_main else 0
-    if log is not None and distributed.current().is_main:
-        print(f"logged: {tracking.log_run(result.run_dir, log, log_uri)}")
-    return code
+        return runs.train(RunConfig.from_settings(settings), log=_log, callbacks=track)
 
 
-def _figures_and_report(run_dir, spent) -> int:
+def _preload_drawing() -> None:
+    try:
+        from .. import plots
+
+        plots.preload()
+    except Exception:  # noqa: BLE001 - only a head start: drawing itself reports any real failure
+        pass
+
+
+def _core_to_spare() -> bool:
+    """Whether a CPU core is idle (1-minute load average at least one below the core count), so that
+    importing the drawing libraries beside training takes nothing from it. On 2 cores busy with other
+    work the same imports made the epochs as much slower as they saved afterwards."""
+    try:
+        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1
+    except OSError:
+        return False
+
+
+def _since_process_start() -> float | None:
+    """Seconds since this process started (Linux ``/proc``, 10 ms ticks), or None elsewhere."""
+    try:
+        with open("/proc/self/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()  # fields from the 3rd on; the 22nd is the start time
+        with open("/proc/uptime") as f:
+            uptime = float(f.read().split()[0])
+        return max(0.0, uptime - int(fields[19]) / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError, AttributeError):
+        return None
+
+
+def _figures_and_report(run_dir, spent, preload, start) -> int:
     from .. import report
 
+    drawing = time.perf_counter()
     try:
+        if preload is not None:
+            preload.join()  # counted in the figures' time: whatever of it training did not hide
+        waited = time.perf_counter() - drawing
         path, seconds = report.write_all(run_dir)
+        seconds["figures"] += waited
     except Exception as err:  # the run is trained and saved; a drawing failure must not hide that
         if os.environ.get("VAEKIT_DEBUG"):
             raise
@@ -129,8 +195,26 @@ def _figures_and_report(run_dir, spent) -> int:
         )
         return 1
     print(f"figures and report: {path}")
-    print(
-        f"time: train {spent['train']:.1f} s, data + setup + final metrics {spent['run'] - spent['train']:.1f} s, "
-        f"{report.describe_seconds(seconds)}"
-    )
+    print(describe_time(spent, seconds, time.perf_counter() - start))
     return 0
+
+
+def describe_time(spent: dict, seconds: dict, since_start: float) -> str:
+    """'time: 7.0 s = start-up 1.3 s + data and setup 0.3 s + train 4.2 s + ... ; wall / train 1.67'. The
+    wall time runs from the process's start when known (else from the command's), to the report."""
+    from .. import report
+
+    startup = spent.get("startup")
+    wall = since_start + (startup or 0.0)
+    train = spent.get("train", 0.0)
+    setup = spent["run"] - train - spent.get("checkpoints", 0.0) - spent.get("final_metrics", 0.0)
+    parts = [f"start-up {startup:.1f} s"] if startup is not None else []
+    parts += [
+        f"data and setup {max(setup, 0.0):.1f} s",
+        f"train {train:.1f} s",
+        f"checkpoints {spent.get('checkpoints', 0.0):.1f} s",
+        f"final metrics {spent.get('final_metrics', 0.0):.1f} s",
+        report.describe_seconds(seconds).replace(", report", " + report"),
+    ]
+    ratio = f"{wall / train:.2f}" if train > 0 else "n/a (no epochs run)"
+    return f"time: {wall:.1f} s wall = " + " + ".join(parts) + f"; wall / train {ratio}"

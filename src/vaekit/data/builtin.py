@@ -56,10 +56,8 @@ def digits(binarize: bool = False, threshold: float = 8.0, unit: bool = False) -
     """scikit-learn's bundled 8x8 handwritten digits (1797 images, labels 0-9). Pixels are
     grey levels 0..16 (17 values), or {0, 1} with ``binarize`` (pixel > ``threshold``), or
     level / 16 in [0, 1] with ``unit`` (what dynamic binarisation draws from)."""
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = bunch.data.astype(np.float32)
+    pixels, target = _digits_arrays()
+    x = pixels.astype(np.float32)
     if binarize:
         x = (x > threshold).astype(np.float32)
     elif unit:
@@ -67,10 +65,30 @@ def digits(binarize: bool = False, threshold: float = 8.0, unit: bool = False) -
     return Dataset(
         x=x,
         name="digits",
-        labels=bunch.target.astype(np.int64),
+        labels=target.astype(np.int64),
         image_shape=(8, 8),
         info={"binarize": binarize, "levels": 2 if binarize else 17, **({"unit": True} if unit else {})},
     )
+
+
+def _digits_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(pixels (1797, 64), labels (1797,)) read straight from scikit-learn's bundled
+    ``datasets/data/digits.csv.gz`` (64 pixel columns, then the label), the file its
+    ``load_digits`` reads: importing scikit-learn itself takes a second or more, the file a few ms."""
+    import gzip
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("sklearn")  # finds the package without importing it
+    path = Path(spec.origin).parent / "datasets" / "data" / "digits.csv.gz" if spec and spec.origin else None
+    if path is None or not path.is_file():  # an unusual install: let scikit-learn find its own file
+        from sklearn.datasets import load_digits
+
+        bunch = load_digits()
+        return bunch.data, bunch.target
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",")
+    return table[:, :-1], table[:, -1].astype(np.int64)
 
 
 BUILTIN = {"sine": sine, "pinwheel": pinwheel, "digits": digits}

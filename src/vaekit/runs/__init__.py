@@ -28,7 +28,7 @@ from .data import (
 )
 from .folder import METRICS_FILE, PREPROCESSING_FILE, RunFolder, RunFolderBusy
 from .metrics import FINAL_SAMPLES, final_metrics
-from .pipeline import TrainResult, prepare, resume, train
+from .pipeline import TrainResult, prepare, resume, torch_threads, train
 
 # every user setting's default, by its settings name (from the RunConfig fields)
 DEFAULTS: dict[str, Any] = RunConfig.flat_defaults()
@@ -82,5 +82,6 @@ __all__ = [
     "read_input",
     "read_schema",
     "resume",
+    "torch_threads",
     "train",
 ]

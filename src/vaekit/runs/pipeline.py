@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from ..data import Dataset
 from ..data.tables import unknown_summary
 from ..model import Model
 from ..spec import build_model, resolved
-from ..train import FitResult, History, fit, resolve_device
+from ..train import Callback, FitResult, History, fit, resolve_device
 from .data import COVARIATE_ENCODING, class_labels, load_splits, part_conditions
 from .folder import RunFolder
 from .metrics import final_metrics
@@ -35,6 +36,28 @@ class TrainResult:
     model: Model
     history: History
     metrics: dict[str, Any]
+    # where this call's wall time went, in seconds: "train" (the epochs run by this call, as timed in
+    # the history), "checkpoints" (writing them after epochs), "final_metrics", and "run" (all of it)
+    seconds: dict[str, float] = dataclasses.field(default_factory=dict)
+    # torch's CPU threads the epochs ran with (None off the CPU or when torch's setting was kept): the
+    # final metrics run with them, and so should what follows (``torch_threads``)
+    threads: int | None = None
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the block with ``threads`` intra-op CPU threads (None: as they are), restored afterwards.
+    The work after training (final metrics, figures) is small batches of the model training
+    measured: the count that suited its steps suits them, where the default (all cores) can be
+    many times slower on a busy machine."""
+    before = torch.get_num_threads()
+    if threads and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
 
 
 @dataclass
@@ -95,10 +118,21 @@ def prepare(config: RunConfig, data: dict[str, Dataset] | None = None) -> Prepar
     return Prepared(dataclasses.replace(config, model=spec, train=train_cfg), parts, lik, model)
 
 
+# makes extra ``fit`` callbacks for a run folder once it is claimed (e.g. a tracker logging into it)
+CallbackFactory = Callable[[Path], Sequence[Callback]]
+
+
 def train(
-    settings: dict[str, Any] | RunConfig, *, log: Callable[[str], None] = print, data: dict[str, Dataset] | None = None
+    settings: dict[str, Any] | RunConfig,
+    *,
+    log: Callable[[str], None] = print,
+    data: dict[str, Dataset] | None = None,
+    callbacks: CallbackFactory | None = None,
 ) -> TrainResult:
-    """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``)."""
+    """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``).
+    ``callbacks(path)``, when given, makes ``fit`` callbacks that run after each epoch's checkpoint,
+    on the main process only (called once the folder at ``path`` holds its config)."""
+    started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
         log = _silent
@@ -135,7 +169,7 @@ def train(
                 note = unknown_summary(parts[part].info.get("transform_report") or {})
                 if note:
                     log(f"note ({part} rows): {note}")
-        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log)
+        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log, started, callbacks)
     finally:
         folder.release()
 
@@ -148,10 +182,13 @@ def resume(
     progress: bool | None = None,
     lr: float | None = None,
     log: Callable[[str], None] = print,
+    callbacks: CallbackFactory | None = None,
 ) -> TrainResult:
     """Continue a stopped run; the result equals an uninterrupted run with the same settings
     (also under torchrun with the same number of processes: every process restores its own RNG).
-    Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs."""
+    Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs.
+    ``callbacks`` as in ``train``."""
+    started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
         log = _silent
@@ -182,20 +219,31 @@ def resume(
             facts = {k: raw["data"][k] for k in DataConfig.FACTS if k in raw["data"]}
             extra = {k: raw[k] for k in ("estimator",) if k in raw}
             folder.write_config(config, facts, extra, created=raw.get("created"))
-        return _fit_and_finish(folder, config, model, parts, state, log)
+        return _fit_and_finish(folder, config, model, parts, state, log, started, callbacks)
 
 
 def _fit_and_finish(
-    folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, log
+    folder: RunFolder,
+    config: RunConfig,
+    model: Model,
+    parts: dict[str, Dataset],
+    state,
+    log,
+    started: float,
+    callbacks: CallbackFactory | None = None,
 ) -> TrainResult:
     ctx = distributed.current()
+    extra = list(callbacks(folder.path)) if callbacks is not None and ctx.is_main else []
     train_cfg = config.train
     fitted = None
+    seconds = {"checkpoints": 0.0}
     if state is not None and (state.epoch >= train_cfg.epochs or state.stopped_early):
         history = state.history
     else:
-        fitted = _fit(folder, config, model, parts, state, ctx)
+        fitted = _fit(folder, config, model, parts, state, ctx, seconds, extra)
         history = fitted.history
+    seconds["train"] = sum(float(r.get("seconds") or 0) for r in history[state.epoch if state else 0 :])
+    threads = fitted.threads if fitted is not None else history.last.get("threads")
     if ctx.active:
         digest = (fitted and fitted.replica_digest) or distributed.check_replicas(model)
         log(
@@ -206,7 +254,10 @@ def _fit_and_finish(
         return TrainResult(run_dir=folder.path, model=model, history=history, metrics={})
     folder.save_model(model)  # the final (or best, after early stopping) weights
     folder.write_history(history)
-    metrics = final_metrics(model, parts, train_cfg)
+    metrics_start = time.perf_counter()
+    with torch_threads(threads):
+        metrics = final_metrics(model, parts, train_cfg)
+    seconds["final_metrics"] = time.perf_counter() - metrics_start
     folder.write_metrics(metrics)
     summary = f"final ELBO: train {metrics['train']['elbo']:.4f} nats"
     if "val" in metrics:
@@ -218,12 +269,31 @@ def _fit_and_finish(
             f"per column, {cols['split']} rows ({cols['estimator']}): "
             + ", ".join(f"{k} {v['log_lik']:.3f}" for k, v in cols["columns"].items())
         )
-    return TrainResult(run_dir=folder.path, model=model, history=history, metrics=metrics)
+    seconds["run"] = time.perf_counter() - started
+    return TrainResult(
+        run_dir=folder.path, model=model, history=history, metrics=metrics, seconds=seconds, threads=threads
+    )
 
 
-def _fit(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Dataset], state, ctx) -> FitResult:
-    """The one call of ``vaekit.fit`` in the run layer."""
-    saver = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
+def _fit(
+    folder: RunFolder,
+    config: RunConfig,
+    model: Model,
+    parts: dict[str, Dataset],
+    state,
+    ctx,
+    seconds: dict[str, float],
+    extra: Sequence[Callback] = (),
+) -> FitResult:
+    """The one call of ``vaekit.fit`` in the run layer; adds the time spent writing checkpoints to
+    ``seconds["checkpoints"]``."""
+    checkpointer = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
+
+    def saver(model: Model, trainer_state) -> None:
+        start = time.perf_counter()
+        checkpointer(model, trainer_state)
+        seconds["checkpoints"] += time.perf_counter() - start
+
     val = parts["val"].x if len(parts["val"]) else None
     conditional = {}
     if config.model.condition_dim:  # a conditional run: the labels or covariates of each split are its conditions
@@ -236,7 +306,7 @@ def _fit(folder: RunFolder, config: RunConfig, model: Model, parts: dict[str, Da
         parts["train"].x,
         val,
         config.train,
-        callbacks=[saver] if ctx.is_main else [],
+        callbacks=[saver, *extra] if ctx.is_main else [],
         resume=state,
         rank=ctx.rank,
         world_size=ctx.world_size,
@@ -266,4 +336,4 @@ def _claim_on_main(ctx: distributed.Context, out: str | None, name: str) -> RunF
     return folder if folder is not None else RunFolder(value)
 
 
-__all__ = ["ModelSpec", "Prepared", "TrainConfig", "TrainResult", "prepare", "resume", "train"]
+__all__ = ["ModelSpec", "Prepared", "TrainConfig", "TrainResult", "prepare", "resume", "torch_threads", "train"]
