@@ -585,13 +585,15 @@ EXACT_NEIGHBOURS = 10_000  # up to this many codes, openTSNE with exact neighbou
 
 def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, str]:
     """A 2-D t-SNE embedding (PCA initialisation) and the name of the code that made it. Up to
-    ``EXACT_TSNE`` codes: ``exact_tsne`` below (torch, no random draws), which needs neither openTSNE
+    ``EXACT_TSNE`` codes: ``vaekit.tsne.exact_tsne`` (torch, no random draws), which needs neither openTSNE
     nor scikit-learn, whose imports take longer than the whole map of 1000 codes. Above it,
     openTSNE when installed (the ``tsne`` extra), seeded, with the same iterations and exact
     nearest neighbours for up to ``EXACT_NEIGHBOURS`` codes; else scikit-learn's, with 500
     iterations instead of its default 1000 to bound the time."""
     if len(z) <= EXACT_TSNE:
-        return exact_tsne(z, perplexity), "exact gradient"
+        from .tsne import exact_tsne  # torch: the drawing here stays free of it
+
+        return exact_tsne(z, perplexity, TSNE_EXAGGERATION_ITER, TSNE_ITER, TSNE_EXAGGERATION), "exact gradient"
     if has_opentsne():
         import openTSNE
 
@@ -616,64 +618,6 @@ def tsne(z: np.ndarray, perplexity: float, seed: int = 0) -> tuple[np.ndarray, s
         n_components=2, perplexity=perplexity, init="pca", random_state=seed, **{iterations: 500}
     ).fit_transform(z)
     return points, "scikit-learn"
-
-
-def exact_tsne(
-    z: np.ndarray,
-    perplexity: float,
-    exaggeration_iter: int = TSNE_EXAGGERATION_ITER,
-    n_iter: int = TSNE_ITER,
-    exaggeration: float = TSNE_EXAGGERATION,
-) -> np.ndarray:
-    """t-SNE (van der Maaten and Hinton 2008) with the exact gradient over all pairs, for a few
-    thousand points: (n, h) codes in, (n, 2) points out. The affinities are openTSNE's: each code's
-    Gaussian over its 3 x perplexity nearest neighbours, the bandwidth found by bisection so that
-    the entropy is log(perplexity), symmetrised. The optimisation too: PCA initialisation scaled to
-    a standard deviation of 1e-4, ``exaggeration_iter`` steps with the affinities times
-    ``exaggeration`` and momentum 0.5, then ``n_iter`` with momentum 0.8, learning rate n / the
-    exaggeration, and the delta-bar-delta gains. No random draws: the same codes give the same map."""
-    import torch
-
-    x = torch.as_tensor(np.asarray(z, dtype=np.float64))
-    n = x.shape[0]
-    if n < 5:
-        raise ValueError(f"t-SNE needs at least 5 examples, got {n}")
-    sq = (x * x).sum(1)
-    d = (sq[:, None] + sq[None, :] - 2 * x @ x.T).clamp_(min=0)  # squared distances (n, n)
-    d.fill_diagonal_(math.inf)
-    k = min(n - 1, int(3 * perplexity))
-    dk, neighbours = torch.topk(d, k, largest=False)  # (n, k)
-    dk = dk / dk.mean().clamp(min=1e-300)
-    target = math.log(perplexity)
-    lo = torch.full((n, 1), -40.0, dtype=torch.float64)  # bounds on log beta, the inverse bandwidth
-    hi = torch.full((n, 1), 40.0, dtype=torch.float64)
-    for _ in range(64):
-        mid = (lo + hi) / 2
-        logp = torch.log_softmax(-dk * mid.exp(), 1)
-        too_flat = -(logp.exp() * logp).sum(1, keepdim=True) > target  # entropy above log(perplexity)
-        lo, hi = torch.where(too_flat, mid, lo), torch.where(too_flat, hi, mid)
-    conditional = torch.softmax(-dk * ((lo + hi) / 2).exp(), 1)
-    p = torch.zeros(n, n, dtype=torch.float64).scatter_(1, neighbours, conditional)
-    p = ((p + p.T) / (2 * n)).float()
-    centred = x - x.mean(0)
-    u, s, _ = torch.linalg.svd(centred, full_matrices=False)
-    y = u[:, :2] * s[:2]
-    y = y * torch.sign(y.gather(0, y.abs().argmax(0, keepdim=True)))  # each axis's largest value positive
-    y = (y / y[:, 0].std().clamp(min=1e-300) * 1e-4).float()
-    update, gains = torch.zeros_like(y), torch.ones_like(y)
-    for step in range(exaggeration_iter + n_iter):
-        early = step < exaggeration_iter
-        scale, momentum = (exaggeration, 0.5) if early else (1.0, 0.8)
-        sqy = (y * y).sum(1)
-        q = torch.addmm(sqy[:, None] + sqy[None, :], y, y.T, alpha=-2).add_(1).reciprocal_()  # 1 / (1 + |yi - yj|^2)
-        q.fill_diagonal_(0)
-        w = (p * scale - q / q.sum()).mul_(q)
-        grad = w.sum(1, keepdim=True) * y - w @ y  # sum_j (p_ij - q_ij) (1 + d_ij^2)^-1 (y_i - y_j), up to 4
-        gains = torch.where((grad > 0) == (update > 0), gains * 0.8, gains + 0.2).clamp_(min=0.01)
-        update = momentum * update - (n / scale) * gains * grad
-        y = y + update
-        y = y - y.mean(0)
-    return y.double().numpy()
 
 
 def embed_2d(z, method: str = "auto", *, max_points: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, str]:
