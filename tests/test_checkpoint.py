@@ -537,3 +537,48 @@ def test_the_run_checkpointer_fsyncs_the_trainer_state_each_epoch_and_everything
     assert [dict(r) for r in checkpoint.read_history(tmp_path / "history.jsonl")] == [dict(r) for r in state.history]
     for key, value in vaekit.load(tmp_path).state_dict().items():
         torch.testing.assert_close(value, model.state_dict()[key], rtol=0, atol=0)
+
+
+def test_checkpoints_take_at_most_their_share_of_the_time(tmp_path, monkeypatch):
+    """With ``share``, an epoch that ends sooner after the last write than the write's cost / share
+    is not checkpointed (the first and the last always are), and a run stopped in between resumes
+    exactly from the checkpoint it has; without ``share`` every epoch is written."""
+    from vaekit import TrainConfig, fit
+
+    x = torch.randn(64, 3, generator=torch.Generator().manual_seed(0))
+    config = TrainConfig(epochs=6, batch_size=16, progress=False, threads=1, seed=3)
+
+    def model():
+        torch.manual_seed(0)
+        return vaekit.build_model(vaekit.ModelSpec(data_shape=(3,), latent_dim=1, hidden=(4,)))
+
+    (tmp_path / "every").mkdir()
+    every = checkpoint.RunCheckpointer(tmp_path / "every", total_epochs=6)
+    uninterrupted = model()
+    fit(uninterrupted, x, config=config, callbacks=[every])
+    assert every.written == 6
+    # writes that look slow (10 s each on the checkpoints' clock): within a 5 % share, the epochs after the
+    # first are skipped until 200 s have passed
+    ticks = iter(range(0, 10**6, 10))
+    monkeypatch.setattr(checkpoint, "_clock", lambda: float(next(ticks)))
+    (tmp_path / "share").mkdir()
+    throttled = checkpoint.RunCheckpointer(tmp_path / "share", total_epochs=6, share=0.05)
+    seen = []
+
+    def stop_after_3(m, s):
+        seen.append(throttled.written)
+        if s.epoch == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(model(), x, config=config, callbacks=[throttled, stop_after_3])
+    assert seen == [1, 1, 1]  # only epoch 1 is on disk
+    resumed = model()
+    state = checkpoint.load_trainer(tmp_path / "share" / "trainer.safetensors", resumed)
+    assert state.epoch == 1
+    fit(resumed, x, config=config, resume=state, callbacks=[throttled])
+    assert throttled.written == 2  # the last epoch is always written
+    for key, value in uninterrupted.state_dict().items():
+        assert torch.equal(value, resumed.state_dict()[key]), key
+    with pytest.raises(ValueError, match="share"):
+        checkpoint.RunCheckpointer(tmp_path, share=0)

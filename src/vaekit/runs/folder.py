@@ -30,6 +30,8 @@ METRICS_FILE = "metrics.json"
 PREPROCESSING_FILE = "preprocessing.json"  # a table's fitted column types, scales and categories
 FIGURES_DIR = "figures"
 REPORT_FILE = "report.html"
+# the most of a run's training time that writing checkpoints may take (checkpoint.RunCheckpointer)
+CHECKPOINT_SHARE = 0.05
 
 
 class RunFolderBusy(CheckpointError):
@@ -291,9 +293,10 @@ class RunFolder:
             raise CheckpointError(f"{self.path} holds no trained model yet ({checkpoint.MODEL_FILE} is missing)")
         return checkpoint.load(self.path, device=device)
 
-    def checkpointer(self, every: int, total_epochs: int):
-        """The training callback that writes ``model``/``trainer`` checkpoints into this folder."""
-        return checkpoint.RunCheckpointer(self.path, every=every, total_epochs=total_epochs)
+    def checkpointer(self, every: int, total_epochs: int, share: float | None = CHECKPOINT_SHARE):
+        """The training callback that writes ``model``/``trainer`` checkpoints into this folder, taking
+        at most ``share`` of the training time (see ``checkpoint.RunCheckpointer``)."""
+        return checkpoint.RunCheckpointer(self.path, every=every, total_epochs=total_epochs, share=share)
 
     def load_trainer(self, model):
         return checkpoint.load_trainer(self.trainer_path, model) if self.trainer_path.is_file() else None
