@@ -105,10 +105,13 @@ def test_torchrun_killed_run_resumes_to_the_uninterrupted_result(two_process_run
         env={"VAEKIT_TEST_KILL_AT": "3"},
     )
     assert killed.returncode != 0  # the processes were SIGKILLed
-    assert checkpoint.load_trainer(out / "trainer.safetensors", vaekit.load(out)).epoch == 3
+    # the last checkpoint before the crash: epoch 3's, or an earlier one where writing took more than its
+    # share of the time (checkpoint.RunCheckpointer)
+    saved = checkpoint.load_trainer(out / "trainer.safetensors", vaekit.load(out)).epoch
+    assert 1 <= saved <= 3
     resumed = torchrun(["-m", "vaekit", "train", "--resume", str(out)], tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
-    assert f"resuming {out} from epoch 3 of 8" in resumed.stdout
+    assert f"resuming {out} from epoch {saved} of 8" in resumed.stdout
     # every process restored its own state: the continuation is bit-identical to never stopping
     a, b = vaekit.load(reference), vaekit.load(out)
     for k, v in a.state_dict().items():

@@ -1,5 +1,6 @@
 """Entry point for tests/test_distributed.py: ``vaekit`` under torchrun, except that every process
-SIGKILLs itself right after the checkpoint of epoch $VAEKIT_TEST_KILL_AT (a crash at a known point)."""
+SIGKILLs itself right after epoch $VAEKIT_TEST_KILL_AT and its checkpoint, if one was due (a crash at a
+known point)."""
 
 import os
 import signal
