@@ -67,8 +67,12 @@ class TensorSource:
         world_size: int = 1,
         binarize: bool = False,
     ) -> None:
+        self._keep(*self._hold(x, device), batch_size, rank, world_size, binarize)
+
+    def _hold(self, x, device):
+        """The data as this source keeps them, and the device its batches go to."""
         x = as_tensor(x, device)
-        self._keep(x, x.device, batch_size, rank, world_size, binarize)
+        return x, x.device
 
     def _keep(self, x, device, batch_size: int, rank: int, world_size: int, binarize: bool) -> None:
         """Check and keep the data and the batching settings (shared with ``DiskSource``)."""
@@ -112,16 +116,8 @@ class DiskSource(TensorSource):
     are read from disk in file order and copied to the device one batch at a time. Memory
     holds one batch, not the data set."""
 
-    def __init__(
-        self,
-        x,
-        batch_size: int,
-        device: torch.device | str = "cpu",
-        rank: int = 0,
-        world_size: int = 1,
-        binarize: bool = False,
-    ) -> None:
-        self._keep(x, device, batch_size, rank, world_size, binarize)
+    def _hold(self, x, device):
+        return x, torch.device(device)  # the rows stay on disk
 
     def batches(self, generator: torch.Generator) -> Iterator[torch.Tensor]:
         perm = self._permutation(generator).numpy()

@@ -289,11 +289,10 @@ def evaluate(
     gap_config = gaps if isinstance(gaps, GapConfig) else (GapConfig() if gaps else None)
     device, dtype = placement(model)
     x = _as_input(model, data, device, dtype)
-    n, h = x.shape[0], model.latent_dim
+    n = x.shape[0]
     if getattr(model, "condition_dim", 0) or c is not None:
         c = model.condition(None if c is None else torch.as_tensor(c, device=device), n)
         c = c.to(dtype)
-    d = math.prod(x.shape[1:])
     if bits_per_dim is None:
         bits_per_dim = len(model.data_shape or x.shape[1:]) >= 2
 
@@ -303,58 +302,57 @@ def evaluate(
         return _measure(
             model,
             x,
-            n,
-            h,
-            d,
-            iw_samples,
-            ks,
-            elbo_samples,
-            gap_config,
-            bits_per_dim,
-            active_threshold,
-            collapse_kl,
-            seed,
-            max_elements,
             c,
+            _Settings(
+                iw_samples,
+                ks,
+                elbo_samples,
+                gap_config,
+                bits_per_dim,
+                active_threshold,
+                collapse_kl,
+                seed,
+                max_elements,
+            ),
         )
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What ``evaluate`` measures, checked, for ``_measure``."""
+
+    iw_samples: int
+    ks: tuple
+    elbo_samples: int
+    gap_config: Any
+    bits_per_dim: bool
+    active_threshold: float
+    collapse_kl: float
+    seed: int
+    max_elements: int
 
 
 def _cut(c, start: int, xb: torch.Tensor):
     return None if c is None else c[start : start + xb.shape[0]]
 
 
-def _measure(
-    model,
-    x,
-    n,
-    h,
-    d,
-    iw_samples,
-    ks,
-    elbo_samples,
-    gap_config,
-    bits_per_dim,
-    active_threshold,
-    collapse_kl,
-    seed,
-    max_elements,
-    c=None,
-) -> Evaluation:
-    pairs = max(1, max_elements // elements_per_draw(model, x))
+def _measure(model, x, c, settings: _Settings) -> Evaluation:
+    n, h, d = x.shape[0], model.latent_dim, math.prod(x.shape[1:])
+    pairs = max(1, settings.max_elements // elements_per_draw(model, x))
     with torch.no_grad():
         # the encoder alone: posterior means (active units) and the KL per unit
         locs, kl_units = [], []
         units_estimator = ""
         start = 0
         pz = model.p_z() if c is None else None
-        batch = max(1, min(4096, pairs, max_elements // (h * _mixture_size(pz))))
+        batch = max(1, min(4096, pairs, settings.max_elements // (h * _mixture_size(pz))))
         for xb in iterate(x, batch):
             cb = _cut(c, start, xb)
             start += xb.shape[0]
             qz, pz = (model.q_z(xb), pz) if cb is None else (model.q_z(xb, cb), model.p_z(cb))
             closed_kl = kl_in_closed_form(qz, pz)
             locs.append(qz.mean)
-            values, units_estimator = unit_kl(qz, pz, model, max_elements=max_elements)
+            values, units_estimator = unit_kl(qz, pz, model, max_elements=settings.max_elements)
             kl_units.append(values)
         loc = torch.cat(locs)
         kl_units_np = None if kl_units[0] is None else _np(torch.cat(kl_units)).reshape(n, h)
@@ -363,35 +361,43 @@ def _measure(
         closed = "closed-form KL" if closed_kl else "Monte Carlo KL (same draws)"
         draws = []
         start = 0
-        for xb in iterate(x, max(1, pairs // elbo_samples)):
+        for xb in iterate(x, max(1, pairs // settings.elbo_samples)):
             cb = _cut(c, start, xb)
             start += xb.shape[0]
             qz = model.q_z(xb) if cb is None else model.q_z(xb, cb)
-            draws.append(_elbo_draws(model, xb, qz, qz.sample((elbo_samples,)), cb))
+            draws.append(_elbo_draws(model, xb, qz, qz.sample((settings.elbo_samples,)), cb))
         rec_draws = torch.cat([d[0] for d in draws], 1)  # (L, N)
         elbo_draws = torch.cat([d[1] for d in draws], 1)
         elbo = Metric(
-            *_mean_se(elbo_draws, f"ELBO: {elbo_samples}-sample Monte Carlo log p(x|z), {closed}", elbo_samples)
+            *_mean_se(
+                elbo_draws,
+                f"ELBO: {settings.elbo_samples}-sample Monte Carlo log p(x|z), {closed}",
+                settings.elbo_samples,
+            )
         )
-        log_px_z = Metric(*_mean_se(rec_draws, f"E_q[log p(x|z)]: {elbo_samples}-sample Monte Carlo", elbo_samples))
+        log_px_z = Metric(
+            *_mean_se(rec_draws, f"E_q[log p(x|z)]: {settings.elbo_samples}-sample Monte Carlo", settings.elbo_samples)
+        )
         if closed_kl:
             kl = Metric(_np((rec_draws - elbo_draws)[0]), "KL(q(z|x) || p(z)): closed form")
         else:
             kl = Metric(
                 *_mean_se(
-                    rec_draws - elbo_draws, f"KL(q(z|x) || p(z)): {elbo_samples}-sample Monte Carlo", elbo_samples
+                    rec_draws - elbo_draws,
+                    f"KL(q(z|x) || p(z)): {settings.elbo_samples}-sample Monte Carlo",
+                    settings.elbo_samples,
                 )
             )
 
         iwae = {}
-        for k in ks:
-            lm = log_marginal(model, x, k=k, max_elements=max_elements, c=c)
+        for k in settings.ks:
+            lm = log_marginal(model, x, k=k, max_elements=settings.max_elements, c=c)
             iwae[k] = Metric(
                 _np(lm.log_px), f"IWAE_{k} bound (Burda et al. 2016), one estimate of {k} draws", k, _np(lm.stderr)
             )
         log_px = None
-        if iw_samples:
-            lm = log_marginal(model, x, k=iw_samples, max_elements=max_elements, c=c)
+        if settings.iw_samples:
+            lm = log_marginal(model, x, k=settings.iw_samples, max_elements=settings.max_elements, c=c)
             log_px = Metric(
                 _np(lm.log_px),
                 (
@@ -399,18 +405,18 @@ def _measure(
                     if c is not None
                     else "log p(x): importance sampling with q(z|x)"
                 )
-                + f" as proposal, k={iw_samples} "
+                + f" as proposal, k={settings.iw_samples} "
                 "(IWAE_k, a lower bound in expectation; delta-method standard error)",
-                iw_samples,
+                settings.iw_samples,
                 _np(lm.stderr),
             )
 
     bpd = None
-    if bits_per_dim:
+    if settings.bits_per_dim:
         if log_px is not None:
             source, name = log_px, "log p(x)"
-        elif ks:
-            source, name = iwae[max(ks)], f"IWAE_{max(ks)}"
+        elif settings.ks:
+            source, name = iwae[max(settings.ks)], f"IWAE_{max(settings.ks)}"
         else:
             source, name = elbo, "ELBO"
         bpd = Metric(
@@ -421,14 +427,14 @@ def _measure(
         )
 
     gaps = None
-    if gap_config is not None:
-        gaps = inference_gaps(model, x, gap_config, iw_samples or 1000, max_elements, c=c)
+    if settings.gap_config is not None:
+        gaps = inference_gaps(model, x, settings.gap_config, settings.iw_samples or 1000, settings.max_elements, c=c)
 
     result = Evaluation(
         n_examples=n,
         data_dims=d,
         latent_dim=h,
-        seed=seed,
+        seed=settings.seed,
         elbo=elbo,
         log_px_z=log_px_z,
         kl=kl,
@@ -438,8 +444,8 @@ def _measure(
         kl_per_unit=kl_units_np,
         kl_per_unit_estimator=units_estimator,
         posterior_mean_variance=mean_var,
-        active_threshold=float(active_threshold),
-        collapse_kl=float(collapse_kl),
+        active_threshold=float(settings.active_threshold),
+        collapse_kl=float(settings.collapse_kl),
         gaps=gaps,
     )
     result.warnings.extend(_warnings(result))
