@@ -11,6 +11,7 @@ leaves it at the end; without torchrun it does nothing. The training loop itself
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 from collections.abc import Iterator
@@ -80,10 +81,17 @@ def launch(timeout_minutes: float = 30.0) -> Iterator[Context]:
     # one group, two transports: gloo for CPU tensors, NCCL for CUDA ones
     backend = "cpu:gloo,cuda:nccl" if torch.cuda.is_available() and dist.is_nccl_available() else "gloo"
     dist.init_process_group(backend=backend, timeout=timedelta(minutes=timeout_minutes))
+    left = False
     try:
         yield ctx
+        dist.barrier()  # all processes leave together: none ends while another still talks to it
+        left = True
     finally:
         dist.destroy_process_group()
+        if left:
+            # the communicators' last references (DDP's reducer holds the group in reference cycles) go now,
+            # while the interpreter is whole; freed at interpreter exit, gloo's worker threads can abort it
+            gc.collect()
 
 
 def device_for_rank(device: torch.device, ctx: Context) -> torch.device:

@@ -60,11 +60,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import distributed
-
-    # under torchrun every process runs this command; launch() joins them into one job
-    with distributed.launch():
-        return _run(args)
+    return _run(args)
 
 
 def _log(message: str) -> None:
@@ -99,21 +95,25 @@ def _run(args: argparse.Namespace) -> int:
 
     track = trackers if log is not None else None
     preload = None
-    if draw and distributed.current().is_main and _core_to_spare():  # matplotlib and openTSNE load beside training
-        preload = threading.Thread(target=_preload_drawing, name="vaekit-preload-drawing", daemon=True)
-        preload.start()
-    try:
-        result = _train_or_resume(runs, given, track)
-    except BaseException:
-        for logger in loggers:  # flush and close what the epochs so far logged
-            with contextlib.suppress(Exception):
-                logger.finish()
-        raise
+    # under torchrun every process runs this command; launch() joins them into one job for the training
+    # alone, and every process leaves the job together once it is trained, before the main one draws
+    with distributed.launch() as job:
+        main = job.is_main
+        if draw and main and _core_to_spare():  # matplotlib and openTSNE load beside training
+            preload = threading.Thread(target=_preload_drawing, name="vaekit-preload-drawing", daemon=True)
+            preload.start()
+        try:
+            result = _train_or_resume(runs, given, track)
+        except BaseException:
+            for logger in loggers:  # flush and close what the epochs so far logged
+                with contextlib.suppress(Exception):
+                    logger.finish()
+            raise
     # where the time went: start-up, then runs.train's own split (epochs, checkpoints, final metrics), drawing
     spent = {"startup": startup, **result.seconds, "run": time.perf_counter() - start}
     # under torchrun the other processes are done once training is; only the main one draws
     code = 0
-    if draw and distributed.current().is_main:
+    if draw and main:
         with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
             code = _figures_and_report(result.run_dir, spent, preload, start)
     if loggers:
