@@ -206,3 +206,31 @@ def test_the_fast_step_under_bf16_autocast_keeps_float32_sums_near_the_general_p
     assert sums_fast.dtype == torch.float32 and loss_fast.dtype == torch.float32
     torch.testing.assert_close(sums_fast, sums_general, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(loss_fast, loss_general, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_grouped_softplus_sum_is_exact_in_both_tails_and_recomputes_underflowing_rows(dtype, monkeypatch):
+    """sum_d softplus(l_d) from products of sigmoid(-l) over groups of 8: equal to torch's softplus in
+    float64, to float rounding, for moderate logits, deep negative ones (products near 1) and a width
+    that 8 does not divide;
+    a row whose products underflow (logits of +100) goes to the exact softplus, and only that row."""
+    g = torch.Generator().manual_seed(0)
+    d = 8 * 12 + 5
+    logits = torch.randn(6, d, generator=g, dtype=dtype) * 4
+    logits[1] = -60 - 30 * torch.rand(d, generator=g, dtype=dtype)  # softplus ~ exp(l): tiny, positive
+    logits[2] = 100.0  # every product of 8 sigmoid(-100) underflows
+    logits[3, 0 : 8 * 12 : 12] = 95.0  # one group (columns j, j + D // 8, ...) underflows, the rest are moderate
+    hidden = torch.randn(6, 7, generator=g, dtype=dtype)
+    weight = torch.linalg.lstsq(hidden, logits).solution.t()  # hidden @ weight.t() reproduces the logits
+    logits = hidden @ weight.t()
+    expected = torch.nn.functional.softplus(logits.double()).sum(1)
+    calls = []
+    real = torch.nn.functional.softplus
+    monkeypatch.setattr(
+        torch.nn.functional, "softplus", lambda t, *a, **k: calls.append(t.shape[0]) or real(t, *a, **k)
+    )
+    got = objectives._sum_softplus(-logits.clone(), hidden, weight)
+    assert calls == [2]  # rows 2 and 3, recomputed together
+    torch.testing.assert_close(got.double(), expected, rtol=1e-6 if dtype == torch.float32 else 1e-12, atol=1e-6)
+    # the deep negative tail is exact to an absolute float rounding per logit, like the sum itself
+    assert abs(float(got[1])) < d * torch.finfo(dtype).eps

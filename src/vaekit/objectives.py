@@ -397,36 +397,106 @@ def _log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | 
     return torch.einsum("nbd,bd->nb", flat, x.reshape(x.shape[0], -1).to(flat.dtype)) - F.softplus(flat).sum(-1)
 
 
+# activations applied elementwise: a constant pre-activation gives a constant output, which
+# _bernoulli_mlp_log_px_z uses as the "1" of h1 = [h, 1]
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus)
+# logits per row block on a CPU, about 2 MB of float32: the passes over a block's logits after its
+# product read them from the core's cache instead of memory
+CPU_LOGIT_BLOCK = 2**19
+_GROUP = 8  # logits per logarithm in _sum_softplus
+
+
 def _bernoulli_mlp_log_px_z(decoder: torch.nn.Module, z: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
     """sum_d x_d l_d - softplus(l_d) for the logits l = W h + b of a vaekit ``MLP`` decoder (last hidden
-    layer h), z (n, B, H) and x (B, D); None for any other decoder. Of the four passes over the
-    (n, B, D) logits that ``decode_params`` and the generic path make (``addmm``'s copy of b into its
-    output, the product with x, the softplus, the sum), two go, and the softplus runs in place:
-    with h1 = [h, 1] and W1 = [W, b], l = W1 h1 is one matrix product with the bias inside it, and
-    x . l = (W1^T x) . h1 is a product of the hidden size instead of D."""
+    layer h), z (n, B, H) and x (B, D); None for any other decoder.
+
+    With h1 = [h, 1] and W1 = [W, b], l = W1 h1 is one matrix product with the bias inside it, and
+    x_b . l = (W1^T x_b) . h1 comes from one small product over the hidden units. When the last hidden
+    layer is a Linear and an elementwise activation f, the "1" is an extra unit of that Linear (zero
+    weights, bias 1) whose output f(1) is then a column of h (W1's bias column is divided by f(1)), and
+    that Linear takes its own bias the same way, from a column of ones beside its input: no bias is
+    copied into any product's output. On a CPU the draws go in row blocks of about ``CPU_LOGIT_BLOCK``
+    logits, so that the passes over a block's logits after their product stay in cache. The sum of
+    softplus is computed from -l (``_sum_softplus``). Equal to the decoder's own logits through the
+    same sum to float rounding."""
     layers = _plain_layers(decoder)
     if layers is None:
         return None
     *body, last = layers
     n, b = z.shape[:2]
-    if type(last) is not nn.Linear or last.out_features != x[0].numel() or x.shape[0] != b:
+    d = x[0].numel()
+    if type(last) is not nn.Linear or last.out_features != d or x.shape[0] != b:
         return None
-    hidden = z.reshape(n * b, z.shape[-1])
-    for layer in body:
-        kind = type(layer)
-        if kind is nn.Linear:
-            hidden = F.linear(hidden, layer._parameters["weight"], layer._parameters["bias"])
-        elif kind is nn.ReLU:
-            hidden = torch.relu(hidden)
-        else:
-            hidden = layer.forward(hidden)
     weight, bias = last._parameters["weight"], last._parameters["bias"]  # (D, Hd), (D,)
-    if bias is not None:
-        hidden = torch.cat([hidden, hidden.new_ones(hidden.shape[0], 1)], 1)  # h1 = [h, 1]
-        weight = torch.cat([weight, bias.unsqueeze(1)], 1)  # W1 = [W, b]
-    x_dot_l = torch.einsum("nbh,bh->nb", hidden.view(n, b, -1), x.reshape(b, -1).to(weight.dtype) @ weight)
-    logits = torch.mm(hidden, weight.t())  # (n B, D), ours alone: the softplus may overwrite it
-    return x_dot_l - F.softplus(logits, 1.0, 20.0, out=logits).sum(-1).view(n, b)
+    linear = {id(m): (m._parameters["weight"], m._parameters["bias"]) for m in body if type(m) is nn.Linear}
+    with_ones = None  # the Linear that takes its bias from a column of ones beside its input
+    if bias is not None and len(body) >= 2 and type(body[-2]) is nn.Linear and type(body[-1]) in _ELEMENTWISE:
+        pre_w, pre_b = linear[id(body[-2])]
+        f_one = body[-1](pre_w.new_ones(1))  # f(1), the extra unit's output
+        if bool(f_one.ne(0) & f_one.isfinite()):
+            with_ones = id(body[-2])
+            pre_b = pre_w.new_zeros(pre_w.shape[0]) if pre_b is None else pre_b
+            extended = torch.cat([torch.cat([pre_w, pre_b.unsqueeze(1)], 1), pre_w.new_zeros(1, pre_w.shape[1] + 1)])
+            extended[-1, -1] = 1  # the extra unit: zero weights, bias 1
+            linear[with_ones] = (extended, None)
+            weight = torch.cat([weight, (bias / f_one).unsqueeze(1)], 1)  # W1; h's last column holds f(1)
+    if bias is not None and with_ones is None:
+        weight = torch.cat([weight, bias.unsqueeze(1)], 1)  # W1 = [W, b], h1 = [h, 1] made below
+    x_w = x.reshape(b, d).to(weight.dtype) @ weight  # (B, Hd1): rows W1^T x_b
+    neg_weight_t = weight.t().neg()  # the blocks' logits are made as -l
+    rows = n * b
+    block = rows if z.device.type != "cpu" else max(b, CPU_LOGIT_BLOCK // d // b * b)  # whole examples
+    own = (torch.arange(min(block, rows), device=z.device) % b).unsqueeze(1)  # each row's own example
+    flat = z.reshape(rows, z.shape[-1])
+    out = torch.empty(rows, dtype=weight.dtype, device=z.device)
+    neg_logits = torch.empty(min(block, rows), d, dtype=weight.dtype, device=z.device)
+    for start in range(0, rows, block):
+        stop = min(rows, start + block)
+        hidden, owned = flat[start:stop], False  # owned: a tensor made here, which may be overwritten
+        for layer in body:
+            kind = type(layer)
+            if id(layer) == with_ones:
+                hidden, owned = torch.mm(_with_ones(hidden), linear[with_ones][0].t()), True
+            elif kind is nn.Linear:
+                hidden, owned = F.linear(hidden, *linear[id(layer)]), True
+            elif kind is nn.ReLU and owned:
+                hidden = torch.relu_(hidden)
+            else:
+                hidden, owned = layer.forward(hidden), False
+        if bias is not None and with_ones is None:
+            hidden = _with_ones(hidden)  # h1 = [h, 1]
+        x_dot_l = torch.mm(hidden, x_w.t()).gather(1, own[: stop - start]).squeeze(1)
+        block_neg = torch.mm(hidden, neg_weight_t, out=neg_logits[: stop - start])
+        out[start:stop] = x_dot_l - _sum_softplus(block_neg, hidden, weight)
+    return out.view(n, b)
+
+
+def _with_ones(h: torch.Tensor) -> torch.Tensor:
+    return torch.cat([h, h.new_ones(h.shape[0], 1)], 1)
+
+
+def _sum_softplus(neg_logits: torch.Tensor, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """sum_d softplus(l_d) per row, from ``neg_logits`` = -l (r, D), which it overwrites.
+
+    softplus(l) = -log sigmoid(-l), so the sum is -sum_g log prod_{d in g} sigmoid(-l_d), one logarithm
+    per group g of ``_GROUP`` logits. Every factor is in (0, 1], so a product is exact to float rounding
+    while it stays a normal float; the rare row with a product below that (logits summing past about
+    80 in a group of float32 ones) is recomputed with torch's softplus from its hidden units (rows of
+    ``hidden``, weights ``weight``)."""
+    d = neg_logits.shape[1]
+    sig = neg_logits.sigmoid_()
+    groups = _GROUP if d >= _GROUP else 1
+    whole = d // groups * groups
+    products = sig[:, :whole].unflatten(1, (groups, d // groups)).prod(1)  # (r, D / groups)
+    out = products.log().sum(1).neg_()
+    if whole < d:
+        out -= sig[:, whole:].log().sum(1)
+    # a product that is no longer a normal float (2**24 of headroom) has lost digits: those rows exactly
+    low = products.amin(1) < torch.finfo(products.dtype).tiny * 2**24
+    if bool(low.any()):
+        rows = low.nonzero().squeeze(1)
+        out[rows] = F.softplus(hidden[rows] @ weight.t()).sum(1)
+    return out
 
 
 def _check_proposal(proposal, n: int, latent_dim: int, k: int):
