@@ -312,8 +312,9 @@ def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
 
 def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_path, monkeypatch, capsys):
     """With a core to spare, matplotlib and openTSNE are imported beside training, in another thread,
-    and the figures wait for that thread; with --no-figures, or on a machine whose cores are all busy
-    (load average), nothing is preloaded."""
+    once the first epoch has ended (the thread trial before it times its steps without that import
+    beside them), and the figures wait for that thread; with --no-figures, or on a machine whose
+    cores are all busy (load average), nothing is preloaded."""
     import os
     import threading
 
@@ -329,6 +330,12 @@ def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_pa
     def preload():
         calls.append(("preload", threading.current_thread().name))
 
+    real_trial = train._fastest_threads
+
+    def trial(*args, **kwargs):
+        calls.append(("trial", threading.current_thread().name))
+        return real_trial(*args, **kwargs)
+
     real_render = figures.render
 
     def render(*args, **kwargs):
@@ -336,6 +343,7 @@ def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_pa
         return real_render(*args, **kwargs)
 
     monkeypatch.setattr(plots, "preload", preload)
+    monkeypatch.setattr(train, "_fastest_threads", trial)
     monkeypatch.setattr("vaekit.runs.pipeline.fit", fit)
     monkeypatch.setattr(figures, "render", render)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # an idle machine
@@ -343,15 +351,16 @@ def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_pa
     monkeypatch.chdir(tmp_path)
     assert _train_sine() == 0
     main_thread = threading.main_thread().name
-    assert ("preload", "vaekit-preload-drawing") in calls and ("fit", main_thread) in calls
+    assert [c[0] for c in calls] == ["fit", "trial", "preload", "render"]
+    assert calls[2] == ("preload", "vaekit-preload-drawing") and calls[0] == ("fit", main_thread)
     assert calls[-1] == ("render", main_thread)  # drawing starts only after the preload thread is done
     calls.clear()
     assert _train_sine("--no-figures", "--out", "r2") == 0
-    assert [c[0] for c in calls] == ["fit"]
+    assert [c[0] for c in calls] == ["fit", "trial"]
     calls.clear()
     monkeypatch.setattr(os, "getloadavg", lambda: (1.5, 1.0, 1.0))  # both cores busy
     assert _train_sine("--out", "r3") == 0
-    assert [c[0] for c in calls] == ["fit", "render"]
+    assert [c[0] for c in calls] == ["fit", "trial", "render"]
     capsys.readouterr()
 
 

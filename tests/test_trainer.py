@@ -201,6 +201,24 @@ def test_counts_above_the_free_cores_are_not_tried(data, monkeypatch):
     assert result.threads == 1 and counts == [1, 3]  # set for the run, then restored
 
 
+def test_free_cores_takes_the_fewest_others_over_its_reads(monkeypatch):
+    """A process that runs now and then is seen idle in one of the eight reads, and its core counts
+    as free; one seen running in every read takes its core; the reading stops at the first idle read."""
+    cores = len(os.sched_getaffinity(0))
+    reads = []
+
+    def others(seq):
+        it = iter(seq)
+        return lambda: reads.append(1) or next(it)
+
+    monkeypatch.setattr(train.time, "sleep", lambda s: None)
+    monkeypatch.setattr(train, "_others_running", others([1, 1, 1, 0, 1, 1, 1, 1]))
+    assert train._free_cores() == cores and len(reads) == 4
+    reads.clear()
+    monkeypatch.setattr(train, "_others_running", others([2, 1, 1, 1, 1, 1, 1, 1]))
+    assert train._free_cores() == max(0, cores - 1) and len(reads) == 8
+
+
 def test_free_cores_counts_other_busy_processes():
     """The reading itself: with two spinning processes beside, at least two fewer cores are free
     than with none (on a machine with at least two cores; an idle machine's count is its cores)."""
