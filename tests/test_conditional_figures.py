@@ -123,3 +123,12 @@ def test_the_report_says_what_the_condition_is(pinwheel_run, covariate_run):
     assert report.data_summary(runs.open_run(pinwheel_run))["condition"] == "the class label, one-hot of 5 classes"
     said = report.data_summary(runs.open_run(covariate_run))["condition"]
     assert said.startswith("the table columns g, dose;") and "g (categorical, one-hot of 3)" in said
+
+
+def test_the_latent_map_of_a_covariate_run_is_coloured_by_group(covariate_run):
+    """The latent map colours a run on table covariates the way its overview does: one colour per
+    combination of its categorical covariates (here g), in a legend."""
+    v = figures.view(runs.open_run(covariate_run))
+    fig = figures.KINDS["latent"].make(v)
+    legend = next(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)
+    assert sorted(t.get_text() for t in legend.get_texts()) == ["g=a", "g=b", "g=c"]

@@ -207,6 +207,14 @@ def test_encode_score_and_impute_use_each_rows_covariates(cov_run, table, tmp_pa
     pd.testing.assert_frame_equal(filled[COVARIATES], frame[COVARIATES])
     sign = np.where(frame["group"] == "treated", 1.0, -1.0)
     assert np.all(np.sign(filled["x1"][:3]) == sign[:3])  # filled from x2 and the group's shift
+    # the covariates from --condition-file: the output table holds them, in the training table's order
+    bare = tmp_path / "bare.csv"
+    frame.drop(columns=COVARIATES).to_csv(bare, index=False)
+    cov = tmp_path / "cov.csv"
+    frame[COVARIATES].to_csv(cov, index=False)
+    by_file = tmp_path / "i2.csv"
+    assert main(["impute", str(cov_run), "--data", str(bare), "--condition-file", str(cov), "-o", str(by_file)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(by_file), filled)  # the same rows, the same fills, the same columns
     full = pd.read_csv(table)
     z = tmp_path / "z.npy"
     assert main(["encode", str(cov_run), "--data", str(table), "-o", str(z)]) == 0

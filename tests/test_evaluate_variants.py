@@ -204,3 +204,20 @@ def test_kl_anomaly_score_is_finite_for_every_family_and_a_monte_carlo_kl_where_
         assert abs(float(kl.mean()) - r.kl.mean) < 4 * r.kl.mean_mc_stderr + 0.01, name
         # common draws: each example's score is the same in any batch
         torch.testing.assert_close(anomaly.kl_to_prior(opened.model, x[:7], noise=noise), kl[:7])
+
+
+def test_kl_units_title_says_whether_the_units_add_up_to_the_kl(variant_runs):
+    """A full-covariance q or a mixture prior: the bars are KLs of one-dimensional marginals, and the
+    title says their sum is not the KL; a diagonal q and prior (the conditional run): a total."""
+    from vaekit import figures, generate
+
+    titles = {}
+    for name in ("full", "mog", "cond"):
+        opened = runs.open_run(variant_runs[name], device=torch.device("cpu"))
+        v = figures.view(opened)
+        x = torch.as_tensor(v.held_out.x)
+        adds_up = generate.kl_per_unit_adds_up(opened.model, x, c=figures._held_out_c(v, 1))
+        assert adds_up is (name == "cond")
+        titles[name] = figures.KINDS["kl_units"].make(v).axes[0].get_title()
+    assert "sum" in titles["full"] and "(not the KL)" in titles["full"] and "(not the KL)" in titles["mog"]
+    assert titles["cond"].startswith("KL per latent unit, total")

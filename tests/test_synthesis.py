@@ -120,3 +120,43 @@ def test_bad_requests_are_refused(table_run, tmp_path, capsys):
     assert cli.main(["synthesize", str(sine), "-n", "5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "vaekit sample" in err[0]
+
+
+def test_a_label_conditioned_run_synthesizes_rows_of_a_class(tmp_path, capsys):
+    """A table run trained with --condition label: --condition K draws every row of class K (x ~
+    p(x|z, c=K)) and writes K in the label column; without it each row's class is drawn from the
+    training labels (their frequencies kept); a class out of range, or --condition on a run without
+    labels, is refused in one line."""
+    rng = np.random.default_rng(0)
+    n = 600
+    y = (rng.random(n) < 0.3).astype(int)  # 30 % of class 1
+    frame = pd.DataFrame({"a": 4.0 * y - 2 + rng.normal(size=n), "b": rng.normal(size=n), "y": y})
+    path = tmp_path / "t.csv"
+    frame.to_csv(path, index=False)
+    run = tmp_path / "run"
+    argv = ["train", "--data", str(path), "--label-column", "y", "--condition", "label", "--epochs", "30"]
+    assert (
+        cli.main([*argv, "--latent-dim", "2", "--out", str(run), "--no-figures", "--no-progress", "--seed", "0"]) == 0
+    )
+    means = {}
+    for k in (0, 1):
+        out = tmp_path / f"s{k}.csv"
+        assert cli.main(["synthesize", str(run), "-n", "300", "--condition", str(k), "-o", str(out)]) == 0
+        rows = pd.read_csv(out)
+        assert list(rows.columns) == ["a", "b", "y"] and (rows["y"] == k).all()
+        means[k] = rows["a"].mean()
+    assert means[0] < -1 and means[1] > 1  # each class's shift of a, learned through c
+    mixed = tmp_path / "mixed.csv"
+    assert cli.main(["synthesize", str(run), "-n", "2000", "-o", str(mixed)]) == 0
+    drawn = pd.read_csv(mixed)
+    assert abs(drawn["y"].mean() - np.mean(runs.open_run(run).data("train").labels)) < 0.05
+    assert "classes drawn from the training rows' labels" in capsys.readouterr().out
+    assert cli.main(["synthesize", str(run), "-n", "5", "--condition", "2"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    plain = tmp_path / "plain"
+    train_plain = ["train", "--data", str(path), "--epochs", "1", "--out", str(plain), "--no-figures", "--no-progress"]
+    assert cli.main(train_plain) == 0
+    capsys.readouterr()
+    assert cli.main(["synthesize", str(plain), "-n", "5", "--condition", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--condition label" in err[0]

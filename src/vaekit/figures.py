@@ -386,7 +386,7 @@ def _make_overview(v: RunView):
         v.model,
         v.fit.x,
         v.run.history,
-        labels=v.labels if not conditional or v.run.condition_kind == "label" else _group_codes(v, v.fit),
+        labels=_point_labels(v),
         colour=v.colour,
         colour_name=v.colour_name or "value",
         seed=SEED,
@@ -424,6 +424,14 @@ def _groups(v: RunView, limit: int) -> list[tuple[str, Any]]:
         means = [n for n in cov.names if n not in levels]
         out.append((name + (f" ({', '.join(means)} at the mean)" if means and rows != [{}] else ""), c))
     return out
+
+
+def _point_labels(v: RunView) -> np.ndarray | None:
+    """What the training rows' points are coloured by: their class labels, or for a run on table
+    covariates each row's combination of categorical covariates."""
+    if _conditional(v) and v.run.condition_kind == "columns":
+        return _group_codes(v, v.fit)
+    return v.labels
 
 
 def _group_codes(v: RunView, data: Dataset) -> np.ndarray | None:
@@ -504,7 +512,7 @@ def _make_latent(v: RunView):
     z, _ = generate.encode(v.model, _tensor(v.fit.x), c=c)
     return plots.latent_map(
         z.numpy(),
-        labels=v.labels,
+        labels=_point_labels(v),
         colour=v.colour,
         colour_name=v.colour_name or "value",
         method="tsne",
@@ -525,7 +533,8 @@ def _kl_undefined(v: RunView) -> str | None:
 
 
 def _make_kl_units(v: RunView):
-    return plots.kl_units(_kl(v))
+    adds_up = generate.kl_per_unit_adds_up(v.model, v.held_out.x, c=_held_out_c(v, 1))
+    return plots.kl_units(_kl(v), adds_up=adds_up)
 
 
 def _make_traversal(v: RunView):

@@ -221,17 +221,29 @@ def kl_per_unit(model: Model, x, batch_size: int = 4096, c=None) -> torch.Tensor
     return (total / max(1, n)).float()
 
 
+def kl_per_unit_adds_up(model: Model, x, c=None) -> bool:
+    """Whether ``kl_per_unit``'s values add up to the KL (a diagonal q and prior; judged from the first
+    example of ``x``), or are KLs of one-dimensional marginals whose sum is not the KL."""
+    from .objectives import units_add_up
+
+    return True if len(x) == 0 else units_add_up(*_first_q_and_p(model, x, c))
+
+
 def kl_per_unit_defined(model: Model, x, c=None) -> str | None:
     """None when ``kl_per_unit`` is defined for ``model`` (judged from the first example of ``x``), else why not."""
     from .objectives import unit_kl
 
     if len(x) == 0:
         return None
+    values, why = unit_kl(*_first_q_and_p(model, x, c), model)
+    return None if values is not None else why
+
+
+def _first_q_and_p(model: Model, x, c=None):
+    """q(z|x_1) and the prior (of c_1 for a conditional model) for the first example of ``x``."""
     x1 = torch.as_tensor(np.asarray(x[:1]) if not isinstance(x, torch.Tensor) else x[:1])
     with inference(model):
         cond = conditions_for(model, None if c is None else c[:1], (1,))
         x1 = x1.to(placement(model)[0], placement(model)[1])
         qz = model.q_z(x1) if cond is None else model.q_z(x1, c=cond)
-        pz = model.p_z() if cond is None else model.p_z(cond)
-        values, why = unit_kl(qz, pz, model)
-    return None if values is not None else why
+        return qz, (model.p_z() if cond is None else model.p_z(cond))

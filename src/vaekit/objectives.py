@@ -95,6 +95,13 @@ def _mixture_size(pz) -> int:
     return int(pz.mixture_distribution.logits.shape[-1]) if isinstance(pz, MixtureSameFamily) else 1
 
 
+def units_add_up(qz, pz) -> bool:
+    """Whether ``unit_kl``'s values are the KL's own terms (a diagonal Gaussian q and prior), which add
+    up to KL(q || p); otherwise they are KLs between marginals, whose sum is not the KL."""
+    p1 = unit_marginals(pz)
+    return isinstance(qz, Independent) and isinstance(pz, Independent) and isinstance(p1, Normal)
+
+
 def unit_kl(qz, pz, model: Model | None = None, samples: int = UNIT_KL_SAMPLES, max_elements: int = 2**24):
     """KL(q(z_j|x) || p(z_j)) for every latent unit j, (B, H), and the estimator in words.
 
@@ -114,7 +121,7 @@ def unit_kl(qz, pz, model: Model | None = None, samples: int = UNIT_KL_SAMPLES, 
         else:
             why = f"this prior ({type(pz).__name__}): its marginals p(z_j) have no closed form"
         return None, f"not defined for {why}; the active units (Var_x E_q[z_j|x]) are defined for every family"
-    factorised = isinstance(qz, Independent) and isinstance(pz, Independent) and isinstance(p1, Normal)
+    factorised = units_add_up(qz, pz)
     try:
         values = kl_divergence(q1, p1).expand(q1.batch_shape)
         how = "closed form"

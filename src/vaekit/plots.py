@@ -707,11 +707,13 @@ def latent_map(
 INFORMATIVE_KL = 0.1  # nats: a unit's average KL bounds what it tells about x (I(x; z_h) <= E_x KL), 0.14 bits
 
 
-def kl_units(kl, *, threshold: float = INFORMATIVE_KL):
+def kl_units(kl, *, threshold: float = INFORMATIVE_KL, adds_up: bool = True):
     """Bar chart of the average KL(q(z_h|x) || p(z_h)) per latent unit h = 1..H, in nats. Units below
     ``threshold`` nats (default 0.1: the unit carries at most that much information about x) are grey,
     and the title counts the others, so the count and the bars use one rule. Grey bars are labelled
-    with their value, since they are too short to read."""
+    with their value, since they are too short to read. ``adds_up=False``: the values are KLs between
+    one-dimensional marginals (a full-covariance q, a mixture prior), and the title says their sum is
+    not the KL."""
     kl = _np(kl).astype(np.float64).ravel()
     fig, axes = _figure(1, 1, width=max(PANEL, min(2 * PANEL, 0.35 * len(kl) + 2)), height=3.4)
     ax = axes[0, 0]
@@ -744,13 +746,13 @@ def kl_units(kl, *, threshold: float = INFORMATIVE_KL):
         ax.legend(fontsize=8, loc="upper right")
     ax.set_xlim(0.3, len(kl) + 0.7)
     ax.set_xticks(units if len(units) <= 32 else units[:: math.ceil(len(units) / 32)])
-    _pretty(
-        ax,
-        "latent unit",
-        "KL (nats per example)",
-        f"KL per latent unit, total {kl.sum():.3f} nats\n"
-        f"{int((~low).sum())} of {len(kl)} units carry at least {threshold:g} nats",
+    head = (
+        f"KL per latent unit, total {kl.sum():.3f} nats"
+        if adds_up
+        else f"KL of each unit's marginals, sum {kl.sum():.3f} nats (not the KL)"
     )
+    count = f"{int((~low).sum())} of {len(kl)} units carry at least {threshold:g} nats"
+    _pretty(ax, "latent unit", "KL (nats per example)", f"{head}\n{count}")
     ax.grid(True, axis="y", alpha=0.25)
     ax.grid(False, axis="x")
     return fig

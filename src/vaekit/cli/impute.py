@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
     data = runs.read_input(run_, args.data, condition_file=args.condition_file)
     c = runs.conditions(run_, data, Path(args.data).name)  # a run on table columns: complete covariates
     frame, _, _ = read_table(args.data)  # every column as read, the label column too: the output keeps them
+    if args.condition_file is not None and run_.condition_kind == "columns":
+        # the covariates each row was filled under, in their places of the training table
+        covariates = run_.covariates.read_file(args.condition_file, n=len(frame))
+        frame = run_.covariates.merge(frame.drop(columns=run_.covariates.names, errors="ignore"), covariates)
     x = torch.as_tensor(np.asarray(data.x, dtype=np.float32), device=next(run_.model.parameters()).device)
     n_missing = int(sum(frame[c["name"]].isna().sum() for c in run_.schema.columns))
     sep = "\t" if out.suffix.lower() == ".tsv" else ","

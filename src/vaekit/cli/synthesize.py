@@ -19,7 +19,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
         description="Draw N synthetic rows from a run trained on a table: z ~ p(z), x ~ p(x|z), written with the "
         "original columns, value types and categories. Missing cells are put back by drawing whole missingness "
         "patterns of the run's training rows (each column keeps its missing rate; independent of the values). "
-        "A --label-column is not modelled and not written.",
+        "A --label-column is not modelled and not written, except for a run trained with --condition label: its "
+        "rows are drawn under a class, written in that column.",
     )
     outputs.add_run_argument(p)
     p.add_argument(
@@ -28,6 +29,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("-o", "--out", help="output table (.csv or .tsv) [default: RUN/synthetic.csv]")
     p.add_argument("--no-missing", action="store_true", help="complete rows: no missing cells")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    p.add_argument(
+        "--condition",
+        type=int,
+        metavar="K",
+        help="a run trained with --condition label: every row of class K, x ~ p(x|z, c=K), z ~ p(z|c=K) "
+        "[default: each row's class drawn at random from the training rows' labels]",
+    )
     outputs.add_condition_file_argument(
         p,
         "a run trained with --condition-columns: a table (.csv) of exactly those columns; one synthetic row per "
@@ -38,6 +46,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from .. import runs
     from ..checkpoint import atomic_write_text
     from ..synthesis import missing_patterns, synthesize
@@ -54,11 +64,15 @@ def run(args: argparse.Namespace) -> int:
             )
     elif args.n is None:
         raise ValueError("give -n N, the number of rows to draw")
-    if run_.condition_kind == "label":
-        raise ValueError(
-            "synthesize does not take class labels yet; use 'vaekit sample RUN --condition K' for a run "
-            "trained with --condition label"
-        )
+    if args.condition is not None:
+        outputs.refuse_label_condition(run_, "--condition")
+        k = int(getattr(run_.model, "condition_dim", 0) or 0)
+        if run_.condition_kind != "label":
+            raise ValueError("--condition applies to a run trained with --condition label; this one is not")
+        if not 0 <= args.condition < k:
+            raise ValueError(
+                f"--condition {args.condition} is out of range: this run was trained on classes 0..{k - 1}"
+            )
     out = Path(args.out) if args.out else run_.path / "synthetic.csv"
     if out.suffix.lower() not in TABLE_OUTPUTS:
         raise ValueError(f"output file {out} must end in {' or '.join(TABLE_OUTPUTS)}")
@@ -83,18 +97,44 @@ def run(args: argparse.Namespace) -> int:
         )
         args.n = len(covariates)
         c = run_.covariates.encode(covariates, "the covariates")
+    classes = None
+    if run_.condition_kind == "label":
+        classes = _classes(run_, args.condition, args.n, args.seed)
+        c = torch.as_tensor(classes)
     table = synthesize(run_.model, run_.schema, args.n, patterns=patterns, seed=args.seed, c=c)
     if covariates is not None:
         table = run_.covariates.merge(table, covariates)
+    if classes is not None:
+        name = (run_.config["data"].get("options") or {}).get("label_column") or "label"
+        if name in table.columns:
+            raise ValueError(f"the table already has a column named {name!r}, the run's label column")
+        table[name] = classes
     atomic_write_text(out, table.to_csv(index=False, sep="\t" if out.suffix.lower() == ".tsv" else ","))
     holes = int(table.isna().to_numpy().sum())
     print(
         f"{args.n} synthetic rows of {len(table.columns)} columns "
-        + (
-            "(x ~ p(x|z), z ~ p(z)), "
-            if c is None
-            else f"(x ~ p(x|z, c), z ~ p(z|c), c the covariates of {args.condition_file or 'random training rows'}), "
-        )
+        + ("(x ~ p(x|z), z ~ p(z)), " if c is None else f"(x ~ p(x|z, c), z ~ p(z|c), c {_what_c(args, classes)}), ")
         + f"{holes} missing cells drawn from the training rows' patterns: {out}"
     )
     return 0
+
+
+def _classes(run_, condition: int | None, n: int, seed: int):
+    """Each synthetic row's class: ``condition`` for all, or drawn at random (seeded, with replacement)
+    from the run's training labels, so that the classes keep their training frequencies."""
+    import numpy as np
+
+    from .. import runs
+
+    if condition is not None:
+        return np.full(n, condition, dtype=np.int64)
+    labels = runs.class_labels(run_.data("train"), "the run's training rows")
+    return labels[np.random.default_rng(seed).integers(0, len(labels), size=n)]
+
+
+def _what_c(args, classes) -> str:
+    if classes is None:
+        return f"the covariates of {args.condition_file or 'random training rows'}"
+    if args.condition is not None:
+        return f"= class {args.condition}"
+    return "= classes drawn from the training rows' labels"
