@@ -221,3 +221,21 @@ def test_kl_units_title_says_whether_the_units_add_up_to_the_kl(variant_runs):
         titles[name] = figures.KINDS["kl_units"].make(v).axes[0].get_title()
     assert "sum" in titles["full"] and "(not the KL)" in titles["full"] and "(not the KL)" in titles["mog"]
     assert titles["cond"].startswith("KL per latent unit, total")
+
+
+def test_an_iaf_runs_manifold_and_traversal_rank_units_by_activity(variant_runs):
+    """Where the KL per unit is not defined (an IAF), the manifold's two units and the traversal's order
+    come from Var_x E_q[z_j|x] over the held-out examples, and the manifold's title says so."""
+    from vaekit import figures, generate
+
+    v = figures.view(runs.open_run(variant_runs["iaf"], device=torch.device("cpu")))
+    assert not np.isfinite(figures._kl(v)).all()
+    scores, ranked_by = figures._unit_ranking(v)
+    mean, _ = generate.encode(v.model, torch.as_tensor(v.held_out.x))
+    np.testing.assert_allclose(scores, mean.double().var(0).numpy())
+    assert np.isfinite(scores).all() and ranked_by == "the largest Var_x E_q[z_j|x]"
+    title = figures.KINDS["manifold"].make(v).axes[0].get_title()
+    top2 = sorted(figures.most_informative(scores, 2))
+    assert f"$z_{{{top2[0] + 1}}}$ and $z_{{{top2[1] + 1}}}$" in title and "Var_x E_q[z_j|x]" in title
+    full = figures.view(runs.open_run(variant_runs["full"], device=torch.device("cpu")))
+    assert figures._unit_ranking(full)[1] == "the most KL"  # defined there: the KL per unit

@@ -232,6 +232,7 @@ def manifold(
     steps: int = 15,
     dims: tuple[int, int] | None = None,
     kl=None,
+    ranked_by: str = "the most KL",
     image_shape: Sequence[int] | None = None,
     data=None,
     low: float = 0.05,
@@ -255,7 +256,7 @@ def manifold(
         if len(np.ravel(kl)) != h:
             raise ValueError(f"kl has {len(np.ravel(kl))} values but the latent has {h} units")
         dims = tuple(sorted(most_informative(kl, 2)))
-        chosen_by = ", the two units with the most KL,"
+        chosen_by = f", the two units with {ranked_by},"
     dims = (0, 1) if dims is None else (int(dims[0]), int(dims[1]))
     grid = generate.quantile_grid(h, steps, dims, low, high)  # (R, C, H)
     decoded = generate.decode(model, grid.to(_device(model)), c=c).numpy()  # (R, C, *data_shape)
@@ -476,13 +477,15 @@ def _make_reconstructions(v: RunView):
 
 
 def _make_manifold(v: RunView):
-    kl = _kl(v) if v.model.latent_dim > 2 else None  # above two units: the two that carry the most
+    # above two units: the two that carry the most
+    scores, ranked_by = _unit_ranking(v) if v.model.latent_dim > 2 else (None, "")
 
     def one(c=None, steps=MANIFOLD_STEPS):
         return manifold(
             v.model,
             steps=steps,
-            kl=kl,
+            kl=scores,
+            ranked_by=ranked_by,
             image_shape=v.image_shape,
             data=None if v.image_shape else v.fit.x,
             value_range=v.value_range,
@@ -527,6 +530,17 @@ def _kl(v: RunView) -> np.ndarray:
     return v.kl
 
 
+def _unit_ranking(v: RunView) -> tuple[np.ndarray, str]:
+    """Scores that rank the latent units by how much they carry, and what they are: the KL per unit
+    where it is defined, else (an IAF, two layers) the activity Var_x E_q[z_j|x] over the held-out
+    examples (Burda et al. 2016), which is defined for every family."""
+    kl = _kl(v)
+    if np.isfinite(kl).all():
+        return kl, "the most KL"
+    mean, _ = generate.encode(v.model, _tensor(v.held_out.x), c=_held_out_c(v))
+    return mean.double().var(0).numpy(), "the largest Var_x E_q[z_j|x]"
+
+
 def _kl_undefined(v: RunView) -> str | None:
     """Why the KL per unit is not defined for this run's families (an IAF, two layers), else None."""
     return generate.kl_per_unit_defined(v.model, v.held_out.x, c=_held_out_c(v, 1))
@@ -538,7 +552,7 @@ def _make_kl_units(v: RunView):
 
 
 def _make_traversal(v: RunView):
-    units = most_informative(_kl(v), 10)  # the most informative units first
+    units = most_informative(_unit_ranking(v)[0], 10)  # the most informative units first
 
     def one(c=None, units=units):
         return traversal(
