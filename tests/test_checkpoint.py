@@ -582,3 +582,31 @@ def test_checkpoints_take_at_most_their_share_of_the_time(tmp_path, monkeypatch)
         assert torch.equal(value, resumed.state_dict()[key]), key
     with pytest.raises(ValueError, match="share"):
         checkpoint.RunCheckpointer(tmp_path, share=0)
+
+
+def test_the_checkpoint_share_is_a_run_setting(tmp_path, monkeypatch, capsys):
+    """``--checkpoint-share`` reaches the run's checkpointer and config.json: 0 writes every epoch,
+    the default 0.05 skips epochs while slow-looking writes would exceed it; a share outside [0, 1]
+    is refused in one line, before any folder is made."""
+    from vaekit import runs
+    from vaekit.cli import main
+
+    ticks = iter(range(0, 10**6, 10))  # every write looks like 10 s on the checkpoints' clock
+    monkeypatch.setattr(checkpoint, "_clock", lambda: float(next(ticks)))
+    written = []
+    real = checkpoint.save_trainer
+    monkeypatch.setattr(checkpoint, "save_trainer", lambda path, m, s: written.append(s.epoch) or real(path, m, s))
+    base = ["train", "--data", "sine", "--epochs", "5", "--latent-dim", "1", "--no-figures", "--no-progress"]
+    assert main([*base, "--checkpoint-share", "0", "--out", str(tmp_path / "every")]) == 0
+    assert written == [1, 2, 3, 4, 5]
+    assert runs.RunFolder(tmp_path / "every").run_config().checkpoint_share == 0.0
+    written.clear()
+    assert main([*base, "--out", str(tmp_path / "default")]) == 0
+    assert written == [1, 5]  # the first and the last
+    assert runs.RunFolder(tmp_path / "default").run_config().checkpoint_share == 0.05
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_:
+        main([*base, "--checkpoint-share", "1.5", "--out", str(tmp_path / "bad")])
+    assert exit_.value.code == 2 and not (tmp_path / "bad").exists()
+    err = capsys.readouterr().err.strip()
+    assert "checkpoint" in err and "\n" not in err

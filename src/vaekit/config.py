@@ -803,6 +803,15 @@ class RunConfig(_Checked):
     train: TrainConfig = field(default_factory=TrainConfig)
     out: str | None = setting(None, "run folder to create (default: runs/DATA-TIME)", kind="str", optional=True)
     checkpoint_every: int = setting(1, "epochs between checkpoints", kind="int", low=1)
+    checkpoint_share: float = setting(
+        0.05,
+        "the largest share of the training time that writing checkpoints may take: a due checkpoint waits until "
+        "the time since the last one is the last write's time / this share (the first and last epochs are "
+        "always written); 0 writes every due checkpoint",
+        kind="float",
+        low=0.0,
+        high=1.0,
+    )
     # the model's conditional_prior, set from the command line before the number of classes is known
     # (ModelSpec refuses conditional_prior without condition_dim; the run layer sets both together)
     conditional_prior: bool = setting(
@@ -870,6 +879,7 @@ class RunConfig(_Checked):
             "model": self.model.to_dict(),
             "train": self.train.to_dict(),
             "checkpoint_every": self.checkpoint_every,
+            "checkpoint_share": self.checkpoint_share,
         }
 
     METADATA = ("format_version", "vaekit_version", "created", "estimator")
@@ -877,7 +887,7 @@ class RunConfig(_Checked):
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
         """From a config.json (metadata keys are skipped; anything else unknown is refused)."""
-        known = {"data", "model", "train", "checkpoint_every", "out", *cls.METADATA}
+        known = {"data", "model", "train", "checkpoint_every", "checkpoint_share", "out", *cls.METADATA}
         unknown = sorted(set(d) - known)
         if unknown:
             raise SettingError(unknown_message(unknown[0], known, "config.json"))
@@ -886,6 +896,7 @@ class RunConfig(_Checked):
             model=ModelSpec.from_dict(d.get("model", {})),
             train=TrainConfig.from_dict(d.get("train", {})),
             checkpoint_every=d.get("checkpoint_every", 1),
+            checkpoint_share=d.get("checkpoint_share", field_default(cls, "checkpoint_share")),
             out=d.get("out"),
         )
 

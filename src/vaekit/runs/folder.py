@@ -30,8 +30,6 @@ METRICS_FILE = "metrics.json"
 PREPROCESSING_FILE = "preprocessing.json"  # a table's fitted column types, scales and categories
 FIGURES_DIR = "figures"
 REPORT_FILE = "report.html"
-# the most of a run's training time that writing checkpoints may take (checkpoint.RunCheckpointer)
-CHECKPOINT_SHARE = 0.05
 
 
 class RunFolderBusy(CheckpointError):
@@ -293,7 +291,7 @@ class RunFolder:
             raise CheckpointError(f"{self.path} holds no trained model yet ({checkpoint.MODEL_FILE} is missing)")
         return checkpoint.load(self.path, device=device)
 
-    def checkpointer(self, every: int, total_epochs: int, share: float | None = CHECKPOINT_SHARE):
+    def checkpointer(self, every: int, total_epochs: int, share: float | None = None):
         """The training callback that writes ``model``/``trainer`` checkpoints into this folder, taking
         at most ``share`` of the training time (see ``checkpoint.RunCheckpointer``)."""
         return checkpoint.RunCheckpointer(self.path, every=every, total_epochs=total_epochs, share=share)

@@ -287,7 +287,9 @@ def _fit(
 ) -> FitResult:
     """The one call of ``vaekit.fit`` in the run layer; adds the time spent writing checkpoints to
     ``seconds["checkpoints"]``."""
-    checkpointer = folder.checkpointer(every=config.checkpoint_every, total_epochs=config.train.epochs)
+    checkpointer = folder.checkpointer(
+        every=config.checkpoint_every, total_epochs=config.train.epochs, share=config.checkpoint_share or None
+    )
 
     def saver(model: Model, trainer_state) -> None:
         start = time.perf_counter()
