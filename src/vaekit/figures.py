@@ -444,6 +444,11 @@ def _group_codes(v: RunView, data: Dataset) -> np.ndarray | None:
     return np.asarray([", ".join(f"{n}={r[n]}" for n in levels) for _, r in data.covariates.iterrows()])
 
 
+def _drawn_as(v: RunView) -> dict[str, Any]:
+    """How a run's decoded examples are drawn: as images of its shape, else over its data, in its value range."""
+    return {"image_shape": v.image_shape, "data": None if v.image_shape else v.fit.x, "value_range": v.value_range}
+
+
 def _conditional(v: RunView) -> bool:
     return bool(getattr(v.model, "condition_dim", 0))
 
@@ -461,9 +466,7 @@ def _make_samples(v: RunView):
     return samples(
         v.model,
         64,
-        image_shape=v.image_shape,
-        data=None if v.image_shape else v.fit.x,
-        value_range=v.value_range,
+        **_drawn_as(v),
         seed=SEED,
     )
 
@@ -486,9 +489,7 @@ def _make_manifold(v: RunView):
             steps=steps,
             kl=scores,
             ranked_by=ranked_by,
-            image_shape=v.image_shape,
-            data=None if v.image_shape else v.fit.x,
-            value_range=v.value_range,
+            **_drawn_as(v),
             c=c,
         )
 
@@ -558,9 +559,7 @@ def _make_traversal(v: RunView):
         return traversal(
             v.model,
             units=units,
-            image_shape=v.image_shape,
-            data=None if v.image_shape else v.fit.x,
-            value_range=v.value_range,
+            **_drawn_as(v),
             c=c,
         )
 
@@ -596,9 +595,7 @@ def _make_interpolation(v: RunView):
         x[a],
         x[b],
         steps=8,
-        image_shape=v.image_shape,
-        data=None if v.image_shape else v.fit.x,
-        value_range=v.value_range,
+        **_drawn_as(v),
     )
 
 
@@ -630,9 +627,7 @@ def _class_interpolation(v: RunView):
         x[a],
         x[b],
         steps=8,
-        image_shape=v.image_shape,
-        data=None if v.image_shape else v.fit.x,
-        value_range=v.value_range,
+        **_drawn_as(v),
         c=c[a],
         pair_labels=labels,
     )
