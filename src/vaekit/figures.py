@@ -47,6 +47,7 @@ class RunView:
     colour: np.ndarray | None
     colour_name: str | None
     kl: np.ndarray | None = None  # KL per latent unit on the held-out examples, once computed
+    ranking: tuple[np.ndarray, str] | None = None  # _unit_ranking's scores and their name, once computed
 
     @property
     def model(self):
@@ -535,11 +536,14 @@ def _unit_ranking(v: RunView) -> tuple[np.ndarray, str]:
     """Scores that rank the latent units by how much they carry, and what they are: the KL per unit
     where it is defined, else (an IAF, two layers) the activity Var_x E_q[z_j|x] over the held-out
     examples (Burda et al. 2016), which is defined for every family."""
-    kl = _kl(v)
-    if np.isfinite(kl).all():
-        return kl, "the most KL"
-    mean, _ = generate.encode(v.model, _tensor(v.held_out.x), c=_held_out_c(v))
-    return mean.double().var(0).numpy(), "the largest Var_x E_q[z_j|x]"
+    if v.ranking is None:  # shared by manifold and traversal
+        kl = _kl(v)
+        if np.isfinite(kl).all():
+            v.ranking = kl, "the most KL"
+        else:
+            mean, _ = generate.encode(v.model, _tensor(v.held_out.x), c=_held_out_c(v))
+            v.ranking = mean.double().var(0).numpy(), "the largest Var_x E_q[z_j|x]"
+    return v.ranking
 
 
 def _kl_undefined(v: RunView) -> str | None:

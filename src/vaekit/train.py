@@ -283,14 +283,13 @@ def _free_cores() -> int:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
-    fewest = None
     try:
-        for read in range(8):
-            others = _others_running()
-            fewest = others if fewest is None else min(fewest, others)
-            if not fewest or read == 7:
+        fewest = _others_running()
+        for _ in range(7):
+            if not fewest:
                 break
             time.sleep(0.003)
+            fewest = min(fewest, _others_running())
     except (OSError, ValueError, IndexError):
         return cores
     return max(0, cores - fewest)

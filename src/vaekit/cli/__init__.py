@@ -131,9 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
         sys.stdout = stdout
         if AS_COMMAND and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-            # the process ends next (one of a torchrun job's processes is left to the usual clean-up): freezing the objects alive now spares the interpreter's final garbage
+            # the process ends next: freezing the objects alive now spares the interpreter's final garbage
             # collections, which take most of a second once torch and matplotlib are loaded (atexit
-            # handlers and the flushing of files still run as usual)
+            # handlers and the flushing of files still run as usual). The processes of a torchrun job
+            # keep the usual clean-up, which frees the communicators before the interpreter goes.
             gc.freeze()
 
 

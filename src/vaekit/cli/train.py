@@ -59,15 +59,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def run(args: argparse.Namespace) -> int:
-    return _run(args)
-
-
 def _log(message: str) -> None:
     print(message, flush=True)
 
 
-def _run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from .. import cli, distributed, runs
 
     given = explicit(args)
