@@ -586,7 +586,7 @@ def test_checkpoints_take_at_most_their_share_of_the_time(tmp_path, monkeypatch)
 
 def test_the_checkpoint_share_is_a_run_setting(tmp_path, monkeypatch, capsys):
     """``--checkpoint-share`` reaches the run's checkpointer and config.json: 0 writes every epoch,
-    the default 0.05 skips epochs while slow-looking writes would exceed it; a share outside [0, 1]
+    the default 0.02 skips epochs while slow-looking writes would exceed it; a share outside [0, 1]
     is refused in one line, before any folder is made."""
     from vaekit import runs
     from vaekit.cli import main
@@ -603,7 +603,7 @@ def test_the_checkpoint_share_is_a_run_setting(tmp_path, monkeypatch, capsys):
     written.clear()
     assert main([*base, "--out", str(tmp_path / "default")]) == 0
     assert written == [1, 5]  # the first and the last
-    assert runs.RunFolder(tmp_path / "default").run_config().checkpoint_share == 0.05
+    assert runs.RunFolder(tmp_path / "default").run_config().checkpoint_share == 0.02
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_:
         main([*base, "--checkpoint-share", "1.5", "--out", str(tmp_path / "bad")])

@@ -426,6 +426,29 @@ def test_short_tsne_keeps_the_neighbourhoods_of_the_default_one(exact, monkeypat
     assert trustworthiness(z, shuffled, n_neighbors=10) < 0.7 and knn(shuffled) < 0.4
 
 
+@pytest.mark.parametrize("scale", [1.0, 12.0])
+def test_tsne_gradient_is_a_quarter_of_autograds_gradient_of_the_kl(scale):
+    """tsne.gradient against torch's autograd of t-SNE's cost: KL(P || Q) = sum p log(p / q) with q_ij = w_ij / Z,
+    up to a constant -sum p log w + log Z, whose exaggerated form (P times scale) is -scale sum p log w + log Z."""
+    from vaekit.tsne import gradient
+
+    rng = np.random.default_rng(3)
+    n = 60
+    y = torch.as_tensor(rng.normal(size=(n, 2)), dtype=torch.float64)
+    p = torch.as_tensor(rng.random((n, n)))
+    p = p + p.T
+    p.fill_diagonal_(0)
+    p = p / p.sum()
+    leaf = y.clone().requires_grad_(True)
+    d2 = ((leaf[:, None, :] - leaf[None, :, :]) ** 2).sum(-1)
+    w = (1 + d2).reciprocal() * (1 - torch.eye(n, dtype=torch.float64))
+    off = p > 0
+    cost = -scale * (p[off] * w[off].log()).sum() + w.sum().log()
+    (autograd,) = torch.autograd.grad(cost, leaf)
+    np.testing.assert_allclose(gradient(y, p, scale).numpy(), autograd.numpy() / 4, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(gradient(y, p, scale).numpy(), 0)
+
+
 def test_exact_tsne_is_deterministic_and_imports_neither_opentsne_nor_scikit_learn():
     import subprocess
 
@@ -438,3 +461,115 @@ def test_exact_tsne_is_deterministic_and_imports_neither_opentsne_nor_scikit_lea
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "exact gradient True (200, 2) True []"
+
+
+# -- two processes drawing at once (figures.SharedDrawing) ---------------------------------------------------
+def _fails_in_the_copy(kind, how):
+    """A figure kind whose make() misbehaves (``how``) in the forked copy only, and draws normally here."""
+    import os
+
+    parent = os.getpid()
+
+    def make(v):
+        if os.getpid() != parent:
+            how()
+        return kind.make(v)
+
+    return figures.Kind(kind.description, make, kind.needs, kind.default)
+
+
+def test_two_processes_draw_the_same_pngs_as_one(digits4):
+    """Every default figure of an image run with a 4-D code (a t-SNE map among them), drawn by this
+    process and a forked copy at once, is byte for byte the PNG drawn alone, in the same order; the
+    copy drew some of them (its seconds are reported too)."""
+    import os
+
+    alone = figures.render(digits4)
+    seconds = {}
+    drawing = figures.SharedDrawing(digits4)
+    copy_pid = drawing.child.pid
+    shared = drawing.finish(seconds)
+    assert list(shared) == list(alone) and shared == alone
+    assert set(seconds) == set(alone) and copy_pid != os.getpid()
+    assert not drawing.child.is_alive()
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["raises", "dies", "hangs"],
+)
+def test_a_figure_the_copy_does_not_deliver_is_drawn_here(digits4, monkeypatch, how):
+    """The copy failing at a figure, dying, or hanging past CHILD_WAIT_S: that figure (and any it
+    had not reached) is drawn by this process, and the PNGs are still those drawn alone."""
+    import os
+    import time
+
+    alone = figures.render(digits4)
+
+    def misbehave():
+        if how == "raises":
+            raise RuntimeError("only in the copy")
+        if how == "dies":
+            os._exit(3)
+        time.sleep(600)
+
+    for name in ("latent", "curves"):  # the first two claimed: the copy takes one of them
+        monkeypatch.setitem(figures.KINDS, name, _fails_in_the_copy(figures.KINDS[name], misbehave))
+    monkeypatch.setattr(figures, "CHILD_WAIT_S", 2.0)
+    started = time.perf_counter()
+    shared = figures.render(digits4, processes=2)
+    assert shared == alone
+    assert time.perf_counter() - started < 60  # a hung copy is given up, not waited for
+
+
+def test_without_a_copy_this_process_draws_them_all(digits4, monkeypatch):
+    """Where the copy cannot be started (here: the shared counter's semaphore cannot be made, as without
+    /dev/shm), SharedDrawing draws every figure in this process."""
+    import multiprocessing.context
+
+    def no_semaphores(self, *args, **kwargs):
+        raise OSError(38, "Function not implemented")
+
+    alone = figures.render(digits4)
+    monkeypatch.setattr(multiprocessing.context.BaseContext, "Value", no_semaphores)
+    drawing = figures.SharedDrawing(digits4)
+    assert drawing.child is None
+    assert drawing.finish() == alone
+
+
+def test_a_figure_that_fails_everywhere_raises_here(digits4, monkeypatch):
+    def broken(v):
+        raise RuntimeError("this figure cannot be drawn")
+
+    kind = figures.KINDS["kl_units"]
+    monkeypatch.setitem(figures.KINDS, "kl_units", figures.Kind(kind.description, broken, kind.needs, kind.default))
+    with pytest.raises(RuntimeError, match="cannot be drawn"):
+        figures.render(digits4, processes=2)
+
+
+def test_two_processes_only_where_two_cores_are_free(monkeypatch):
+    from vaekit import train
+
+    monkeypatch.setattr(train, "free_cores", lambda: 2)
+    assert figures.processes_free() == (2 if sys.platform.startswith("linux") else 1)
+    monkeypatch.setattr(train, "free_cores", lambda: 1)
+    assert figures.processes_free() == 1
+
+
+def test_the_exact_tsne_map_does_not_depend_on_the_thread_count():
+    """The optimisation turns the last bits that a sum over threads changes into a different map, so it
+    runs on one thread whatever torch is set to (and torch's setting is put back)."""
+    from vaekit.tsne import exact_tsne
+
+    rng = np.random.default_rng(2)
+    z = rng.normal(size=(300, 6)) + np.repeat(rng.normal(0, 3, (3, 6)), 100, 0)
+    before = torch.get_num_threads()
+    try:
+        maps = []
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            maps.append(exact_tsne(z, 30.0))
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(maps[0], maps[1])

@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -286,14 +287,17 @@ def _train_sine(*extra):
     )
 
 
-def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("processes", [1, 2])
+def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys, processes):
+    monkeypatch.setattr(figures, "processes_free", lambda: processes)
     monkeypatch.chdir(tmp_path)
     assert _train_sine() == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     number = r"([\d.]+)"
+    shared = " in 2 processes" if processes == 2 else ""
     match = re.fullmatch(
         rf"time: {number} s wall = data and setup {number} s \+ train {number} s \+ checkpoints {number} s \+ "
-        rf"final metrics {number} s \+ figures {number} s \((.*)\) \+ report {number} s; wall / train {number}",
+        rf"final metrics {number} s \+ figures {number} s{shared} \((.*)\) \+ report {number} s; wall / train {number}",
         last,
     )
     assert match, last  # called from Python, not as the command: no start-up part
@@ -302,12 +306,52 @@ def test_train_says_where_the_time_went(tmp_path, monkeypatch, capsys):
     assert sum(parts) == pytest.approx(float(wall), abs=0.35)  # the parts add up (each rounded to 0.1 s)
     per_figure = dict(part.split(" ") for part in detail.split(", "))
     assert set(per_figure) <= set(figures.KINDS) and len(per_figure) == 4  # the four slowest of the figures drawn
-    assert sum(map(float, per_figure.values())) <= float(figs) + 0.1
+    # each figure's own time; two processes draw at once, so theirs may add up to twice the wall time
+    assert sum(map(float, per_figure.values())) <= processes * float(figs) + 0.1 * processes
     history = [json.loads(line) for line in (tmp_path / "r" / "history.jsonl").read_text().splitlines()]
     epochs = sum(r["seconds"] for r in history)
     assert float(train) == pytest.approx(epochs, abs=0.06)
     assert float(ratio) == pytest.approx(float(wall) / epochs, rel=0.1)  # wall / the epochs' own seconds
     assert (tmp_path / "r" / "report.html").is_file()
+
+
+def test_train_draws_in_two_processes_from_the_saved_model_on(tmp_path, monkeypatch, capsys):
+    """Where two cores are free, a forked copy starts drawing as soon as the final weights are saved,
+    before the final metrics, which then take 1 thread; this process draws the rest after them. The
+    figures written are byte for byte those that one process draws from the finished run."""
+    import torch
+
+    from vaekit.runs import pipeline
+
+    calls = []
+    real_init, real_finish = figures.SharedDrawing.__init__, figures.SharedDrawing.finish
+    real_metrics = pipeline.final_metrics
+
+    def init(self, run, *args, **kwargs):
+        calls.append(("copy starts", (Path(run) / "model.safetensors").is_file()))
+        real_init(self, run, *args, **kwargs)
+
+    def finish(self, *args, **kwargs):
+        calls.append(("finish", torch.get_num_threads()))
+        return real_finish(self, *args, **kwargs)
+
+    def metrics(*args, **kwargs):
+        calls.append(("final metrics", torch.get_num_threads()))
+        return real_metrics(*args, **kwargs)
+
+    monkeypatch.setattr(figures, "processes_free", lambda: 2)
+    monkeypatch.setattr(figures.SharedDrawing, "__init__", init)
+    monkeypatch.setattr(figures.SharedDrawing, "finish", finish)
+    monkeypatch.setattr(pipeline, "final_metrics", metrics)
+    monkeypatch.chdir(tmp_path)
+    assert _train_sine("--threads", "2") == 0
+    assert [c[0] for c in calls] == ["copy starts", "final metrics", "finish"]
+    assert calls[0][1] is True and calls[1][1] == 1 and calls[2][1] == 2  # drawing itself goes back to 1 inside
+    out = capsys.readouterr().out
+    assert "in 2 processes" in out.strip().splitlines()[-1]
+    written = {p.stem: p.read_bytes() for p in (tmp_path / "r" / "figures").glob("*.png")}
+    alone = figures.render(runs.open_run(tmp_path / "r"))
+    assert written == alone and len(alone) >= 3
 
 
 def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_path, monkeypatch, capsys):
@@ -348,6 +392,7 @@ def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_pa
     monkeypatch.setattr(figures, "render", render)
     monkeypatch.setattr(os, "getloadavg", lambda: (0.2, 0.2, 0.2))  # an idle machine
     monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(figures, "processes_free", lambda: 1)  # drawn here alone, by figures.render
     monkeypatch.chdir(tmp_path)
     assert _train_sine() == 0
     main_thread = threading.main_thread().name
@@ -403,6 +448,7 @@ def test_final_metrics_and_figures_run_with_the_training_thread_count(tmp_path, 
 
     monkeypatch.setattr(pipeline, "final_metrics", metrics)
     monkeypatch.setattr(figures, "render", render)
+    monkeypatch.setattr(figures, "processes_free", lambda: 1)  # one process draws (two: the test above)
     monkeypatch.chdir(tmp_path)
     before = torch.get_num_threads()
     torch.set_num_threads(2)

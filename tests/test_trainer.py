@@ -150,7 +150,7 @@ def test_every_batch_non_finite_is_refused_with_skipping_on(data):
 def test_automatic_threads_pick_a_candidate_restore_and_change_no_result(data, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train, "thread_candidates", lambda: [1, 2])
-    monkeypatch.setattr(train, "_free_cores", lambda: 2)
+    monkeypatch.setattr(train, "free_cores", lambda: 2)
     tried = []
     timed = train._fastest_threads
 
@@ -188,7 +188,7 @@ def test_counts_above_the_free_cores_are_not_tried(data, monkeypatch):
     automatic setting takes 1 without timing a step at 2."""
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train, "thread_candidates", lambda: [1, 2])
-    monkeypatch.setattr(train, "_free_cores", lambda: 1)
+    monkeypatch.setattr(train, "free_cores", lambda: 1)
     counts = []
     real = torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: counts.append(n) or real(n))
@@ -213,10 +213,10 @@ def test_free_cores_takes_the_fewest_others_over_its_reads(monkeypatch):
 
     monkeypatch.setattr(train.time, "sleep", lambda s: None)
     monkeypatch.setattr(train, "_others_running", others([1, 1, 1, 0, 1, 1, 1, 1]))
-    assert train._free_cores() == cores and len(reads) == 4
+    assert train.free_cores() == cores and len(reads) == 4
     reads.clear()
     monkeypatch.setattr(train, "_others_running", others([2, 1, 1, 1, 1, 1, 1, 1]))
-    assert train._free_cores() == max(0, cores - 1) and len(reads) == 8
+    assert train.free_cores() == max(0, cores - 1) and len(reads) == 8
 
 
 def test_free_cores_counts_other_busy_processes():
@@ -232,18 +232,18 @@ def test_free_cores_counts_other_busy_processes():
     busy = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
     try:
         time.sleep(0.5)
-        assert train._free_cores() <= cores - 2
+        assert train.free_cores() <= cores - 2
     finally:
         for p in busy:
             p.kill()
             p.wait()
-    assert 0 <= train._free_cores() <= cores
+    assert 0 <= train.free_cores() <= cores
 
 
 def test_a_short_run_is_not_worth_timing_more_threads(data, monkeypatch):
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     monkeypatch.setattr(train, "thread_candidates", lambda: [1, 2])
-    monkeypatch.setattr(train, "_free_cores", lambda: 2)
+    monkeypatch.setattr(train, "free_cores", lambda: 2)
     counts = []
     real = torch.set_num_threads
     monkeypatch.setattr(torch, "set_num_threads", lambda n: counts.append(n) or real(n))

@@ -804,7 +804,7 @@ class RunConfig(_Checked):
     out: str | None = setting(None, "run folder to create (default: runs/DATA-TIME)", kind="str", optional=True)
     checkpoint_every: int = setting(1, "epochs between checkpoints", kind="int", low=1)
     checkpoint_share: float = setting(
-        0.05,
+        0.02,
         "the largest share of the training time that writing checkpoints may take: a due checkpoint waits until "
         "the time since the last one is the last write's time / this share (the first and last epochs are "
         "always written); 0 writes every due checkpoint",

@@ -271,7 +271,7 @@ def thread_candidates() -> list[int]:
     return sorted({n for n in (1, 2, cores) if n <= cores})
 
 
-def _free_cores() -> int:
+def free_cores() -> int:
     """Cores that no other runnable thread wants at this moment: this process's cores less the
     runnable threads of other processes (``_others_running``), the smallest of eight reads 3 ms
     apart: a process that runs now and then (a core 70% busy) is caught idle in one of them, one
@@ -385,7 +385,7 @@ def cpu_threads(threads: int, run: _Run, resume: TrainerState | None = None) -> 
 
     ``threads > 0`` is taken as given. ``0`` (automatic) times a few real steps at 1, 2 and all
     cores (``thread_candidates``, less the counts above the cores other processes leave free right
-    now, ``_free_cores``) and keeps the fastest: whether threads pay depends on the model,
+    now, ``free_cores``) and keeps the fastest: whether threads pay depends on the model,
     the batch and how busy the machine is, so it is measured, not guessed. The count is written in
     the history (``threads``) and a resumed run takes it again, since the count can change float
     rounding; set ``threads`` for runs that must match bit for bit across machines. Runs where
@@ -407,7 +407,7 @@ def cpu_threads(threads: int, run: _Run, resume: TrainerState | None = None) -> 
             if recorded:
                 wanted = int(recorded)
             else:  # counts above the cores other work leaves free now are not worth a trial step
-                free = _free_cores()
+                free = free_cores()
                 candidates = [n for n in thread_candidates() if n <= max(1, free)]
                 wanted = _fastest_threads(run, candidates)
         if wanted > 0 and wanted != torch.get_num_threads():

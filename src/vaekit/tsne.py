@@ -23,7 +23,18 @@ def exact_tsne(
     the entropy is log(perplexity), symmetrised. The optimisation too: PCA initialisation scaled to
     a standard deviation of 1e-4, ``exaggeration_iter`` steps with the affinities times
     ``exaggeration`` and momentum 0.5, then ``n_iter`` with momentum 0.8, learning rate n / the
-    exaggeration, and the delta-bar-delta gains. No random draws: the same codes give the same map."""
+    exaggeration, and the delta-bar-delta gains. No random draws, and one thread: the same codes give
+    the same map (the optimisation amplifies the last bits that a sum over threads changes into a
+    different map; on 1000 codes one thread takes 0.45 s and two 0.27 s)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _exact_tsne(z, perplexity, exaggeration_iter, n_iter, exaggeration)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _exact_tsne(z, perplexity: float, exaggeration_iter: int, n_iter: int, exaggeration: float) -> np.ndarray:
     x = torch.as_tensor(np.asarray(z, dtype=np.float64))
     n = x.shape[0]
     if n < 5:
@@ -54,13 +65,28 @@ def exact_tsne(
     for step in range(exaggeration_iter + n_iter):
         early = step < exaggeration_iter
         scale, momentum = (exaggeration, 0.5) if early else (1.0, 0.8)
-        sqy = (y * y).sum(1)
-        q = torch.addmm(sqy[:, None] + sqy[None, :], y, y.T, alpha=-2).add_(1).reciprocal_()  # 1 / (1 + |yi - yj|^2)
-        q.fill_diagonal_(0)
-        w = (p * scale - q / q.sum()).mul_(q)
-        grad = w.sum(1, keepdim=True) * y - w @ y  # sum_j (p_ij - q_ij) (1 + d_ij^2)^-1 (y_i - y_j), up to 4
+        grad = gradient(y, p, scale)
         gains = torch.where((grad > 0) == (update > 0), gains * 0.8, gains + 0.2).clamp_(min=0.01)
         update = momentum * update - (n / scale) * gains * grad
         y = y + update
         y = y - y.mean(0)
     return y.double().numpy()
+
+
+def gradient(y: torch.Tensor, p: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """A quarter of the gradient of t-SNE's KL(P || Q) in the points ``y`` (n, 2), with the affinities
+    ``p`` (n, n, zero diagonal, summing to 1) times ``scale`` (early exaggeration):
+    sum_j (scale p_ij - w_ij / Z) w_ij (y_i - y_j), where w_ij = 1 / (1 + |y_i - y_j|^2) and
+    Z = sum_{i != j} w_ij. Three products over all pairs and no (n, n, 2) tensor:
+    [y_i, |y_i|^2, 1] . [-2 y_j, 1, 1 + |y_j|^2] is 1 + |y_i - y_j|^2 (1 on the diagonal, which the
+    sums take out), and for weights v, v @ [y, 1] holds sum_j v_ij y_j and sum_j v_ij, which give
+    sum_j v_ij (y_i - y_j)."""
+    n = y.shape[0]
+    ones = torch.ones(n, 1, dtype=y.dtype)
+    sqy = (y * y).sum(1, keepdim=True)
+    w = torch.mm(torch.cat([y, sqy, ones], 1), torch.cat([-2 * y, ones, sqy + 1], 1).T).reciprocal_()
+    total = w.sum() - n
+    y1 = torch.cat([y, ones], 1)
+    attract = torch.mm(p * w, y1)
+    repel = torch.mm(w.square_(), y1)  # the diagonal's 1 adds y_i - y_i = 0
+    return scale * (attract[:, 2:] * y - attract[:, :2]) - (repel[:, 2:] * y - repel[:, :2]) / total

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
             )
             print(f"{name:16s}{state}")
         return 0
-    pngs = figures.render(run_, args.which or None, dpi=args.dpi)
+    pngs = figures.render(run_, args.which or None, dpi=args.dpi, processes=figures.processes_free())
     for path in figures.write(run_.path, pngs):
         print(path)
     return 0

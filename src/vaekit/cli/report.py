@@ -24,7 +24,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import report
+    from .. import figures, report
 
     run_ = outputs.open_run(args)
     if args.out:
@@ -33,6 +33,6 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(f"report file {out} must end in .html")
         if not out.parent.exists():
             raise ValueError(f"the folder of the report file {out} does not exist; create it first")
-    path, _ = report.write_all(run_, dpi=args.dpi, out=args.out)
+    path, _ = report.write_all(run_, dpi=args.dpi, out=args.out, processes=figures.processes_free())
     print(path)
     return 0

@@ -89,34 +89,74 @@ def run(args: argparse.Namespace) -> int:
         loggers.append(logger)
         return [logger]
 
-    head_start = None  # drawing's head start, taken after the first epoch while the model trains on
+    drawing = _EarlyDrawing()  # the figures: a head start beside training, then drawing once the model is saved
     # under torchrun every process runs this command; launch() joins them into one job for the training
     # alone, and every process leaves the job together once it is trained, before the main one draws
     with distributed.launch() as job:
         main = job.is_main
         if draw and main and _core_to_spare():
-            head_start = _DrawingHeadStart()
+            drawing.head_start = _DrawingHeadStart()
+        head_start = drawing.head_start
 
         def callbacks(path):
             return [*(trackers(path) if log is not None else []), *([head_start] if head_start else [])]
 
         try:
-            result = _train_or_resume(runs, given, callbacks if log is not None or head_start else None)
+            result = _train_or_resume(
+                runs,
+                given,
+                callbacks if log is not None or head_start else None,
+                drawing if draw and main and not job.active else None,  # no fork beside the job's threads
+            )
         except BaseException:
+            drawing.cancel()
             for logger in loggers:  # flush and close what the epochs so far logged
                 with contextlib.suppress(Exception):
                     logger.finish()
             raise
     # where the time went: start-up, then runs.train's own split (epochs, checkpoints, final metrics), drawing
-    spent = {"startup": startup, **result.seconds, "run": time.perf_counter() - start}
+    spent = {"startup": startup, **result.seconds, "run": time.perf_counter() - start, "drawing": drawing.seconds}
     # under torchrun the other processes are done once training is; only the main one draws
     code = 0
     if draw and main:
         with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
-            code = _figures_and_report(result.run_dir, spent, head_start, start)
+            code = _figures_and_report(result.run_dir, spent, drawing, start)
     if loggers:
         print(f"logged: {tracking.finish_run(loggers[0], result.run_dir)}")
     return code
+
+
+class _EarlyDrawing:
+    """``runs.train``'s ``saved`` hook: once the final weights are in the run folder, a forked copy of
+    this process starts drawing the figures (``figures.SharedDrawing``, where two cores are free)
+    while this one computes the final metrics; ``_figures_and_report`` then draws the rest here. The
+    matplotlib preload thread is joined first: no thread may be inside an import when the process
+    forks."""
+
+    def __init__(self) -> None:
+        self.head_start: _DrawingHeadStart | None = None  # matplotlib imported beside training (an idle core)
+        self.shared = None  # figures.SharedDrawing once started
+        self.seconds = 0.0  # spent here (the preload's rest and the fork), counted with the figures
+
+    def __call__(self, path) -> int | None:
+        """Start the copy; the final metrics then take 1 thread (a step of 2 threads on 2 cores beside the
+        copy waits at every barrier for the thread that is not running: 3x slower seen)."""
+        from .. import figures
+
+        started = time.perf_counter()
+        self.join_preload()
+        if figures.processes_free() >= 2:
+            self.shared = figures.SharedDrawing(path)
+        self.seconds = time.perf_counter() - started
+        return 1 if self.shared is not None else None
+
+    def join_preload(self) -> None:
+        if self.head_start is not None and self.head_start.preload is not None:
+            self.head_start.preload.join()
+
+    def cancel(self) -> None:
+        if self.shared is not None:
+            self.shared.cancel()
 
 
 class _DrawingHeadStart:
@@ -134,7 +174,7 @@ class _DrawingHeadStart:
             self.preload.start()
 
 
-def _train_or_resume(runs, given, track):
+def _train_or_resume(runs, given, track, saved=None):
     if "resume" in given:
         allowed = {"resume", "epochs", "device", "progress", "lr"}  # a lower lr after a divergence
         extra = sorted(set(given) - allowed)
@@ -150,11 +190,12 @@ def _train_or_resume(runs, given, track):
             lr=given.get("lr"),
             log=_log,
             callbacks=track,
+            saved=saved,
         )
     else:
         settings = read_settings_file(given.pop("config")) if "config" in given else {}
         settings.update(given)
-        return runs.train(RunConfig.from_settings(settings), log=_log, callbacks=track)
+        return runs.train(RunConfig.from_settings(settings), log=_log, callbacks=track, saved=saved)
 
 
 def _preload_drawing() -> None:
@@ -188,17 +229,18 @@ def _since_process_start() -> float | None:
         return None
 
 
-def _figures_and_report(run_dir, spent, head_start, start) -> int:
-    from .. import report
+def _figures_and_report(run_dir, spent, drawing: _EarlyDrawing, start) -> int:
+    from .. import figures, report
 
-    drawing = time.perf_counter()
+    began = time.perf_counter()
     try:
-        if head_start is not None and head_start.preload is not None:
-            head_start.preload.join()  # counted in the figures' time: whatever of it training did not hide
-        waited = time.perf_counter() - drawing
-        path, seconds = report.write_all(run_dir)
-        seconds["figures"] += waited
+        drawing.join_preload()  # counted in the figures' time: whatever of it training did not hide
+        # not started early under torchrun: drawn now, in two processes where two cores are free
+        free = figures.processes_free() if drawing.shared is None else 1
+        path, seconds = report.write_all(run_dir, drawing=drawing.shared, processes=free)
+        seconds["figures"] = time.perf_counter() - began - seconds["report"] + spent["drawing"]
     except Exception as err:  # the run is trained and saved; a drawing failure must not hide that
+        drawing.cancel()
         if os.environ.get("VAEKIT_DEBUG"):
             raise
         print(
@@ -220,7 +262,13 @@ def describe_time(spent: dict, seconds: dict, since_start: float) -> str:
     startup = spent.get("startup")
     wall = since_start + (startup or 0.0)
     train = spent.get("train", 0.0)
-    setup = spent["run"] - train - spent.get("checkpoints", 0.0) - spent.get("final_metrics", 0.0)
+    setup = (
+        spent["run"]
+        - train
+        - spent.get("checkpoints", 0.0)
+        - spent.get("final_metrics", 0.0)
+        - spent.get("drawing", 0.0)
+    )
     parts = [f"start-up {startup:.1f} s"] if startup is not None else []
     parts += [
         f"data and setup {max(setup, 0.0):.1f} s",

@@ -128,10 +128,14 @@ def train(
     log: Callable[[str], None] = print,
     data: dict[str, Dataset] | None = None,
     callbacks: CallbackFactory | None = None,
+    saved: Callable[[Path], int | None] | None = None,
 ) -> TrainResult:
     """Train a new run from settings (a ``RunConfig``, or flat settings as in ``DEFAULTS``).
     ``callbacks(path)``, when given, makes ``fit`` callbacks that run after each epoch's checkpoint,
-    on the main process only (called once the folder at ``path`` holds its config)."""
+    on the main process only (called once the folder at ``path`` holds its config). ``saved(path)``
+    runs on the main process once the final weights and history are in the folder, before the
+    final metrics; it may return the thread count the final metrics should take instead of the
+    training's (``vaekit train`` starts drawing there in a second process, and then takes 1)."""
     started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
@@ -169,7 +173,7 @@ def train(
                 note = unknown_summary(parts[part].info.get("transform_report") or {})
                 if note:
                     log(f"note ({part} rows): {note}")
-        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log, started, callbacks)
+        return _fit_and_finish(folder, prep.config, prep.model, parts, None, log, started, callbacks, saved)
     finally:
         folder.release()
 
@@ -183,11 +187,12 @@ def resume(
     lr: float | None = None,
     log: Callable[[str], None] = print,
     callbacks: CallbackFactory | None = None,
+    saved: Callable[[Path], int | None] | None = None,
 ) -> TrainResult:
     """Continue a stopped run; the result equals an uninterrupted run with the same settings
     (also under torchrun with the same number of processes: every process restores its own RNG).
     Only ``epochs``, ``device``, ``progress`` and ``lr`` (lower it after a divergence) may change. The folder is locked while it runs.
-    ``callbacks`` as in ``train``."""
+    ``callbacks`` and ``saved`` as in ``train``."""
     started = time.perf_counter()
     ctx = distributed.current()
     if not ctx.is_main:
@@ -219,7 +224,7 @@ def resume(
             facts = {k: raw["data"][k] for k in DataConfig.FACTS if k in raw["data"]}
             extra = {k: raw[k] for k in ("estimator",) if k in raw}
             folder.write_config(config, facts, extra, created=raw.get("created"))
-        return _fit_and_finish(folder, config, model, parts, state, log, started, callbacks)
+        return _fit_and_finish(folder, config, model, parts, state, log, started, callbacks, saved)
 
 
 def _fit_and_finish(
@@ -231,6 +236,7 @@ def _fit_and_finish(
     log,
     started: float,
     callbacks: CallbackFactory | None = None,
+    saved: Callable[[Path], int | None] | None = None,
 ) -> TrainResult:
     ctx = distributed.current()
     extra = list(callbacks(folder.path)) if callbacks is not None and ctx.is_main else []
@@ -254,8 +260,9 @@ def _fit_and_finish(
         return TrainResult(run_dir=folder.path, model=model, history=history, metrics={})
     folder.save_model(model)  # the final (or best, after early stopping) weights
     folder.write_history(history)
+    metric_threads = saved(folder.path) if saved is not None else None
     metrics_start = time.perf_counter()
-    with torch_threads(threads):
+    with torch_threads(metric_threads or threads):
         metrics = final_metrics(model, parts, train_cfg)
     seconds["final_metrics"] = time.perf_counter() - metrics_start
     folder.write_metrics(metrics)
