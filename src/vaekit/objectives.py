@@ -407,9 +407,10 @@ def _log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | 
 # activations applied elementwise: a constant pre-activation gives a constant output, which
 # _bernoulli_mlp_log_px_z uses as the "1" of h1 = [h, 1]
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Tanh, nn.Sigmoid, nn.Softplus)
-# logits per row block on a CPU, about 2 MB of float32: the passes over a block's logits after its
-# product read them from the core's cache instead of memory
-CPU_LOGIT_BLOCK = 2**19
+# logits per row block on a CPU, about 4 MB of float32: the passes over a block's logits after their product
+# read them from cache, not memory (bench/ab_log_marginal.py: 2**20 was 1.1x faster than 2**17-2**19 on the
+# 784-100 decoder and equal on 784-400; one block per decoder call was 1.2x slower on both)
+CPU_LOGIT_BLOCK = 2**20
 _GROUP = 8  # logits per logarithm in _sum_softplus
 
 
