@@ -537,6 +537,12 @@ def test_without_a_copy_this_process_draws_them_all(digits4, monkeypatch):
     assert drawing.finish() == alone
 
 
+def test_one_figure_is_not_shared(digits4):
+    drawing = figures.SharedDrawing(digits4, ["kl_units"])
+    assert drawing.child is None  # no copy forked for a single figure
+    assert drawing.finish() == figures.render(digits4, ["kl_units"])
+
+
 def test_a_figure_that_fails_everywhere_raises_here(digits4, monkeypatch):
     def broken(v):
         raise RuntimeError("this figure cannot be drawn")

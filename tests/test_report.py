@@ -354,6 +354,26 @@ def test_train_draws_in_two_processes_from_the_saved_model_on(tmp_path, monkeypa
     assert written == alone and len(alone) >= 3
 
 
+@pytest.mark.parametrize("processes", [1, 2])
+def test_a_drawing_failure_leaves_the_trained_run_whole(tmp_path, monkeypatch, capsys, processes):
+    """Figures that cannot be drawn (here: the view of the run fails) do not stop the run before its
+    final metrics, also where the copy would start drawing before them: the run is complete, the
+    command says so in one line and exits 1."""
+
+    def broken(run):
+        raise RuntimeError("no view of this run")
+
+    monkeypatch.setattr(figures, "processes_free", lambda: processes)
+    monkeypatch.setattr(figures, "view", broken)
+    monkeypatch.chdir(tmp_path)
+    assert _train_sine() == 1
+    err = capsys.readouterr().err.strip()
+    assert "is complete, but drawing its figures failed (RuntimeError: no view of this run)" in err
+    assert "\n" not in err
+    assert (tmp_path / "r" / "metrics.json").is_file() and (tmp_path / "r" / "model.safetensors").is_file()
+    assert not (tmp_path / "r" / "report.html").exists()
+
+
 def test_train_preloads_the_drawing_libraries_in_a_thread_while_it_trains(tmp_path, monkeypatch, capsys):
     """With a core to spare, matplotlib and openTSNE are imported beside training, in another thread,
     once the first epoch has ended (the thread trial before it times its steps without that import

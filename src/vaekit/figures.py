@@ -777,6 +777,9 @@ class SharedDrawing:
         self.order = sorted(self.names, key=lambda n: SLOW_FIRST.index(n) if n in SLOW_FIRST else len(SLOW_FIRST))
         self.child = None  # no copy where none can be started (e.g. no /dev/shm for the counter's lock)
         self.folder = tempfile.TemporaryDirectory(prefix="vaekit-figures-")
+        if len(self.order) < 2:  # one figure: nothing to share
+            self.counter = _Counter()
+            return
         try:
             ctx = multiprocessing.get_context("fork")
             self.counter = ctx.Value("i", 0)

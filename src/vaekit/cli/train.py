@@ -146,7 +146,10 @@ class _EarlyDrawing:
         started = time.perf_counter()
         self.join_preload()
         if figures.processes_free() >= 2:
-            self.shared = figures.SharedDrawing(path)
+            try:
+                self.shared = figures.SharedDrawing(path)
+            except Exception:  # noqa: BLE001 - the run goes on to its metrics; drawing after it reports this
+                self.shared = None
         self.seconds = time.perf_counter() - started
         return 1 if self.shared is not None else None
 
