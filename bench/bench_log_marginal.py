@@ -91,10 +91,17 @@ def decoder_gemm_seconds(model: vaekit.Model, rows: int, block: int, reps: int =
     once()
     best = math.inf
     for _ in range(reps):
+        _sync(weights[0].device)
         start = time.perf_counter()
         once()
+        _sync(weights[0].device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
 
 def timed(fn, device: str):

@@ -72,33 +72,51 @@ def make_data(folder: Path, n: int) -> None:
 
 
 # -- the step's matmul bound -------------------------------------------------------------------
-def gemm_seconds(dims: tuple[int, int, int], batch: int, reps: int = 20) -> float:
-    """Seconds per training step spent in its GEMMs alone, at their real shapes and layouts."""
+def gemm_seconds(
+    dims: tuple[int, int, int], batch: int, reps: int = 20, device: str = "cpu", dtype: str = "float32"
+) -> float:
+    """Seconds per training step spent in its GEMMs alone, at their real shapes and layouts (on
+    ``device``, in ``dtype``: float32, or bfloat16 for autocast's products)."""
     import torch
 
     d, h, latent = dims
+    kind = getattr(torch, dtype)
     layers = [(d, h), (h, 2 * latent), (latent, h), (h, d)]
     ops = []
+
+    def rand(*shape):
+        return torch.rand(*shape, device=device, dtype=kind)
+
     for i, (n_in, n_out) in enumerate(layers):
-        x, w, g = torch.rand(batch, n_in), torch.rand(n_out, n_in), torch.rand(batch, n_out)
-        ops.append((x, w.t(), torch.empty(batch, n_out)))  # forward x W^T
-        ops.append((g.t(), x, torch.empty(n_out, n_in)))  # weight gradient g^T x
+        x, w, g = rand(batch, n_in), rand(n_out, n_in), rand(batch, n_out)
+        ops.append((x, w.t(), torch.empty_like(g)))  # forward x W^T
+        ops.append((g.t(), x, torch.empty_like(w)))  # weight gradient g^T x
         if i:  # the data need no gradient
-            ops.append((g, w, torch.empty(batch, n_in)))  # input gradient g W
+            ops.append((g, w, torch.empty_like(x)))  # input gradient g W
     for a, b, out in ops:
         torch.mm(a, b, out=out)
     best = float("inf")
     for _ in range(3):
+        sync(device)
         started = time.perf_counter()
         for _ in range(reps):
             for a, b, out in ops:
                 torch.mm(a, b, out=out)
+        sync(device)
         best = min(best, (time.perf_counter() - started) / reps)
     return best
 
 
+def sync(device: str) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously; a CPU needs nothing)."""
+    if str(device).startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
 # -- contenders (one process each); each returns per-epoch seconds and the whole call's ----------
-def run_vaekit(x, dims, epochs, threads, seed):
+def run_vaekit(x, dims, epochs, threads, seed, device="cpu", batch=BATCH, amp=None, compile=False):
     import torch
 
     import vaekit
@@ -111,18 +129,27 @@ def run_vaekit(x, dims, epochs, threads, seed):
             data_shape=(d,), latent_dim=latent, hidden=(h,), activation="relu", likelihood={"name": "bernoulli"}
         )
     )
-    started = time.perf_counter()
-    result = fit(
-        model,
-        x,
-        config=TrainConfig(
-            epochs=epochs, batch_size=BATCH, lr=LR, device="cpu", progress=False, seed=seed, threads=threads
-        ),
+    config = TrainConfig(
+        epochs=epochs,
+        batch_size=batch,
+        lr=LR,
+        device=device,
+        progress=False,
+        seed=seed,
+        threads=threads,
+        amp=amp,
+        compile=compile,
     )
+    started = time.perf_counter()
+    result = fit(model, x, config=config)
     return [r["seconds"] for r in result.history], time.perf_counter() - started, result.threads
 
 
-def run_lean(x, dims, epochs, threads, seed):
+def run_lean(x, dims, epochs, threads, seed, device="cpu", batch=BATCH, amp=None, compile_mode=None):
+    """The lean loop; on ``device``, ``amp="bf16"`` autocasts the products to bfloat16 (the loss in
+    float32, as vaekit's), ``compile_mode`` (e.g. "reduce-overhead": CUDA graphs) compiles its step."""
+    import contextlib
+
     import torch
     import torch.nn.functional as F
 
@@ -132,8 +159,8 @@ def run_lean(x, dims, epochs, threads, seed):
     def linear(n_in, n_out):  # nn.Linear's initialisation
         bound = 1 / n_in**0.5
         return [
-            (torch.rand(n_out, n_in) * 2 - 1).mul_(bound).requires_grad_(),
-            (torch.rand(n_out) * 2 - 1).mul_(bound).requires_grad_(),
+            ((torch.rand(n_out, n_in) * 2 - 1).mul_(bound)).to(device).requires_grad_(),
+            ((torch.rand(n_out) * 2 - 1).mul_(bound)).to(device).requires_grad_(),
         ]
 
     w1, b1 = linear(d, h)
@@ -141,23 +168,38 @@ def run_lean(x, dims, epochs, threads, seed):
     w3, b3 = linear(latent, h)
     w4, b4 = linear(h, d)
     params = [w1, b1, w2, b2, w3, b3, w4, b4]
+    device_type = torch.device(device).type
+
+    def autocast():
+        if amp is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+
+    def step_loss(xb):
+        with autocast():
+            heads = F.linear(F.relu(F.linear(xb, w1, b1)), w2, b2)
+            mu, logvar = (heads if amp is None else heads.float()).chunk(2, -1)
+            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+            logits = F.linear(F.relu(F.linear(z, w3, b3)), w4, b4)
+            logits = logits if amp is None else logits.float()
+        rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
+        kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+        return (rec + kl) / xb.shape[0]
+
+    if compile_mode is not None:
+        step_loss = torch.compile(step_loss, mode=compile_mode)
     started = time.perf_counter()
-    data = torch.as_tensor(x)
+    data = torch.as_tensor(x).to(device)
     n = data.shape[0]
     optimizer = torch.optim.Adam(params, lr=LR, fused=True)
     times = []
     for _ in range(epochs):
         t0 = time.perf_counter()
-        perm = torch.randperm(n)
-        total = torch.zeros(())
-        for s in range(0, n, BATCH):
-            xb = data.index_select(0, perm[s : s + BATCH])
-            mu, logvar = F.linear(F.relu(F.linear(xb, w1, b1)), w2, b2).chunk(2, -1)
-            z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
-            logits = F.linear(F.relu(F.linear(z, w3, b3)), w4, b4)
-            rec = F.binary_cross_entropy_with_logits(logits, xb, reduction="sum")
-            kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
-            loss = (rec + kl) / xb.shape[0]
+        perm = torch.randperm(n, device=device)
+        total = torch.zeros((), device=device)
+        for s in range(0, n, batch):
+            xb = data.index_select(0, perm[s : s + batch])
+            loss = step_loss(xb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
