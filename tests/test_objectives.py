@@ -108,6 +108,37 @@ def test_elbo_with_more_samples_has_lower_variance(linear_gaussian):
     assert torch.all(many < one / 4)
 
 
+def test_elbo_without_a_graph_decodes_draw_by_draw_to_the_same_values(tiny_digits):
+    """Without autograd the L draws are decoded one at a time (no L x B decoder outputs at once); the
+    terms are those of decoding them together, and with a graph the draws still go in one call."""
+    from vaekit import likelihoods
+    from vaekit.nets import MLP
+
+    torch.manual_seed(0)
+    model = vaekit.Model(
+        MLP(64, 8, hidden=(32,)),
+        MLP(4, 64 * 17, hidden=(32,)),
+        likelihoods.Categorical(17),
+        latent_dim=4,
+        data_shape=(64,),
+    )
+    x = torch.as_tensor(vaekit.datasets.digits().x[:50])
+    calls = []
+    decode = model.decode_params
+    model.decode_params = lambda z, *a: (calls.append(z.shape[0]), decode(z, *a))[1]
+    torch.manual_seed(1)
+    with torch.no_grad():
+        by_draw = vaekit.elbo(model, x, n_samples=6)
+    assert calls == [1] * 6
+    calls.clear()
+    torch.manual_seed(1)
+    with torch.enable_grad():
+        together = vaekit.elbo(model, x, n_samples=6, grad=True)
+    assert calls == [6] and together.elbo.requires_grad
+    for term in ("elbo", "log_px_z", "kl", "objective"):
+        torch.testing.assert_close(getattr(by_draw, term), getattr(together, term).detach(), rtol=1e-6, atol=1e-5)
+
+
 @pytest.mark.parametrize("no_grad", [False], indirect=True)
 def test_loss_with_iw_samples_trains_on_iwae(linear_gaussian):
     model = linear_gaussian.model()

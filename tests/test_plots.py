@@ -79,6 +79,36 @@ def test_training_curves_draw_the_history(sine):
         plots.training_curves([])
 
 
+def test_to_png_draws_once_and_gives_savefigs_pixels(sine):
+    """to_png draws a constrained-layout figure once (savefig: twice) and gives the same pixels, at the
+    dpi asked, on white, and puts the figure's dpi and face colour back."""
+    from matplotlib.figure import Figure
+
+    def pixels(png):
+        return np.asarray(Image.open(io.BytesIO(png)).convert("RGBA"))
+
+    codes = np.random.default_rng(0).normal(size=(150, 4))
+    made = [
+        lambda: plots.training_curves(sine.history),
+        lambda: plots.latent_map(codes, colour=codes[:, 0], colour_name="first unit"),  # t-SNE, a colour bar
+    ]
+    for make in made:
+        for dpi in (None, 60):
+            fig = make()
+            fig.set_facecolor("#123456")
+            drawn = []
+            fig.draw = lambda renderer, fig=fig, drawn=drawn: (drawn.append(1), Figure.draw(fig, renderer))[1]
+            png = plots.to_png(fig, dpi=dpi)
+            assert len(drawn) == 1
+            assert fig.dpi == 100 and fig.get_facecolor() == pytest.approx((0x12 / 255, 0x34 / 255, 0x56 / 255, 1))
+            buf = io.BytesIO()
+            reference = make()
+            reference.savefig(buf, format="png", dpi=dpi or reference.dpi, facecolor="white")
+            ours, theirs = pixels(png), pixels(buf.getvalue())
+            assert ours.shape == theirs.shape and (ours == theirs).all()
+            assert Image.open(io.BytesIO(png)).info["dpi"] == pytest.approx((dpi or 100, dpi or 100), abs=0.01)
+
+
 def test_sine_overview_is_the_seed_000_figure(sine):
     data = sine.data("train")
     fig = figures.overview_2d(sine.model, data.x, sine.history, colour=data.extra["phase"], n_samples=300)

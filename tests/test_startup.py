@@ -174,3 +174,20 @@ def test_the_command_freezes_the_garbage_collector_before_it_exits():
     r = subprocess.run([sys.executable, "-c", code, "--help"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert "after a call False" in r.stdout and r.stdout.rstrip().endswith("frozen True")
+
+
+def test_a_command_runs_with_torch_imported_under_a_paused_collector_and_frozen():
+    """The ``vaekit`` process imports torch and the run layer with the garbage collector paused, then
+    freezes them (their objects are never garbage; every full collection would walk them): the
+    command's own code starts with the collector on and those objects out of it. From Python,
+    ``main`` leaves the collector alone."""
+    code = (
+        "import gc, sys; import vaekit.cli.sample as s; "
+        "s.run = lambda args: print('run', gc.isenabled(), gc.get_freeze_count(), 'torch' in sys.modules) or 0; "
+        "from vaekit.cli import main; main(['sample', 'x']); sys.argv = ['vaekit', 'sample', 'x']; main()"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    called, command = [line.split() for line in r.stdout.splitlines() if line.startswith("run ")]
+    assert called[1:] == ["True", "0", "False"]  # a call from Python: nothing imported early, nothing frozen
+    assert command[1] == "True" and int(command[2]) > 100_000 and command[3] == "True"

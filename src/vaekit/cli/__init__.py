@@ -151,6 +151,8 @@ def _main(argv: list[str], debug: bool) -> int:
         return 2
     name = f"vaekit {args.command}"
     try:
+        if AS_COMMAND:
+            _import_without_collector()
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
         print(
@@ -179,6 +181,25 @@ def _main(argv: list[str], debug: bool) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _import_without_collector() -> None:
+    """Import torch and vaekit's run layer, which every command imports first, with the garbage
+    collector paused, then freeze what they made (``gc.freeze``: kept out of every later collection).
+    Their hundreds of thousands of objects are module state, never garbage, yet each full collection
+    walks them all. Measured on this machine: the import 1.10-1.22 s with the collector, 1.02 s
+    without; the default ``vaekit train``'s full collections afterwards 0.21 s, 0.07 s once frozen.
+    Only in the ``vaekit`` process itself; a call of ``main`` from Python leaves the collector alone."""
+    if not gc.isenabled():
+        return
+    gc.disable()
+    try:
+        import torch  # noqa: F401
+
+        from .. import runs  # noqa: F401
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def _one_line(err: BaseException) -> str:
