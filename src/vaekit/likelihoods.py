@@ -360,9 +360,9 @@ class Categorical(Likelihood):
     def log_prob(self, params, x):
         # torch's Categorical takes the observed class's entry of the normalised logits, logits - logsumexp;
         # the same subtraction made after the gather gives the same numbers without the normalised tensor
-        # of all K classes (a default digits epoch 1.07x faster)
+        # of all K classes (a default digits epoch 1.07x faster). Broadcast by expand, not with
+        # torch.broadcast_shapes, whose first call imports 484 modules (0.27 s).
         n = self._n_event_dims()
-        # (not torch.broadcast_shapes: its first call imports 484 modules, 0.27 s)
         logits, index = self._logits(params), self.index(x).unsqueeze(-1)
         if index.dim() > logits.dim():  # data with more leading dims than the parameters: both broadcast
             index, logits = torch.broadcast_tensors(index, logits)

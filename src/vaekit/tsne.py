@@ -75,7 +75,7 @@ def _exact_tsne(z, perplexity: float, exaggeration_iter: int, n_iter: int, exagg
 
 def gradient(y: torch.Tensor, p: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """A quarter of the gradient of t-SNE's KL(P || Q) in the points ``y`` (n, 2), with the affinities
-    ``p`` (n, n, zero diagonal, summing to 1) times ``scale`` (early exaggeration):
+    ``p`` (n, n, symmetric, zero diagonal, summing to 1) times ``scale`` (early exaggeration):
     sum_j (scale p_ij - w_ij / Z) w_ij (y_i - y_j), where w_ij = 1 / (1 + |y_i - y_j|^2) and
     Z = sum_{i != j} w_ij. Three products over all pairs and no (n, n, 2) tensor:
     [y_i, |y_i|^2, 1] . [-2 y_j, 1, 1 + |y_j|^2] is 1 + |y_i - y_j|^2 (1 on the diagonal, which the
