@@ -155,6 +155,32 @@ def test_log_marginals_bernoulli_log_likelihood_equals_the_likelihoods_own():
     torch.testing.assert_close(estimate.double(), expected, rtol=1e-6, atol=0)
 
 
+@pytest.mark.parametrize(
+    "likelihood", [{"name": "categorical", "num_classes": 5}, {"name": "gaussian"}, {"name": "bernoulli"}]
+)
+def test_log_marginal_decodes_other_decoders_in_cache_sized_blocks_of_draws(likelihood, monkeypatch):
+    """Decoders without the fused path (here a Bernoulli one behind a forward hook, a categorical and a
+    Gaussian one) are called on blocks of draws of about CPU_LOGIT_BLOCK outputs; the estimates are
+    those of one call per batch."""
+    model = _model(likelihood)
+    x = _data(8) * (4 if likelihood["name"] == "categorical" else 1)
+    if likelihood["name"] == "bernoulli":
+        model.decoder.register_forward_hook(lambda *a: None)  # not a plain MLP any more: the general path
+    noise = torch.randn(60, 3, generator=torch.Generator().manual_seed(5))
+    rows = []
+    model.decoder.register_forward_pre_hook(lambda module, args: rows.append(args[0].shape[0]))
+    outputs = 8 * model.likelihood.param_shape((12,))[0]  # decoder outputs per draw of the batch
+    monkeypatch.setattr(objectives, "CPU_LOGIT_BLOCK", 7 * outputs)  # 7 draws per block
+    blocked = vaekit.log_marginal(model, x, k=60, noise=noise)
+    assert rows == [7 * 8] * 8 + [4 * 8]  # 60 draws of 8 examples: 8 blocks of 7 and one of 4
+    rows.clear()
+    monkeypatch.setattr(objectives, "CPU_LOGIT_BLOCK", 2**30)
+    whole = vaekit.log_marginal(model, x, k=60, noise=noise)
+    assert rows == [60 * 8]
+    torch.testing.assert_close(blocked.log_px, whole.log_px, rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(blocked.stderr, whole.stderr, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_log_marginals_fused_mlp_path_equals_the_decoders_own_logits(dtype, monkeypatch):
     """log p(x|z) from the decoder's last hidden layer (bias inside the product, x . l over the hidden
