@@ -182,6 +182,51 @@ def test_log_marginal_decodes_other_decoders_in_cache_sized_blocks_of_draws(like
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("name, event", [("categorical", (6,)), ("categorical256", (1, 3, 4))])
+def test_log_marginals_categorical_sum_of_exponentials_equals_the_likelihoods_own(dtype, name, event, monkeypatch):
+    """log p(x|z) of a categorical decoder from log sum exp(l) without the largest logit taken out: equal
+    to the likelihood's own (torch's logsumexp) to float rounding for moderate logits, and for pixels
+    whose sum overflows or underflows, which torch's logsumexp takes; log_marginal uses it."""
+    from vaekit import likelihoods
+
+    lik = (likelihoods.Categorical(7) if name == "categorical" else likelihoods.Categorical256(16)).bind(event)
+    g = torch.Generator().manual_seed(3)
+    params = torch.randn(5, 4, *lik.param_shape(event), generator=g, dtype=dtype) * 4
+    flat = params.view(5, 4, -1)
+    flat[0, 0, :3] = 95.0  # a sum of exponentials past float32's largest
+    flat[1, 2] = -120.0 + torch.rand(flat.shape[-1], generator=g, dtype=dtype)  # every logit of it far below
+    levels = lik.num_classes
+    x = torch.randint(0, levels, (4, *event), generator=g).to(dtype) * lik.step
+    fast = objectives._categorical_log_px_z(lik, params, x)
+    reference = lik.log_prob(params, x)
+    assert fast.shape == (5, 4) and fast.dtype == dtype and torch.isfinite(fast).all()
+    torch.testing.assert_close(fast, reference, rtol=1e-6, atol=1e-4 if dtype == torch.float32 else 1e-9)
+    if dtype == torch.float32:  # the plain sum would have been inf or -inf there: the fallback took them
+        plain = (params.view(5, 4, levels, -1).exp().sum(-2).log()).view(5, 4, -1)
+        assert not torch.isfinite(plain[0, 0]).all() and not torch.isfinite(plain[1, 2]).all()
+    model = vaekit.build_model(
+        vaekit.ModelSpec(
+            data_shape=event,
+            latent_dim=2,
+            hidden=(8,),
+            likelihood={"name": name, **({"num_classes": 7} if name == "categorical" else {"levels": 16})},
+        )
+    ).to(dtype)
+    taken = []
+    real = objectives._categorical_log_px_z
+    monkeypatch.setattr(objectives, "_categorical_log_px_z", lambda *a: taken.append(1) or real(*a))
+    noise = torch.randn(16, 2, generator=g, dtype=dtype)
+    estimate = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
+    assert taken
+    with torch.no_grad():
+        qz = model.q_z(x)
+        zs = qz.base_dist.loc + qz.base_dist.scale * noise.unsqueeze(1)
+        log_w = model.p_x(zs).log_prob(x) + model.p_z().log_prob(zs) - qz.log_prob(zs)
+        expected = torch.logsumexp(log_w.double(), 0) - np.log(16)
+    torch.testing.assert_close(estimate.double(), expected, rtol=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_log_marginals_fused_mlp_path_equals_the_decoders_own_logits(dtype, monkeypatch):
     """log p(x|z) from the decoder's last hidden layer (bias inside the product, x . l over the hidden
     units) equals sum x l - softplus(l) on the logits of decode_params, also deep in both tails, for

@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from torch.nn.modules import module as _hooks
 
 from .likelihoods import Bernoulli as _Bernoulli
+from .likelihoods import Categorical as _Categorical
 from .model import Model
 from .nets import MLP
 from .posteriors import draw
@@ -418,14 +419,38 @@ def _log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | 
 
 
 def _log_px_z_whole(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """``_log_px_z`` for all draws z in one decoder call (a Bernoulli decoder's logits: one product with x)."""
-    if c is not None or type(model.likelihood) is not _Bernoulli or type(model).log_px_z is not Model.log_px_z:
+    """``_log_px_z`` for all draws z in one decoder call (a Bernoulli decoder's logits: one product with x;
+    a categorical one's: ``_categorical_log_px_z``)."""
+    lik, plain = model.likelihood, type(model).log_px_z is Model.log_px_z
+    if c is None and plain and isinstance(lik, _Categorical) and type(lik).log_prob is _Categorical.log_prob:
+        return _categorical_log_px_z(lik, model.decode_params(z), x)
+    if c is not None or type(lik) is not _Bernoulli or not plain:
         return model.log_px_z(z, x, c)
     logits = model.decode_params(z)  # (n, B, *event)
     if logits.shape[1:] != x.shape or z.dim() != 3:
         return model.likelihood.log_prob(logits, x)
     flat = logits.reshape(*logits.shape[:2], -1)
     return torch.einsum("nbd,bd->nb", flat, x.reshape(x.shape[0], -1).to(flat.dtype)) - F.softplus(flat).sum(-1)
+
+
+def _categorical_log_px_z(lik: _Categorical, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``lik.log_prob(params, x)`` for decoder outputs no graph needs: sum over the data of the observed
+    class's logit less log sum_k exp(l_k), the sum of exponentials taken as it is, without subtracting
+    the largest logit first (torch's logsumexp makes four passes over the logits, this two). Each
+    exponential is exact to float rounding, and so is the sum while it is a normal float; where a sum
+    overflows (a logit above about 88) or is no longer a normal float (all of a pixel's logits below
+    about -70), torch's logsumexp takes those pixels. Equal to the likelihood's own to float rounding."""
+    classes = lik.num_classes
+    stacked = params.reshape(*params.shape[: params.dim() - len(lik.event_shape)], classes, -1)  # (..., K, E)
+    index = lik.index(x).reshape(*x.shape[: x.dim() - len(lik.event_shape)], 1, -1)  # (..., 1, E)
+    picked = stacked.gather(-2, index.expand(*stacked.shape[:-2], 1, stacked.shape[-1])).squeeze(-2)
+    total = torch.exp(stacked).sum(-2)  # (..., E)
+    lse = total.log_()
+    tiny = torch.finfo(total.dtype).tiny * 2**24
+    bad = ~((lse > math.log(tiny)) & (lse < math.inf))
+    if bool(bad.any()):
+        lse = torch.where(bad, stacked.logsumexp(-2), lse)
+    return (picked - lse).sum(-1)
 
 
 # activations applied elementwise: a constant pre-activation gives a constant output, which
