@@ -39,11 +39,13 @@ import vaekit
 from vaekit.nets import MLP
 
 
-def build(dims: int, latent: int, hidden: int, device: str) -> vaekit.Model:
+def build(dims: int, latent: int, hidden: int, device: str, classes: int = 0) -> vaekit.Model:
+    """The benchmark's model: Bernoulli, or with ``classes`` a categorical likelihood (the digits run's kind)."""
     torch.manual_seed(0)
+    lik = vaekit.likelihoods.Categorical(classes) if classes else vaekit.likelihoods.Bernoulli()
     encoder = MLP(dims, 2 * latent, hidden=(hidden,), activation="relu")
-    decoder = MLP(latent, dims, hidden=(hidden,), activation="relu")
-    model = vaekit.Model(encoder, decoder, vaekit.likelihoods.Bernoulli(), latent_dim=latent, data_shape=(dims,))
+    decoder = MLP(latent, dims * (classes or 1), hidden=(hidden,), activation="relu")
+    model = vaekit.Model(encoder, decoder, lik, latent_dim=latent, data_shape=(dims,))
     return model.to(device).eval()
 
 
@@ -121,6 +123,9 @@ def main() -> None:
     p.add_argument("--dims", type=int, default=784)
     p.add_argument("--latent", type=int, default=8)
     p.add_argument("--hidden", type=int, default=100)
+    p.add_argument(
+        "--classes", type=int, default=0, help="a categorical likelihood of this many classes (0: Bernoulli)"
+    )
     p.add_argument("--loop-n", type=int, default=100, help="examples the per-example loop is timed on")
     p.add_argument("--time-n", type=int, default=1000, help="examples log_marginal is timed on (without --full)")
     p.add_argument("--full", action="store_true", help="time log_marginal on all N examples")
@@ -128,15 +133,19 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=1, help="rotating rounds of the timed contenders (medians)")
     args = p.parse_args()
 
-    model = build(args.dims, args.latent, args.hidden, args.device)
+    model = build(args.dims, args.latent, args.hidden, args.device, args.classes)
     g = torch.Generator().manual_seed(1)
-    x = (torch.rand(args.n, args.dims, generator=g) > 0.5).float().to(args.device)
+    if args.classes:
+        x = torch.randint(0, args.classes, (args.n, args.dims), generator=g).float().to(args.device)
+    else:
+        x = (torch.rand(args.n, args.dims, generator=g) > 0.5).float().to(args.device)
     per = vaekit.objectives.elements_per_draw(model, x)
     budget = vaekit.objectives.DEFAULT_MAX_ELEMENTS
     batch = max(1, min(args.n, budget // per // args.k, 4096))
     print(
-        f"log p(x) with k={args.k} on N={args.n} examples of {args.dims} binary dims; model {args.dims}-{args.hidden}-"
-        f"2x{args.latent} / {args.latent}-{args.hidden}-{args.dims} (Bernoulli); device {args.device}; "
+        f"log p(x) with k={args.k} on N={args.n} examples of {args.dims} dims; model {args.dims}-{args.hidden}-"
+        f"2x{args.latent} / {args.latent}-{args.hidden}-{args.dims * (args.classes or 1)} "
+        f"({f'categorical, {args.classes} classes' if args.classes else 'Bernoulli'}); device {args.device}; "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
     print(
@@ -152,7 +161,8 @@ def main() -> None:
     timed_x = x if args.full else x[: min(args.n, args.time_n)]
     plain_x = x[: min(args.n, args.time_n)]
     chunk_rows = batch * min(args.k, max(1, budget // per // batch))
-    block_rows = chunk_rows if args.device != "cpu" else max(1, vaekit.objectives.CPU_LOGIT_BLOCK // args.dims)
+    outputs = args.dims * (args.classes or 1)  # decoder outputs per draw
+    block_rows = chunk_rows if args.device != "cpu" else max(1, vaekit.objectives.CPU_LOGIT_BLOCK // outputs)
     seconds: dict[str, list[float]] = {"batched": [], "plain": [], "gemm": []}
     for _ in range(max(1, args.rounds)):  # rotating rounds: every contender once per round
         torch.manual_seed(3)
