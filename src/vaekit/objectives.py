@@ -29,7 +29,6 @@ from torch.nn import functional as F
 from torch.nn.modules import module as _hooks
 
 from .likelihoods import Bernoulli as _Bernoulli
-from .likelihoods import Categorical as _Categorical
 from .model import Model
 from .nets import MLP
 from .posteriors import draw
@@ -208,11 +207,12 @@ def _elbo(
 
 
 def _mean_log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """``model.log_px_z(z, x, c).mean(0)``, the same values; without a graph, decoded one draw at a time.
-    All L draws at once make tensors of L x B decoder outputs (62 MB each for the default run's final
-    metrics), whose fresh pages cost more than the work on them: one draw at a time reuses memory, and
-    the final metrics took half the time."""
-    if z.shape[0] == 1 or torch.is_grad_enabled():
+    """``model.log_px_z(z, x, c).mean(0)``, the same values; on a CPU without a graph, decoded one draw at
+    a time. All L draws at once make tensors of L x B decoder outputs (62 MB each for the default run's
+    final metrics), whose fresh pages cost more than the work on them: one draw at a time reuses memory,
+    and the final metrics took half the time. (A GPU's caching allocator has no such cost, and there
+    more, smaller kernels would only add launches.)"""
+    if z.shape[0] == 1 or torch.is_grad_enabled() or z.device.type != "cpu":
         return model.log_px_z(z, x, c).mean(0)
     return torch.cat([model.log_px_z(z[i : i + 1], x, c) for i in range(z.shape[0])]).mean(0)
 
@@ -419,38 +419,18 @@ def _log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | 
 
 
 def _log_px_z_whole(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """``_log_px_z`` for all draws z in one decoder call (a Bernoulli decoder's logits: one product with x;
-    a categorical one's: ``_categorical_log_px_z``)."""
-    lik, plain = model.likelihood, type(model).log_px_z is Model.log_px_z
-    if c is None and plain and isinstance(lik, _Categorical) and type(lik).log_prob is _Categorical.log_prob:
-        return _categorical_log_px_z(lik, model.decode_params(z), x)
-    if c is not None or type(lik) is not _Bernoulli or not plain:
+    """``_log_px_z`` for all draws z in one decoder call: the likelihood's ``log_prob_without_grad``, and for
+    a Bernoulli decoder's logits one product with x."""
+    lik = model.likelihood
+    if type(model).log_px_z is not Model.log_px_z:  # a model with its own log p(x|z)
         return model.log_px_z(z, x, c)
+    if c is not None or type(lik) is not _Bernoulli:
+        return lik.log_prob_without_grad(model.decode_params(z) if c is None else model.decode_params(z, c), x)
     logits = model.decode_params(z)  # (n, B, *event)
     if logits.shape[1:] != x.shape or z.dim() != 3:
         return model.likelihood.log_prob(logits, x)
     flat = logits.reshape(*logits.shape[:2], -1)
     return torch.einsum("nbd,bd->nb", flat, x.reshape(x.shape[0], -1).to(flat.dtype)) - F.softplus(flat).sum(-1)
-
-
-def _categorical_log_px_z(lik: _Categorical, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """``lik.log_prob(params, x)`` for decoder outputs no graph needs: sum over the data of the observed
-    class's logit less log sum_k exp(l_k), the sum of exponentials taken as it is, without subtracting
-    the largest logit first (torch's logsumexp makes four passes over the logits, this two). Each
-    exponential is exact to float rounding, and so is the sum while it is a normal float; where a sum
-    overflows (a logit above about 88) or is no longer a normal float (all of a pixel's logits below
-    about -70), torch's logsumexp takes those pixels. Equal to the likelihood's own to float rounding."""
-    classes = lik.num_classes
-    stacked = params.reshape(*params.shape[: params.dim() - len(lik.event_shape)], classes, -1)  # (..., K, E)
-    index = lik.index(x).reshape(*x.shape[: x.dim() - len(lik.event_shape)], 1, -1)  # (..., 1, E)
-    picked = stacked.gather(-2, index.expand(*stacked.shape[:-2], 1, stacked.shape[-1])).squeeze(-2)
-    total = torch.exp(stacked).sum(-2)  # (..., E)
-    lse = total.log_()
-    tiny = torch.finfo(total.dtype).tiny * 2**24
-    bad = ~((lse > math.log(tiny)) & (lse < math.inf))
-    if bool(bad.any()):
-        lse = torch.where(bad, stacked.logsumexp(-2), lse)
-    return (picked - lse).sum(-1)
 
 
 # activations applied elementwise: a constant pre-activation gives a constant output, which
