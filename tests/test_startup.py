@@ -191,3 +191,30 @@ def test_a_command_runs_with_torch_imported_under_a_paused_collector_and_frozen(
     called, command = [line.split() for line in r.stdout.splitlines() if line.startswith("run ")]
     assert called[1:] == ["True", "0", "False"]  # a call from Python: nothing imported early, nothing frozen
     assert command[1] == "True" and int(command[2]) > 100_000 and command[3] == "True"
+
+
+def test_the_command_ends_its_process_after_the_atexit_handlers():
+    """The ``vaekit`` process leaves with ``os._exit`` once its command has returned (no teardown of
+    every module): the atexit handlers have run, stdout is flushed, the exit code is the command's.
+    From Python ``main`` returns; with a non-daemon thread alive the usual shutdown runs, which
+    waits for it."""
+    code = """
+import atexit, sys, threading, time
+import vaekit.cli.sample as s
+from vaekit.cli import main
+ran = threading.Event()
+s.run = lambda args: ran.set() or print("ran", end="") or 3
+atexit.register(lambda: print(" atexit", end=""))
+print("call", main(["sample", "x"]), end=" ")
+ran.clear()
+if sys.argv[1] == "thread":  # a library's worker, still running after the command
+    threading.Thread(target=lambda: (ran.wait(), time.sleep(0.3), print(" thread", end=""))).start()
+sys.argv = ["vaekit", "sample", "x"]
+print(" returned", main(), end="")
+"""
+    r = subprocess.run([sys.executable, "-c", code, "alone"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 3, r.stderr
+    assert r.stdout == "rancall 3 ran atexit"  # the command's process ended inside main()
+    r = subprocess.run([sys.executable, "-c", code, "thread"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "rancall 3 ran returned 3 thread atexit"

@@ -89,28 +89,6 @@ def to_png(fig, dpi: int | None = None) -> bytes:
     return buf.getvalue()
 
 
-def preload() -> None:
-    """Import what drawing needs (matplotlib's Agg stack) and draw one small figure with a title and a
-    mathtext label, which builds the font and mathtext caches, so that the first real figure pays none
-    of it. ``vaekit train`` runs this in a thread while the model trains when a core is idle. The figure
-    has what vaekit's have (lines with a legend, an image, a scatter with a colour bar, a suptitle), so
-    that no first use of one is left: after the old one-panel preload, the first line figure and the first
-    image grid each took 0.09 s longer than the next."""
-    fig, axes = _figure(1, 2, width=3.0, height=1.5)
-    lines, pictures = axes[0]
-    lines.plot([0, 1], [0, 1], label="train")
-    lines.plot([0, 1], [1, 0], ls="--", label="validation")
-    lines.legend(fontsize=7)
-    lines.set(xlabel="$z_1$", ylabel="nats", title="preload")
-    lines.grid(alpha=0.3)
-    pictures.imshow(np.linspace(0, 1, 16).reshape(4, 4), cmap="gray", interpolation="nearest")
-    scatter = pictures.scatter([0, 1, 2], [2, 1, 0], c=[0.0, 0.5, 1.0], cmap=VALUE_CMAP, s=7)
-    fig.colorbar(scatter, ax=pictures, shrink=0.85)
-    pictures.set_xticks([])
-    fig.suptitle("preload", fontsize=9)
-    to_png(fig)
-
-
 def save(fig, path: str | os.PathLike, dpi: int | None = None) -> None:
     """Write the figure as a PNG, atomically."""
     from .checkpoint import atomic_write_bytes

@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import os
 import sys
-import threading
 import time
 
 from ..config import RunConfig
@@ -89,23 +88,16 @@ def run(args: argparse.Namespace) -> int:
         loggers.append(logger)
         return [logger]
 
-    drawing = _EarlyDrawing()  # the figures: a head start beside training, then drawing once the model is saved
+    drawing = _EarlyDrawing()  # the figures: drawing starts once the model is saved
     # under torchrun every process runs this command; launch() joins them into one job for the training
     # alone, and every process leaves the job together once it is trained, before the main one draws
     with distributed.launch() as job:
         main = job.is_main
-        if draw and main and _core_to_spare():
-            drawing.head_start = _DrawingHeadStart()
-        head_start = drawing.head_start
-
-        def callbacks(path):
-            return [*(trackers(path) if log is not None else []), *([head_start] if head_start else [])]
-
         try:
             result = _train_or_resume(
                 runs,
                 given,
-                callbacks if log is not None or head_start else None,
+                trackers if log is not None else None,
                 drawing if draw and main and not job.active else None,  # no fork beside the job's threads
             )
         except BaseException:
@@ -129,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
 class _EarlyDrawing:
     """``runs.train``'s ``saved`` hook: once the final weights are in the run folder, a forked copy of
     this process starts drawing the figures (``figures.SharedDrawing``, where two cores are free)
-    while this one computes the final metrics; ``_figures_and_report`` then draws the rest here. The
-    matplotlib preload thread is joined first: no thread may be inside an import when the process
-    forks."""
+    while this one computes the final metrics; ``_figures_and_report`` then draws the rest here.
+    Nothing of drawing is imported or drawn beside training: a thread that imported matplotlib and
+    drew a first figure there (0.43 s of work) made the epochs of the default run 0.2-0.5 s longer
+    (it holds the interpreter lock), at 1 training thread as at 2, for 0.3 s less drawing."""
 
     def __init__(self) -> None:
-        self.head_start: _DrawingHeadStart | None = None  # matplotlib imported beside training (an idle core)
         self.shared = None  # figures.SharedDrawing once started
-        self.seconds = 0.0  # spent here (the preload's rest and the fork), counted with the figures
+        self.seconds = 0.0  # spent here (the fork), counted with the figures
 
     def __call__(self, path) -> int | None:
         """Start the copy; the final metrics then take 1 thread (a step of 2 threads on 2 cores beside the
@@ -144,7 +136,6 @@ class _EarlyDrawing:
         from .. import figures
 
         started = time.perf_counter()
-        self.join_preload()
         if figures.processes_free() >= 2:
             try:
                 self.shared = figures.SharedDrawing(path)
@@ -153,28 +144,9 @@ class _EarlyDrawing:
         self.seconds = time.perf_counter() - started
         return 1 if self.shared is not None else None
 
-    def join_preload(self) -> None:
-        if self.head_start is not None and self.head_start.preload is not None:
-            self.head_start.preload.join()
-
     def cancel(self) -> None:
         if self.shared is not None:
             self.shared.cancel()
-
-
-class _DrawingHeadStart:
-    """A ``fit`` callback: once the first epoch has ended, matplotlib and openTSNE are imported in a
-    thread beside training, so that drawing does not pay for them afterwards. Not before: the thread
-    trial at the start of training must time its steps without that import beside them (it made the
-    trial take 0.4 s instead of 0.15 and tilted it against two threads)."""
-
-    def __init__(self) -> None:
-        self.preload: threading.Thread | None = None
-
-    def __call__(self, model, state) -> None:
-        if self.preload is None:
-            self.preload = threading.Thread(target=_preload_drawing, name="vaekit-preload-drawing", daemon=True)
-            self.preload.start()
 
 
 def _train_or_resume(runs, given, track, saved=None):
@@ -201,25 +173,6 @@ def _train_or_resume(runs, given, track, saved=None):
         return runs.train(RunConfig.from_settings(settings), log=_log, callbacks=track, saved=saved)
 
 
-def _preload_drawing() -> None:
-    try:
-        from .. import plots
-
-        plots.preload()
-    except Exception:  # noqa: BLE001 - only a head start: drawing itself reports any real failure
-        pass
-
-
-def _core_to_spare() -> bool:
-    """Whether a CPU core is idle (1-minute load average at least one below the core count), so that
-    importing the drawing libraries beside training takes nothing from it. On 2 cores busy with other
-    work the same imports made the epochs as much slower as they saved afterwards."""
-    try:
-        return os.getloadavg()[0] <= (os.cpu_count() or 1) - 1
-    except OSError:
-        return False
-
-
 def _since_process_start() -> float | None:
     """Seconds since this process started (Linux ``/proc``, 10 ms ticks), or None elsewhere."""
     try:
@@ -237,7 +190,6 @@ def _figures_and_report(run_dir, spent, drawing: _EarlyDrawing, start) -> int:
 
     began = time.perf_counter()
     try:
-        drawing.join_preload()  # counted in the figures' time: whatever of it training did not hide
         # not started early under torchrun: drawn now, in two processes where two cores are free
         free = figures.processes_free() if drawing.shared is None else 1
         path, seconds = report.write_all(run_dir, drawing=drawing.shared, processes=free)
