@@ -833,6 +833,68 @@ class SharedDrawing:
         self.folder.cleanup()
 
 
+class ServedDrawing:
+    """A run's figures drawn by a ``drawing.DrawingServer``, the process ``vaekit train`` forks before
+    it imports torch, which has matplotlib imported and warm by the time training ends. Each figure is
+    recorded here as soon as this object is made (``plots.recording``: its arrays, computed with the
+    model on 1 thread, the server drawing on the other core) and sent at once; the figures that
+    compute most (the t-SNE map) are recorded last, so that the server draws from the start.
+    ``finish`` gathers the PNGs and draws here any the server did not deliver (it failed, died or
+    hung), where a real failure raises. The same PNGs as ``render``: every figure is seeded, and the
+    same code draws it from the same arrays."""
+
+    def __init__(self, run: runs.Run | str | Path, server, which: list[str] | None = None, dpi: int = 100) -> None:
+        self.v, self.names = _prepare(run, which)
+        self.dpi, self.server = dpi, server
+        self.recorded: dict[str, float] = {}  # name -> seconds spent here computing its arrays
+        self.sent: list[str] = []
+        order = sorted(self.names, key=lambda n: n in RECORDED_LAST)
+        threads = torch.get_num_threads()
+        try:
+            torch.set_num_threads(1)
+            for name in order:
+                started = time.perf_counter()
+                try:
+                    with plots.recording():
+                        drawing = KINDS[name].make(self.v)
+                except Exception:  # noqa: BLE001 - finish draws it here, where the failure is raised
+                    continue
+                self.recorded[name] = time.perf_counter() - started
+                if isinstance(drawing, plots.Drawing) and server.submit(name, drawing, dpi):
+                    self.sent.append(name)
+        finally:
+            torch.set_num_threads(threads)
+
+    @property
+    def child(self):
+        """The drawing process while it can still deliver (``report.write_all`` counts two processes)."""
+        return self.server if self.sent else None
+
+    def finish(self, seconds: dict[str, float] | None = None) -> dict[str, bytes]:
+        """Gather the server's PNGs and draw the rest here: name -> PNG bytes, in the chosen order;
+        ``seconds`` as in ``render`` (a served figure: its arrays here plus its drawing there)."""
+        seconds = {} if seconds is None else seconds
+        try:
+            delivered = self.server.collect(self.sent, CHILD_WAIT_S)
+        finally:
+            self.cancel()
+        pngs: dict[str, bytes] = {}
+        for name in self.names:
+            if name in delivered:
+                pngs[name], drawn = delivered[name]
+                seconds[name] = self.recorded[name] + drawn
+            else:
+                pngs[name] = _draw(self.v, name, self.dpi, seconds)
+        return pngs
+
+    def cancel(self) -> None:
+        """Stop the server and remove its folder."""
+        self.server.close()
+
+
+RECORDED_LAST = ("latent", "overview")  # their arrays take longest to compute (t-SNE; encoder and decoder)
+
+
 class _Counter:
     """The shared counter's stand-in when no copy runs."""
 

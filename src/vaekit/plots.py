@@ -22,15 +22,19 @@ Latent units are numbered from 1 in every title and label (z_1 is array index 0)
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import functools
 import io
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 __all__ = [
+    "Drawing",
     "class_panels",
     "embed_2d",
     "image_grid",
@@ -42,6 +46,7 @@ __all__ = [
     "overview_2d",
     "points_over_data",
     "reconstruction_grid",
+    "recording",
     "save",
     "tile",
     "to_png",
@@ -57,6 +62,91 @@ OVER_DATA_CMAP = "viridis"  # points over grey data: no pale middle that vanishe
 ORDERED_CMAP = "viridis"
 
 
+# -- figures drawn later, elsewhere ---------------------------------------------------------------
+_RECORDING = contextvars.ContextVar("vaekit_plots_recording", default=False)
+_DRAWERS: dict[str, Callable[..., Any]] = {}  # name -> the drawing function itself
+
+
+class Drawing:
+    """A figure not drawn yet: which drawing function of this module, and its arguments, with any
+    torch tensor among them made a numpy array, so that a process without torch can unpickle it and
+    draw it (``vaekit.drawing``). ``figure()`` draws it; ``to_png`` takes one as it takes a Figure.
+    Arguments that are Drawings themselves (``class_panels``' panels) are drawn first."""
+
+    __slots__ = ("function", "args", "kwargs")
+
+    def __init__(self, function: str, args: tuple, kwargs: dict[str, Any]) -> None:
+        self.function, self.args, self.kwargs = function, args, kwargs
+
+    def __reduce__(self):
+        return Drawing, (self.function, self.args, self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"Drawing({self.function})"
+
+    def figure(self):
+        token = _RECORDING.set(False)
+        try:
+            args = [_drawn_now(a) for a in self.args]
+            kwargs = {k: _drawn_now(v) for k, v in self.kwargs.items()}
+            return _DRAWERS[self.function](*args, **kwargs)
+        finally:
+            _RECORDING.reset(token)
+
+
+@contextlib.contextmanager
+def recording():
+    """Within it, the figure functions of this module return a ``Drawing`` instead of drawing, after
+    doing whatever needs more than matplotlib at once (``latent_map``'s embedding)."""
+    token = _RECORDING.set(True)
+    try:
+        yield
+    finally:
+        _RECORDING.reset(token)
+
+
+def _portable(x):
+    """``x`` as builtins and numpy arrays, which a process without torch or vaekit's model code can
+    unpickle: a tensor becomes an array, a list, tuple or dict of any class (a ``train.History``)
+    a plain one."""
+    if hasattr(x, "detach"):
+        return _np(x)
+    if isinstance(x, (list, tuple)):
+        return (list if isinstance(x, list) else tuple)(_portable(a) for a in x)
+    if isinstance(x, dict):
+        return {k: _portable(v) for k, v in x.items()}
+    return x
+
+
+def _drawn_now(x):
+    if isinstance(x, Drawing):
+        return x.figure()
+    if isinstance(x, (list, tuple)) and any(isinstance(a, Drawing) for a in x):
+        return type(x)(_drawn_now(a) for a in x)
+    return x
+
+
+def _recordable(prepare: Callable[[tuple, dict], tuple[tuple, dict]] | None = None):
+    """Register a figure function: called under ``recording()`` it returns a ``Drawing`` of its
+    arguments (``prepare`` may first compute what the drawing would otherwise compute itself)."""
+
+    def register(fn):
+        _DRAWERS[fn.__name__] = fn
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            if not _RECORDING.get():
+                return fn(*args, **kwargs)
+            args, kwargs = tuple(_portable(a) for a in args), {k: _portable(v) for k, v in kwargs.items()}
+            if prepare is not None:
+                args, kwargs = prepare(args, kwargs)
+            return Drawing(fn.__name__, args, kwargs)
+
+        return call
+
+    return register
+
+
 # -- figure plumbing ----------------------------------------------------------------------
 def _figure(nrows: int = 1, ncols: int = 1, width: float | None = None, height: float | None = None):
     from matplotlib.figure import Figure
@@ -70,10 +160,13 @@ def to_png(fig, dpi: int | None = None) -> bytes:
     """The figure rendered as PNG bytes on a white background: one draw on an Agg canvas (the layout
     engine runs inside it) and PIL's PNG encoder. ``savefig`` draws a figure with a layout engine twice,
     once to lay it out and once to render it; the pixels are the same, and one draw is 1.1-1.3x faster
-    on vaekit's figures. The figure's dpi and face colour are put back afterwards."""
+    on vaekit's figures. The figure's dpi and face colour are put back afterwards. A ``Drawing`` is
+    drawn first."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from PIL import Image
 
+    if isinstance(fig, Drawing):
+        fig = fig.figure()
     dpi = dpi or fig.dpi
     before = fig.dpi, fig.get_facecolor()
     try:
@@ -185,6 +278,7 @@ def _robust_limits(series: list[np.ndarray]) -> tuple[float, float] | None:
     return lo - pad, hi + pad
 
 
+@_recordable()
 def training_curves(history: Sequence[dict[str, Any]], *, title: str | None = None):
     """ELBO, reconstruction log p(x|z) and KL per epoch, train (solid) and validation (dashed),
     one panel each (nats per example). Early epochs far off scale are clipped from the y-range
@@ -253,6 +347,7 @@ def _check_2d(x: np.ndarray, what: str = "data") -> np.ndarray:
     return x
 
 
+@_recordable()
 def overview_2d(
     x,
     code,
@@ -385,6 +480,7 @@ def _show_mosaic(ax, mosaic: np.ndarray, value_range: tuple[float, float] | None
     return im
 
 
+@_recordable()
 def image_grid(
     images,
     image_shape: Sequence[int],
@@ -403,6 +499,7 @@ def image_grid(
     return fig
 
 
+@_recordable()
 def reconstruction_grid(
     originals,
     reconstructions,
@@ -427,6 +524,7 @@ def reconstruction_grid(
     return fig
 
 
+@_recordable()
 def image_rows(
     rows,
     image_shape: Sequence[int],
@@ -461,6 +559,7 @@ def image_rows(
     return fig
 
 
+@_recordable()
 def points_over_data(points, data=None, *, colour=None, colour_name: str = "", title: str = "", label: str = "samples"):
     """2-D points (generated or reconstructed) over the data in grey, coloured by ``colour``."""
     points = _check_2d(points, label)
@@ -482,6 +581,7 @@ def points_over_data(points, data=None, *, colour=None, colour_name: str = "", t
 
 
 # -- the latent space ---------------------------------------------------------------------------
+@_recordable()
 def manifold_figure(
     decoded,
     values,
@@ -655,6 +755,18 @@ def embed_2d(z, method: str = "auto", *, max_points: int = 2000, seed: int = 0) 
     raise ValueError(f"unknown embedding method {method!r}; choose auto, pca or tsne")
 
 
+def _embedded_first(args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    """``latent_map``'s arguments with its 2-D embedding computed now (t-SNE runs on torch)."""
+    z = _np(args[0] if args else kwargs["z"])
+    if z.ndim == 2 and z.shape[1] > 1 and kwargs.get("embedding") is None:
+        method, max_points, seed = (
+            kwargs.get(k, d) for k, d in (("method", "auto"), ("max_points", 2000), ("seed", 0))
+        )
+        kwargs = {**kwargs, "embedding": embed_2d(z, method, max_points=max_points, seed=seed)}
+    return args, kwargs
+
+
+@_recordable(prepare=_embedded_first)
 def latent_map(
     z,
     *,
@@ -664,10 +776,13 @@ def latent_map(
     method: str = "auto",
     max_points: int = 2000,
     seed: int = 0,
+    embedding: tuple[np.ndarray, np.ndarray, str] | None = None,
 ):
     """A map of encoder means: the two units of a 2-D code (dashed circles at 1 and 2 prior standard
     deviations), PCA or t-SNE above two dimensions, coloured by class label or a continuous value.
-    A 1-D code is drawn against the colouring value (or as a histogram against the prior's density)."""
+    A 1-D code is drawn against the colouring value (or as a histogram against the prior's density).
+    ``embedding``: ``embed_2d``'s result for these codes, computed beforehand (a recorded map's is
+    computed where it is recorded, so that drawing it needs no torch)."""
     z = _np(z)
     labels = None if labels is None else _np(labels)
     colour = None if colour is None else _np(colour)
@@ -694,7 +809,7 @@ def latent_map(
             ax.scatter(colour, z[:, 0], c=colour, cmap=VALUE_CMAP, s=7, alpha=0.7, linewidths=0)
             _pretty(ax, colour_name, "encoder mean $z_1$", f"Encoder mean against {colour_name}")
         return fig
-    points, index, how = embed_2d(z, method, max_points=max_points, seed=seed)
+    points, index, how = embedding if embedding is not None else embed_2d(z, method, max_points=max_points, seed=seed)
     lab = None if labels is None else labels[index]
     col = None if colour is None else colour[index]
     _scatter(ax, points, labels=lab, colour=col, colour_name=colour_name, fig=fig)
@@ -713,6 +828,7 @@ def latent_map(
 INFORMATIVE_KL = 0.1  # nats: a unit's average KL bounds what it tells about x (I(x; z_h) <= E_x KL), 0.14 bits
 
 
+@_recordable()
 def kl_units(kl, *, threshold: float = INFORMATIVE_KL, adds_up: bool = True):
     """Bar chart of the average KL(q(z_h|x) || p(z_h)) per latent unit h = 1..H, in nats. Units below
     ``threshold`` nats (default 0.1: the unit carries at most that much information about x) are grey,
@@ -815,6 +931,7 @@ def _paths_2d(
     return fig
 
 
+@_recordable()
 def traversal_figure(
     decoded,
     units: Sequence[int],
@@ -855,6 +972,7 @@ def traversal_figure(
     )
 
 
+@_recordable()
 def interpolation_figure(
     x_from,
     x_to,
@@ -902,6 +1020,7 @@ def _raster(fig, dpi: int) -> np.ndarray:
     return np.asarray(canvas.buffer_rgba()).copy()
 
 
+@_recordable()
 def class_panels(figures, titles: Sequence[str], *, title: str | None = None, ncols: int | None = None, dpi: int = 90):
     """Figures of one kind for several classes (or covariate groups), side by side: one panel per
     figure, titled by ``titles`` (e.g. "class 3"), in rows of ``ncols`` (default: up to 4). Each

@@ -515,12 +515,13 @@ def write_all(
     dpi: int = 100,
     out: str | Path | None = None,
     processes: int = 1,
-    drawing: figures.SharedDrawing | None = None,
+    drawing: figures.SharedDrawing | figures.ServedDrawing | None = None,
 ) -> tuple[Path, dict[str, float]]:
     """Draw the run's figures, write ``figures/*.png`` and the report: (the report's path, wall seconds
     per step: ``figures`` in all, one entry per figure name, and ``report``; and ``processes``, how
-    many drew). ``processes`` as in ``figures.render``; ``drawing``, a ``figures.SharedDrawing`` of
-    this run already started, is finished instead of drawing anew (its figures and dpi)."""
+    many drew). ``processes`` as in ``figures.render``; ``drawing``, a ``figures.SharedDrawing`` or
+    ``figures.ServedDrawing`` of this run already started, is finished instead of drawing anew (its
+    figures and dpi)."""
     start = time.perf_counter()
     if not isinstance(run, runs.Run):
         run = runs.open_run(run)

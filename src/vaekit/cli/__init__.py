@@ -2,7 +2,8 @@
 
 Commands are registered by name: the parser imports only the module of the command being run,
 and command modules import torch and friends inside ``run``, so ``vaekit --help``,
-``vaekit COMMAND --help`` and argument errors stay instant.
+``vaekit COMMAND --help`` and argument errors stay instant. A command module may also have
+``prepare(args)``, which the ``vaekit`` process calls before it imports torch.
 
 Errors the user can fix (bad arguments, bad data, unreadable files) end with one line on
 stderr and exit code 2; a training run that diverges ends with one line and exit code 1; any
@@ -68,7 +69,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     for name, help_text in COMMANDS.items():
         if name == command:
             module = importlib.import_module(f".{name}", __name__)
-            module.add_parser(sub).set_defaults(_run=module.run)
+            module.add_parser(sub).set_defaults(_run=module.run, _prepare=getattr(module, "prepare", None))
         else:
             sub.add_parser(name, help=help_text, add_help=False)
     return parser
@@ -177,6 +178,8 @@ def _main(argv: list[str], debug: bool) -> int:
     name = f"vaekit {args.command}"
     try:
         if AS_COMMAND:
+            if args._prepare is not None:  # the command's work before torch is imported (vaekit train: fork)
+                args._prepare(args)
             _import_without_collector()
         return int(args._run(args) or 0)
     except KeyboardInterrupt:

@@ -23,16 +23,30 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """Before torch is imported: fork the process that draws the figures (``vaekit.drawing``), which
+    imports matplotlib on the other core while this one imports torch."""
+    from ..drawing import DrawingServer
+
+    args._drawing_server = DrawingServer.start()
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import figures, report
 
-    run_ = outputs.open_run(args)
-    if args.out:
-        out = Path(args.out)
-        if out.suffix.lower() not in (".html", ".htm"):
-            raise ValueError(f"report file {out} must end in .html")
-        if not out.parent.exists():
-            raise ValueError(f"the folder of the report file {out} does not exist; create it first")
-    path, _ = report.write_all(run_, dpi=args.dpi, out=args.out, processes=figures.processes_free())
+    server = getattr(args, "_drawing_server", None)
+    try:
+        run_ = outputs.open_run(args)
+        if args.out:
+            out = Path(args.out)
+            if out.suffix.lower() not in (".html", ".htm"):
+                raise ValueError(f"report file {out} must end in .html")
+            if not out.parent.exists():
+                raise ValueError(f"the folder of the report file {out} does not exist; create it first")
+        served = figures.ServedDrawing(run_, server, dpi=args.dpi) if server is not None and server.alive() else None
+        path, _ = report.write_all(run_, dpi=args.dpi, out=args.out, processes=figures.processes_free(), drawing=served)
+    finally:
+        if server is not None:
+            server.close()
     print(path)
     return 0

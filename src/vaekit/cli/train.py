@@ -58,6 +58,16 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
+def prepare(args: argparse.Namespace) -> None:
+    """Before torch is imported: where this process will draw the figures, fork the process that draws
+    them (``vaekit.drawing``), so that it imports matplotlib on the other core while this one imports
+    torch."""
+    if getattr(args, "figures", True) and int(os.environ.get("WORLD_SIZE", "1") or 1) == 1:
+        from ..drawing import DrawingServer
+
+        args._drawing_server = DrawingServer.start()
+
+
 def _log(message: str) -> None:
     print(message, flush=True)
 
@@ -88,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         loggers.append(logger)
         return [logger]
 
-    drawing = _EarlyDrawing()  # the figures: drawing starts once the model is saved
+    drawing = _EarlyDrawing(
+        getattr(args, "_drawing_server", None)
+    )  # the figures: drawing starts once the model is saved
     # under torchrun every process runs this command; launch() joins them into one job for the training
     # alone, and every process leaves the job together once it is trained, before the main one draws
     with distributed.launch() as job:
@@ -110,43 +122,57 @@ def run(args: argparse.Namespace) -> int:
     spent = {"startup": startup, **result.seconds, "run": time.perf_counter() - start, "drawing": drawing.seconds}
     # under torchrun the other processes are done once training is; only the main one draws
     code = 0
-    if draw and main:
-        with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
-            code = _figures_and_report(result.run_dir, spent, drawing, start)
+    try:
+        if draw and main:
+            with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
+                code = _figures_and_report(result.run_dir, spent, drawing, start)
+    finally:
+        drawing.cancel()
     if loggers:
         print(f"logged: {tracking.finish_run(loggers[0], result.run_dir)}")
     return code
 
 
 class _EarlyDrawing:
-    """``runs.train``'s ``saved`` hook: once the final weights are in the run folder, a forked copy of
-    this process starts drawing the figures (``figures.SharedDrawing``, where two cores are free)
-    while this one computes the final metrics; ``_figures_and_report`` then draws the rest here.
+    """``runs.train``'s ``saved`` hook: once the final weights are in the run folder, drawing starts
+    in a second process while this one computes the final metrics.
+
+    - With the drawing process forked at start-up (``prepare``), which has matplotlib warm: every
+      figure's arrays are computed here and sent to it (``figures.ServedDrawing``). This process then
+      never imports matplotlib.
+    - Else, where two cores are free, a copy of this process forked now draws the figures
+      (``figures.SharedDrawing``) and ``_figures_and_report`` draws the rest here after the metrics.
+
     Nothing of drawing is imported or drawn beside training: a thread that imported matplotlib and
     drew a first figure there (0.43 s of work) made the epochs of the default run 0.2-0.5 s longer
     (it holds the interpreter lock), at 1 training thread as at 2, for 0.3 s less drawing."""
 
-    def __init__(self) -> None:
-        self.shared = None  # figures.SharedDrawing once started
-        self.seconds = 0.0  # spent here (the fork), counted with the figures
+    def __init__(self, server=None) -> None:
+        self.server = server  # drawing.DrawingServer, forked before torch was imported, or None
+        self.shared = None  # figures.ServedDrawing or figures.SharedDrawing once started
+        self.seconds = 0.0  # spent here (recording the figures, or the fork), counted with the figures
 
     def __call__(self, path) -> int | None:
-        """Start the copy; the final metrics then take 1 thread (a step of 2 threads on 2 cores beside the
-        copy waits at every barrier for the thread that is not running: 3x slower seen)."""
+        """Start drawing; the final metrics then take 1 thread (a step of 2 threads on 2 cores beside the
+        other process waits at every barrier for the thread that is not running: 3x slower seen)."""
         from .. import figures
 
         started = time.perf_counter()
-        if figures.processes_free() >= 2:
-            try:
+        try:
+            if self.server is not None and self.server.alive():
+                self.shared = figures.ServedDrawing(path, self.server)
+            elif figures.processes_free() >= 2:
                 self.shared = figures.SharedDrawing(path)
-            except Exception:  # noqa: BLE001 - the run goes on to its metrics; drawing after it reports this
-                self.shared = None
+        except Exception:  # noqa: BLE001 - the run goes on to its metrics; drawing after it reports this
+            self.shared = None
         self.seconds = time.perf_counter() - started
         return 1 if self.shared is not None else None
 
     def cancel(self) -> None:
         if self.shared is not None:
             self.shared.cancel()
+        if self.server is not None:
+            self.server.close()
 
 
 def _train_or_resume(runs, given, track, saved=None):
