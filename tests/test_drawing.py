@@ -146,6 +146,92 @@ def test_a_figure_the_server_does_not_deliver_is_drawn_here(digits4, monkeypatch
     assert not server.process.is_alive()
 
 
+def _meeting(folder):
+    """A drawing function that returns only once another drawing of it has started: each one marks its
+    start, waits up to 30 s for a second mark, writes how many were drawing at that moment, holds on
+    for a second and marks its end. Drawn one at a time, the first would raise."""
+    import numpy as np
+
+    def draw(tag):
+        (folder / f"start-{tag}").touch()
+        deadline = time.perf_counter() + 30
+        while len(list(folder.glob("start-*"))) < 2:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("drawn alone")
+            time.sleep(0.01)
+        drawing_now = len(list(folder.glob("start-*"))) - len(list(folder.glob("end-*")))
+        (folder / f"seen-{tag}").write_text(str(drawing_now))
+        time.sleep(1.0)
+        (folder / f"end-{tag}").touch()
+        return plots.kl_units(np.array([1.0, 0.5]))
+
+    return draw
+
+
+def test_the_server_draws_two_figures_at_once_and_no_more(monkeypatch, tmp_path):
+    """With two drawers, two figures are drawn at the same time (each waits for the other to start),
+    and a third waits for one of them to end."""
+    monkeypatch.setitem(plots._DRAWERS, "meet", _meeting(tmp_path))
+    server = drawing.DrawingServer.start(drawers=2)
+    try:
+        names = ["a", "b", "c"]
+        for name in names:
+            assert server.submit(name, plots.Drawing("meet", (name,), {}), 40)
+        delivered = server.collect(names, timeout=120)
+    finally:
+        server.close()
+    assert sorted(delivered) == names
+    assert all(png.startswith(b"\x89PNG") and seconds > 0 for png, seconds in delivered.values())
+    seen = sorted(int((tmp_path / f"seen-{n}").read_text()) for n in names)
+    assert seen[1:] == [2, 2] and seen[0] in (1, 2)  # "c" started once "a" or "b" had ended
+    with pytest.raises(ValueError, match="at least 1"):
+        drawing.DrawingServer.start(drawers=0)
+
+
+def _gone(pid):
+    """The process has ended (a zombie waiting to be reaped counts as ended)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+    return state in ("Z", "X")
+
+
+def test_a_drawer_that_dies_is_reported_at_once_and_a_hung_one_is_killed_on_close(monkeypatch, tmp_path):
+    """A drawer that dies is reported undelivered by the server, without waiting for the timeout,
+    while the other figures are delivered; closing the server kills a drawer that hangs."""
+
+    def dies():
+        os._exit(3)
+
+    def hangs():
+        (tmp_path / "pid").write_text(str(os.getpid()))
+        time.sleep(600)
+
+    monkeypatch.setitem(plots._DRAWERS, "dies", dies)
+    monkeypatch.setitem(plots._DRAWERS, "hangs", hangs)
+    server = drawing.DrawingServer.start(drawers=2)
+    try:
+        server.submit("dead", plots.Drawing("dies", (), {}), 40)
+        server.submit("fine", plots.Drawing("kl_units", ([1.0, 0.2],), {}), 40)
+        started = time.perf_counter()
+        delivered = server.collect(["dead", "fine"], timeout=600)
+        assert time.perf_counter() - started < 60 and list(delivered) == ["fine"]
+        server.submit("hung", plots.Drawing("hangs", (), {}), 40)
+        assert server.collect(["hung"], timeout=1.0) == {}
+        deadline = time.perf_counter() + 30
+        while not (tmp_path / "pid").exists() and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        pid = int((tmp_path / "pid").read_text())
+        assert not _gone(pid)
+    finally:
+        server.close()
+    deadline = time.perf_counter() + 30
+    while not _gone(pid) and time.perf_counter() < deadline:
+        time.sleep(0.01)
+    assert _gone(pid) and not Path(server.folder).exists()
+
+
 def test_a_dead_server_takes_nothing_and_this_process_draws_it_all(digits4):
     alone = figures.render(digits4)
     server = drawing.DrawingServer.start()
