@@ -1,5 +1,5 @@
-"""The default run end to end, code against code: ``vaekit train`` (digits, the defaults) or ``vaekit
-report`` of one finished run, from two or more source trees in rotating rounds (A, B, A, B, ...), a
+"""The default run end to end, code against code: ``vaekit train`` (digits, the defaults), or ``vaekit
+report`` or ``vaekit evaluate`` of one finished run, from two or more source trees in rotating rounds (A, B, A, B, ...), a
 fresh process per run and a pause between runs. A tree is a git revision of this repository (its
 ``src`` is exported into a temporary folder) or the path of a ``src`` folder; ``.`` is the working
 tree.
@@ -7,10 +7,11 @@ tree.
 For ``train`` it reads the time line that the command prints last (start-up, epochs, figures, ...)
 and reports, per contender, the medians and ranges of the wall time, the epochs, the figures, the
 wall time minus the epochs (the overhead, which does not depend on how fast this machine trains
-that minute) and wall / train. For ``report`` it reports the wall time of the process.
+that minute) and wall / train. For ``report`` and ``evaluate`` it reports the wall time of the process.
 
     python bench/bench_default_run.py HEAD~1 .                  # 8 rounds of vaekit train
     python bench/bench_default_run.py HEAD~1 . --command report --rounds 6
+    python bench/bench_default_run.py HEAD~1 . --command evaluate --rounds 6
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def summary(values: list[float]) -> str:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("trees", nargs="+", help="git revisions or src folders; '.' is the working tree")
-    p.add_argument("--command", choices=["train", "report"], default="train")
+    p.add_argument("--command", choices=["train", "report", "evaluate"], default="train")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
     args = p.parse_args()
@@ -76,7 +77,7 @@ def main() -> None:
     try:
         trees = {spec: source_tree(spec, scratch) for spec in args.trees}
         finished = None
-        if args.command == "report":  # one run, trained once by the last tree, reported by each
+        if args.command != "train":  # one run, trained once by the last tree, used by each
             finished = scratch / "finished"
             run_once(trees[args.trees[-1]], ["train", "--no-progress", "--no-figures", "--out", str(finished)], scratch)
         rows: dict[str, list[dict[str, float]]] = {spec: [] for spec in trees}
@@ -86,7 +87,7 @@ def main() -> None:
                 work = scratch / "work"
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir()
-                argv = ["train", "--no-progress"] if finished is None else ["report", str(finished)]
+                argv = ["train", "--no-progress"] if finished is None else [args.command, str(finished)]
                 row = run_once(src, argv, work)
                 rows[spec].append(row)
                 shown = " ".join(f"{k} {v:.2f}" for k, v in row.items())

@@ -2,6 +2,8 @@
 Distribution-based ELBO (objectives.loss) for every likelihood it covers, the same random numbers, the
 general path for everything it does not cover, and the same training run end to end."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -186,7 +188,8 @@ def test_log_marginal_decodes_other_decoders_in_cache_sized_blocks_of_draws(like
 def test_categorical_log_prob_without_grad_equals_log_prob_and_log_marginal_uses_it(dtype, name, event, monkeypatch):
     """A categorical likelihood's log_prob_without_grad, log sum exp(l) without the largest logit taken out:
     equal to log_prob (torch's logsumexp) to float rounding for moderate logits, and for pixels whose sum
-    overflows or underflows, which torch's logsumexp takes; log_marginal uses it."""
+    overflows or underflows, which torch's logsumexp takes; log_marginal uses it for a decoder that it
+    calls as a module."""
     from vaekit import likelihoods
 
     lik = (likelihoods.Categorical(7) if name == "categorical" else likelihoods.Categorical256(16)).bind(event)
@@ -216,7 +219,10 @@ def test_categorical_log_prob_without_grad_equals_log_prob_and_log_marginal_uses
     real = likelihoods.Categorical.log_prob_without_grad
     monkeypatch.setattr(likelihoods.Categorical, "log_prob_without_grad", lambda *a: taken.append(1) or real(*a))
     noise = torch.randn(16, 2, generator=g, dtype=dtype)
+    # a decoder with a hook is called as a module (an MLP's own is otherwise read layer by layer)
+    handle = model.decoder.register_forward_hook(lambda *a: None)
     estimate = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
+    handle.remove()
     assert taken
     with torch.no_grad():
         qz = model.q_z(x)
@@ -261,6 +267,64 @@ def test_log_marginals_fused_mlp_path_equals_the_decoders_own_logits(dtype, monk
     handle.remove()
     assert seen and not any(taken)  # the hook ran: the decoder was called as a module
     torch.testing.assert_close(fast.double(), hooked.double(), rtol=1e-6, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "name, hidden, activation", [("categorical", (16, 8), "tanh"), ("categorical256", (12,), "relu")]
+)
+def test_log_marginals_fused_categorical_path_equals_the_decoders_own_logits(
+    dtype, name, hidden, activation, monkeypatch
+):
+    """log p(x|z) of a categorical decoder from its last hidden layer (the observed classes' logits
+    summed over the hidden units, the exponentials in base 2) equals the likelihood's log_prob of
+    decode_params, in float64, to float rounding; in float32 also for draws where a pixel's sum of
+    exponentials overflows or underflows (those rows go to torch's logsumexp) beside draws where none
+    does. log_marginal takes the path, and not for a decoder with a hook."""
+    torch.manual_seed(0)
+    event = (10,) if name == "categorical" else (12,)
+    extra = {"num_classes": 7} if name == "categorical" else {"levels": 16}
+    spec = vaekit.ModelSpec(
+        data_shape=event, latent_dim=3, hidden=hidden, activation=activation, likelihood={"name": name, **extra}
+    )
+    model = vaekit.build_model(spec).to(dtype)
+    lik, e = model.likelihood, math.prod(event)
+    g = torch.Generator().manual_seed(4)
+    x = (torch.randint(0, lik.num_classes, (6, *event), generator=g) * lik.step).to(dtype)
+    z = torch.randn(40, 6, 3, generator=g, dtype=dtype) * 2
+    with torch.no_grad():
+        last = model.decoder.net[-1]
+        last.weight.mul_(10)  # logits of tens, both signs
+        if dtype == torch.float32:  # pixel 0: every class's logit 400 h_0 - 200, past both ends of exp in float32
+            rows = torch.arange(lik.num_classes) * e
+            last.weight[rows] = 0.0
+            last.weight[rows, 0] = 400.0
+            last.bias[rows] = -200.0
+        fused = objectives._categorical_mlp_log_px_z(model.decoder, lik, z, x)
+        logits = model.decode_params(z)
+        expected = lik.log_prob(logits.double(), x.double())
+    assert fused is not None and fused.dtype == dtype and fused.shape == (40, 6)
+    # float32: logits of up to 200, each rounded by about 1e-5, summed over the pixels in another order
+    torch.testing.assert_close(fused.double(), expected, rtol=1e-6, atol=1e-9 if dtype == torch.float64 else 1e-3)
+    if dtype == torch.float32:  # the plain sums: inf or below a normal float for some draws, not all
+        sums = logits.view(40, 6, lik.num_classes, e)[..., 0].exp().sum(-1)
+        broken = ~((sums > torch.finfo(dtype).tiny * 2**24) & (sums < math.inf))
+        assert broken.any() and not broken.all()
+    taken = []
+    real = objectives._categorical_mlp_log_px_z
+    monkeypatch.setattr(
+        objectives, "_categorical_mlp_log_px_z", lambda *a: taken.append(real(*a) is not None) or real(*a)
+    )
+    noise = torch.randn(16, 3, generator=g, dtype=dtype)
+    fast = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
+    assert taken and all(taken)
+    seen = []
+    handle = model.decoder.register_forward_hook(lambda *a: seen.append(1))
+    taken.clear()
+    hooked = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
+    handle.remove()
+    assert seen and not any(taken)  # the hook ran: the decoder was called as a module
+    torch.testing.assert_close(fast.double(), hooked.double(), rtol=1e-6, atol=1e-4 if dtype == torch.float32 else 1e-9)
 
 
 def test_the_fast_step_under_bf16_autocast_keeps_float32_sums_near_the_general_path():
