@@ -17,7 +17,7 @@ The per-example loop -- for each x: encode, draw its k z's, decode them in one c
 timed on ``--loop-n`` examples and extrapolated linearly to N. Without ``--full``, log_marginal is
 timed on the first ``--time-n`` examples and extrapolated the same way: its batches have a fixed
 size, so its work is linear in N. The table says which rows are measured and which extrapolated.
-Both compute the same estimator; the script checks that they agree on the shared examples.
+Both compute the same estimator; the script checks that log_marginal gives the estimates of torch's distributions on the same draws.
 
 ``--rounds R`` times log_marginal, the plain batched loop and the decoder's GEMMs in turn, R times,
 and reports each one's median, so that a machine whose speed drifts (other work on it) shifts all of
@@ -60,6 +60,16 @@ def per_example_loop(model: vaekit.Model, x: torch.Tensor, k: int) -> torch.Tens
         log_w = model.p_x(z).log_prob(xi) + model.p_z().log_prob(z) - qz.log_prob(z)  # (k, 1)
         out.append(torch.logsumexp(log_w, 0) - math.log(k))
     return torch.cat(out)
+
+
+@torch.no_grad()
+def same_draws_reference(model: vaekit.Model, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """log p(x) estimated on the draws z = mu(x) + sigma(x) * noise_i that log_marginal takes for
+    ``noise``, through torch's distributions, the log-mean-exp in float64."""
+    qz = model.q_z(x)
+    z = qz.base_dist.loc + qz.base_dist.scale * noise.unsqueeze(1)  # (k, B, H)
+    log_w = model.p_x(z).log_prob(x) + model.p_z().log_prob(z) - qz.log_prob(z)
+    return torch.logsumexp(log_w.double(), 0) - math.log(noise.shape[0])
 
 
 @torch.no_grad()
@@ -180,10 +190,12 @@ def main() -> None:
     looped, t_loop_part = timed(lambda: per_example_loop(model, loop_x, args.k), args.device)
     t_loop = t_loop_part * args.n / loop_x.shape[0]
 
-    # the same estimator: the two agree within their Monte Carlo error on the shared examples
-    diff = (batched.log_px[: loop_x.shape[0]] - looped).abs()
-    se = batched.stderr[: loop_x.shape[0]]
-    agree = bool(torch.all(diff < 5 * math.sqrt(2) * se + 1e-3))
+    # the same estimator: on the same k draws, log_marginal and torch's distributions in float64 give the
+    # same estimates to float rounding (the two loops' own draws differ, and on an untrained model the
+    # weights' heavy tails put their estimates apart by more than the delta-method standard error)
+    noise = torch.randn(args.k, model.latent_dim, device=x.device)
+    same = vaekit.log_marginal(model, loop_x, k=args.k, noise=noise).log_px.double()
+    largest = float((same - same_draws_reference(model, loop_x, noise)).abs().max())
 
     t_plain = t_plain_part * args.n / plain_x.shape[0]
     # the decoder's matmul bound: its GEMMs on N x k draws, at log_marginal's shapes
@@ -219,7 +231,8 @@ def main() -> None:
     print()
     print(
         f"mean log p(x) (batched): {batched.log_px.mean():.3f} nats, largest standard error {batched.stderr.max():.4f}; "
-        f"agrees with the loop on the {loop_x.shape[0]} shared examples: {agree}"
+        f"on the same {args.k} draws of {loop_x.shape[0]} examples, log_marginal against torch distributions "
+        f"in float64: largest difference {largest:.2g} nats"
     )
     print(
         f"log_marginal vs the plain batched loop: {t_plain / t_batched:.2f}x its speed; load average "

@@ -108,10 +108,11 @@ def test_elbo_with_more_samples_has_lower_variance(linear_gaussian):
     assert torch.all(many < one / 4)
 
 
-def test_elbo_without_a_graph_decodes_draw_by_draw_to_the_same_values(tiny_digits):
-    """Without autograd the L draws are decoded one at a time (no L x B decoder outputs at once); the
-    terms are those of decoding them together, and with a graph the draws still go in one call."""
-    from vaekit import likelihoods
+def test_elbo_without_a_graph_goes_through_log_marginals_path_to_the_same_values(tiny_digits, monkeypatch):
+    """Without autograd on a CPU the L draws go through log p(x)'s own path (for this categorical MLP
+    decoder the fused one, and decode_params is not called); the terms are those of decoding them
+    together with a graph, where the draws go to decode_params in one call."""
+    from vaekit import likelihoods, objectives
     from vaekit.nets import MLP
 
     torch.manual_seed(0)
@@ -123,18 +124,21 @@ def test_elbo_without_a_graph_decodes_draw_by_draw_to_the_same_values(tiny_digit
         data_shape=(64,),
     )
     x = torch.as_tensor(vaekit.datasets.digits().x[:50])
-    calls = []
+    calls, fused = [], []
     decode = model.decode_params
     model.decode_params = lambda z, *a: (calls.append(z.shape[0]), decode(z, *a))[1]
+    real = objectives._categorical_mlp_log_px_z
+    monkeypatch.setattr(
+        objectives, "_categorical_mlp_log_px_z", lambda d, lik, z, x: fused.append(z.shape) or real(d, lik, z, x)
+    )
     torch.manual_seed(1)
     with torch.no_grad():
         by_draw = vaekit.elbo(model, x, n_samples=6)
-    assert calls == [1] * 6
-    calls.clear()
+    assert calls == [] and fused == [(6, 50, 4)]
     torch.manual_seed(1)
     with torch.enable_grad():
         together = vaekit.elbo(model, x, n_samples=6, grad=True)
-    assert calls == [6] and together.elbo.requires_grad
+    assert calls == [6] and together.elbo.requires_grad and len(fused) == 1
     for term in ("elbo", "log_px_z", "kl", "objective"):
         torch.testing.assert_close(getattr(by_draw, term), getattr(together, term).detach(), rtol=1e-6, atol=1e-5)
 

@@ -208,14 +208,15 @@ def _elbo(
 
 
 def _mean_log_px_z(model: Model, z: torch.Tensor, x: torch.Tensor, c: torch.Tensor | None) -> torch.Tensor:
-    """``model.log_px_z(z, x, c).mean(0)``, the same values; on a CPU without a graph, decoded one draw at
-    a time. All L draws at once make tensors of L x B decoder outputs (62 MB each for the default run's
-    final metrics), whose fresh pages cost more than the work on them: one draw at a time reuses memory,
-    and the final metrics took half the time. (A GPU's caching allocator has no such cost, and there
-    more, smaller kernels would only add launches.)"""
-    if z.shape[0] == 1 or torch.is_grad_enabled() or z.device.type != "cpu":
+    """``model.log_px_z(z, x, c).mean(0)``, the same values to float rounding; on a CPU without a graph
+    (validation, final metrics, ``evaluate``) through log p(x)'s own ``_log_px_z``: the fused paths of
+    Bernoulli and categorical MLP decoders, else blocks of about ``CPU_LOGIT_BLOCK`` decoder outputs.
+    All L draws at once make tensors of L x B decoder outputs (62 MB each for the default run's final
+    metrics), whose fresh pages cost more than the work on them. (A GPU's caching allocator has no
+    such cost, and there more, smaller kernels would only add launches.)"""
+    if torch.is_grad_enabled() or z.device.type != "cpu" or z.dim() != 3:
         return model.log_px_z(z, x, c).mean(0)
-    return torch.cat([model.log_px_z(z[i : i + 1], x, c) for i in range(z.shape[0])]).mean(0)
+    return _log_px_z(model, z, x, c).mean(0)
 
 
 def _log_weights(
