@@ -232,6 +232,23 @@ def test_categorical_log_prob_without_grad_equals_log_prob_and_log_marginal_uses
     torch.testing.assert_close(estimate.double(), expected, rtol=1e-6, atol=1e-5)
 
 
+def _log_marginal_takes(monkeypatch, path, model, x, noise, atol):
+    """log_marginal takes the fused ``path`` for this model; with a hook on the decoder it calls the
+    decoder as a module instead (the path gives None), and the estimates are the same."""
+    taken = []
+    real = getattr(objectives, path)
+    monkeypatch.setattr(objectives, path, lambda *a: taken.append(real(*a) is not None) or real(*a))
+    fast = vaekit.log_marginal(model, x, k=noise.shape[0], noise=noise).log_px
+    assert taken and all(taken)
+    seen = []
+    handle = model.decoder.register_forward_hook(lambda *a: seen.append(1))
+    taken.clear()
+    hooked = vaekit.log_marginal(model, x, k=noise.shape[0], noise=noise).log_px
+    handle.remove()
+    assert seen and not any(taken)  # the hook ran: the decoder was called as a module
+    torch.testing.assert_close(fast.double(), hooked.double(), rtol=1e-6, atol=atol)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_log_marginals_fused_mlp_path_equals_the_decoders_own_logits(dtype, monkeypatch):
     """log p(x|z) from the decoder's last hidden layer (bias inside the product, x . l over the hidden
@@ -252,21 +269,8 @@ def test_log_marginals_fused_mlp_path_equals_the_decoders_own_logits(dtype, monk
     assert fused is not None and fused.dtype == dtype and fused.shape == (5, 8)
     assert logits.max() > 40 and logits.min() < -40
     torch.testing.assert_close(fused.double(), expected, rtol=1e-6, atol=1e-6 if dtype == torch.float64 else 2e-4)
-    taken = []
-    real = objectives._bernoulli_mlp_log_px_z
-    monkeypatch.setattr(
-        objectives, "_bernoulli_mlp_log_px_z", lambda *a: taken.append(real(*a) is not None) or real(*a)
-    )
     noise = torch.randn(16, 3, generator=torch.Generator().manual_seed(5), dtype=dtype)
-    fast = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
-    assert taken and all(taken)
-    seen = []
-    handle = model.decoder.register_forward_hook(lambda *a: seen.append(1))
-    taken.clear()
-    hooked = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
-    handle.remove()
-    assert seen and not any(taken)  # the hook ran: the decoder was called as a module
-    torch.testing.assert_close(fast.double(), hooked.double(), rtol=1e-6, atol=0)
+    _log_marginal_takes(monkeypatch, "_bernoulli_mlp_log_px_z", model, x, noise, atol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -310,21 +314,10 @@ def test_log_marginals_fused_categorical_path_equals_the_decoders_own_logits(
         sums = logits.view(40, 6, lik.num_classes, e)[..., 0].exp().sum(-1)
         broken = ~((sums > torch.finfo(dtype).tiny * 2**24) & (sums < math.inf))
         assert broken.any() and not broken.all()
-    taken = []
-    real = objectives._categorical_mlp_log_px_z
-    monkeypatch.setattr(
-        objectives, "_categorical_mlp_log_px_z", lambda *a: taken.append(real(*a) is not None) or real(*a)
-    )
     noise = torch.randn(16, 3, generator=g, dtype=dtype)
-    fast = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
-    assert taken and all(taken)
-    seen = []
-    handle = model.decoder.register_forward_hook(lambda *a: seen.append(1))
-    taken.clear()
-    hooked = vaekit.log_marginal(model, x, k=16, noise=noise).log_px
-    handle.remove()
-    assert seen and not any(taken)  # the hook ran: the decoder was called as a module
-    torch.testing.assert_close(fast.double(), hooked.double(), rtol=1e-6, atol=1e-4 if dtype == torch.float32 else 1e-9)
+    _log_marginal_takes(
+        monkeypatch, "_categorical_mlp_log_px_z", model, x, noise, atol=1e-4 if dtype == torch.float32 else 1e-9
+    )
 
 
 def test_the_fast_step_under_bf16_autocast_keeps_float32_sums_near_the_general_path():
