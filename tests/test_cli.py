@@ -278,3 +278,36 @@ def test_a_table_trains_with_no_test_rows(tmp_path, monkeypatch, capsys):
     ), capsys.readouterr().err
     config = json.loads((tmp_path / "r" / "config.json").read_text())
     assert config["data"]["sizes"]["test"] == 0 and config["data"]["sizes"]["train"] == 108
+
+
+def test_ctrl_c_says_what_is_kept_for_each_command(tmp_path, monkeypatch, capsys):
+    """Ctrl-C (KeyboardInterrupt) ends a command with exit code 130 and one line: during training, that
+    the last checkpoint is kept; while a finished run's figures are drawn, that the run is complete and
+    how to draw them; in another command, only that it was interrupted."""
+    from vaekit import report, runs, train
+
+    monkeypatch.chdir(tmp_path)
+    argv = ["train", "--data", "digits", "--epochs", "2", "--hidden", "8", "--no-progress"]
+
+    def interrupt(*a, **k):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(train, "_train_epoch", interrupt)
+        assert main([*argv, "--out", "a"]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and err.startswith("vaekit train: interrupted; the last checkpoint is kept"), err
+    with monkeypatch.context() as m:
+        m.setattr(report, "write_all", interrupt)
+        assert main([*argv, "--out", "b"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err == (
+        "vaekit train: interrupted while drawing; the run in b is complete "
+        "(draw its figures and report with 'vaekit report b')"
+    )
+    assert runs.open_run("b").model is not None and not (tmp_path / "b" / "report.html").exists()
+    with monkeypatch.context() as m:
+        m.setattr(vaekit.evaluation, "evaluate", interrupt)
+        assert main(["evaluate", "b"]) == 130
+    assert capsys.readouterr().err.strip() == "vaekit evaluate: interrupted"
+    assert main(["report", "b"]) == 0 and (tmp_path / "b" / "report.html").is_file()

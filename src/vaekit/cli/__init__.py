@@ -183,10 +183,11 @@ def _main(argv: list[str], debug: bool) -> int:
             _import_without_collector()
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print(
-            "vaekit: interrupted; the last checkpoint is kept (resume with 'vaekit train --resume RUN')",
-            file=sys.stderr,
+        # training keeps its last checkpoint; another command's work is simply stopped
+        hint = (
+            "; the last checkpoint is kept (resume with 'vaekit train --resume RUN')" if args.command == "train" else ""
         )
+        print(f"{name}: interrupted{hint}", file=sys.stderr)
         return 130
     except UsageError as err:
         print(f"{err.prog}: error: {err}", file=sys.stderr)

@@ -126,6 +126,13 @@ def run(args: argparse.Namespace) -> int:
         if draw and main:
             with runs.torch_threads(result.threads):  # small batches of the model just trained: its thread count
                 code = _figures_and_report(result.run_dir, spent, drawing, start)
+    except KeyboardInterrupt:  # the run itself is complete: only its figures and report are missing
+        print(
+            f"vaekit train: interrupted while drawing; the run in {result.run_dir} is complete "
+            f"(draw its figures and report with 'vaekit report {result.run_dir}')",
+            file=sys.stderr,
+        )
+        code = 130
     finally:
         drawing.cancel()
     if loggers:
