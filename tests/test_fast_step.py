@@ -18,6 +18,7 @@ LIKELIHOODS = [
     {"name": "gaussian", "scale": 1.0},
     {"name": "gaussian", "scale": "learned"},
     {"name": "gaussian", "scale": "predicted"},
+    {"name": "categorical", "num_classes": 3},
 ]
 
 

@@ -76,6 +76,62 @@ def test_categorical_matches_scipy_and_mean_is_expected_level():
     assert draws.shape == (4, D) and float(draws.max()) <= K - 1
 
 
+def _torch_categorical(lik, params, x):
+    """log p(x) per example from torch's own Categorical over the likelihood's logits (B, *event, K)."""
+    logits = lik._logits(params)
+    n = len(lik.event_shape)
+    return torch.distributions.Independent(torch.distributions.Categorical(logits=logits), n).log_prob(x.long())
+
+
+@pytest.mark.parametrize("shape", [(6,), (2, 3, 4)])
+def test_categorical_log_prob_and_gradient_equal_torch_categorical(shape):
+    """Categorical.log_prob (its fused value and gradient, _CategoricalLogLik) against torch's
+    Categorical: values and gradients to float rounding, logits tens of nats apart included."""
+    K = 17
+    lik = _bound(L.Categorical(K), shape)
+    torch.manual_seed(3)
+    params = (torch.randn(8, K * shape[0], *shape[1:]) * 6).requires_grad_()
+    x = torch.randint(0, K, (8, *shape)).float()
+    ours = lik.log_prob(params, x)
+    ref = _torch_categorical(lik, params, x)
+    assert ours.grad_fn is not None and "CategoricalLogLik" in type(ours.grad_fn.next_functions[0][0]).__name__
+    torch.testing.assert_close(ours, ref, rtol=1e-6, atol=2e-5)
+    weights = torch.linspace(-1, 2, 8)  # a gradient that differs per example
+    (g_ours,) = torch.autograd.grad((ours * weights).sum(), params)
+    (g_ref,) = torch.autograd.grad((ref * weights).sum(), params)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-5, atol=1e-6)
+    # float64 against finite differences
+    p64 = params.detach()[:2].double().requires_grad_()
+    assert torch.autograd.gradcheck(lambda q: lik.log_prob(q, x[:2]), (p64,))
+
+
+def test_categorical_log_prob_is_finite_for_extreme_logits_and_half_types():
+    K = 4
+    lik = _bound(L.Categorical(K), (3,))
+    params = torch.tensor([[1e4, -1e4, 0.0, 500.0, -500.0, 0.0, -1e4, 1e4, 0.0, 0.0, 0.0, -200.0]])
+    x = torch.tensor([[0.0, 1.0, 3.0]])
+    ours = lik.log_prob(params.requires_grad_(), x)
+    ref = _torch_categorical(lik, params, x)
+    assert torch.isfinite(ours).all()
+    torch.testing.assert_close(ours, ref)
+    (grad,) = torch.autograd.grad(ours.sum(), params)
+    assert torch.isfinite(grad).all()
+    half = params.detach().bfloat16().requires_grad_()
+    value = lik.log_prob(half, x)
+    assert value.dtype == torch.bfloat16 and torch.isfinite(value).all()
+    (g_half,) = torch.autograd.grad(value.float().sum(), half)
+    assert g_half.dtype == torch.bfloat16 and torch.isfinite(g_half.float()).all()
+
+
+def test_categorical_log_prob_refuses_a_second_derivative():
+    lik = _bound(L.Categorical(3), (2,))
+    params = torch.randn(2, 6, requires_grad=True)
+    value = lik.log_prob(params, torch.tensor([[0.0, 2.0], [1.0, 1.0]]))
+    (grad,) = torch.autograd.grad(value.sum(), params, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.sum().backward()
+
+
 def test_continuous_bernoulli_is_normalised():
     lik = _bound(L.ContinuousBernoulli(), (1,))
     for logit in (-3.0, 0.0, 0.01, 2.5):

@@ -363,11 +363,22 @@ class Categorical(Likelihood):
         return _LevelCategorical(logits=self._logits(params), step=self.step, validate_args=False)
 
     def log_prob(self, params, x):
+        """log p(x | params) per example: the observed class's logit less the log-sum-exp of its pixel's
+        logits, summed over the data. Where the data and the parameters have the same batch shape (a
+        training step), ``_CategoricalLogLik`` computes it and its gradient in a few passes over the
+        logits as the decoder lays them out; else torch's gather and logsumexp with broadcasting."""
+        n = self._n_event_dims()
+        batch = params.shape[: params.dim() - n]
+        if x.shape[: x.dim() - n] == batch:
+            flat = math.prod(batch)
+            stacked = params.reshape(flat, self.num_classes, -1)  # (N, K, E): class-major, as decoded
+            index = self.index(x).reshape(flat, 1, -1)
+            if index.shape[-1] == stacked.shape[-1]:
+                return _CategoricalLogLik.apply(stacked, index).reshape(batch)
         # torch's Categorical takes the observed class's entry of the normalised logits, logits - logsumexp;
         # the same subtraction made after the gather gives the same numbers without the normalised tensor
-        # of all K classes (a default digits epoch 1.07x faster). Broadcast by expand, not with
-        # torch.broadcast_shapes, whose first call imports 484 modules (0.27 s).
-        n = self._n_event_dims()
+        # of all K classes. Broadcast by expand, not with torch.broadcast_shapes, whose first call imports
+        # 484 modules (0.27 s).
         logits, index = self._logits(params), self.index(x).unsqueeze(-1)
         if index.dim() > logits.dim():  # data with more leading dims than the parameters: both broadcast
             index, logits = torch.broadcast_tensors(index, logits)
@@ -402,6 +413,45 @@ class Categorical(Likelihood):
                 f"Categorical likelihood with {self.num_classes} classes needs integer data in "
                 f"0..{self.num_classes - 1}, got values in [{a.min():.4g}, {a.max():.4g}]"
             )
+
+
+_LOG2E = 1 / math.log(2)
+
+
+class _CategoricalLogLik(torch.autograd.Function):
+    """sum_e l[x_e, e] - log sum_k exp(l[k, e]) per row of logits l (N, K, E) with the observed classes
+    ``index`` (N, 1, E), and its gradient: (N,) values in the logits' dtype (float32 math for half
+    types).
+
+    - Forward: the largest logit m of each pixel, exp((l - m)) made as exp2((l - m) log2(e)) (2x faster
+      than ``exp`` on these CPUs; off by a few float roundings for logits tens of nats apart), its
+      sum s over the classes, log s + m less the observed logit. The shift keeps every sum in [1, K]:
+      no overflow and no check that would wait on the device.
+    - Backward: the softmax exp(l - m) / s from the saved exponentials, less 1 at the observed class,
+      times the incoming gradient: one pass and a scatter, where autograd through gather and
+      logsumexp takes a max, two subtractions, two exponentials, a zero fill and a scatter-add (a
+      default digits training step 1.3x faster, bench/bench_train.py).
+    First derivatives only (``once_differentiable``)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        work = logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        top = work.amax(1, keepdim=True)  # (N, 1, E)
+        exps = torch.sub(work, top).mul_(_LOG2E).exp2_()  # (N, K, E)
+        sums = exps.sum(1, keepdim=True)
+        value = work.gather(1, index).sub_(sums.log().add_(top)).sum((1, 2))
+        ctx.save_for_backward(exps, sums, index)
+        ctx.dtype = logits.dtype
+        return value.to(logits.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        exps, sums, index = ctx.saved_tensors
+        g = grad.to(exps.dtype).view(-1, 1, 1)
+        out = exps * (g / sums).neg_()  # d/dl of -(log s + m) is -softmax
+        out.scatter_add_(1, index, g.expand(index.shape))  # + 1 at the observed class
+        return out.to(ctx.dtype), None
 
 
 class _LevelCategorical(_Categorical):
