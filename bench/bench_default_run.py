@@ -12,6 +12,7 @@ that minute) and wall / train. For ``report`` and ``evaluate`` it reports the wa
     python bench/bench_default_run.py HEAD~1 .                  # 8 rounds of vaekit train
     python bench/bench_default_run.py HEAD~1 . --command report --rounds 6
     python bench/bench_default_run.py HEAD~1 . --command evaluate --rounds 6
+    python bench/bench_default_run.py HEAD~1 . --train-args "--threads 1"
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -70,9 +72,11 @@ def main() -> None:
     p.add_argument("--command", choices=["train", "report", "evaluate"], default="train")
     p.add_argument("--rounds", type=int, default=8)
     p.add_argument("--pause", type=float, default=3.0, help="seconds between runs")
+    p.add_argument("--train-args", default="", help="more arguments for vaekit train, e.g. '--threads 1'")
     args = p.parse_args()
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    extra = shlex.split(args.train_args)
     scratch = Path(tempfile.mkdtemp(prefix="vaekit-bench-default-"))
     try:
         trees = {spec: source_tree(spec, scratch) for spec in args.trees}
@@ -87,7 +91,7 @@ def main() -> None:
                 work = scratch / "work"
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir()
-                argv = ["train", "--no-progress"] if finished is None else [args.command, str(finished)]
+                argv = ["train", "--no-progress", *extra] if finished is None else [args.command, str(finished)]
                 row = run_once(src, argv, work)
                 rows[spec].append(row)
                 shown = " ".join(f"{k} {v:.2f}" for k, v in row.items())

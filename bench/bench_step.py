@@ -3,6 +3,7 @@ another vaekit checkout (to measure a change), on one CPU thread (``--threads 0`
 
     python bench/bench_step.py                            # this checkout
     python bench/bench_step.py --against /path/to/other/src
+    python bench/bench_step.py --cases digits --threads 2 --against /path/to/other/src   # the default run's model
 
 Each measurement is a fresh process that trains one warm-up epoch and then ``--epochs`` timed
 epochs; the checkouts alternate and every measurement is repeated ``--repeats`` times, and the
@@ -21,10 +22,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CASES = {  # name: (data dim, hidden, latent, examples)
+CASES = {  # name: (data dim, hidden, latent, examples); Bernoulli on random binary data
     "2-32-2": (2, 32, 2, 12800),
     "64-128-8": (64, 128, 8, 12800),
     "784-400-20": (784, 400, 20, 3200),
+    "digits": (64, 128, 8, 1797),  # the default run's model: the digits' 17 grey levels, categorical, 128-128
 }
 
 
@@ -37,12 +39,17 @@ def worker(case: str, epochs: int, batch: int, threads: int, amp: str | None) ->
     if threads > 0:
         torch.set_num_threads(threads)
     d, h, z, n = CASES[case]
-    x = (torch.rand(n, d, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    if case == "digits":
+        from vaekit.data.builtin import digits
+
+        x = torch.as_tensor(digits().x)
+        hidden, likelihood = (h, h), {"name": "categorical", "num_classes": 17}
+    else:
+        x = (torch.rand(n, d, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+        hidden, likelihood = (h,), {"name": "bernoulli"}
     torch.manual_seed(0)
     model = vaekit.build_model(
-        vaekit.ModelSpec(
-            data_shape=(d,), latent_dim=z, hidden=(h,), activation="relu", likelihood={"name": "bernoulli"}
-        )
+        vaekit.ModelSpec(data_shape=(d,), latent_dim=z, hidden=hidden, activation="relu", likelihood=likelihood)
     )
     extra = {"threads": threads} if "threads" in TrainConfig.__dataclass_fields__ else {}
     if amp:
