@@ -423,14 +423,14 @@ class _CategoricalLogLik(torch.autograd.Function):
     ``index`` (N, 1, E), and its gradient: (N,) values in the logits' dtype (float32 math and values for
     half types).
 
-    - Forward: the largest logit m of each pixel, exp((l - m)) made as exp2((l - m) log2(e)) (2x faster
+    - Forward: the largest logit m of each pixel, exp(l - m) made as exp2((l - m) log2(e)) (2x faster
       than ``exp`` on these CPUs; off by a few float roundings for logits tens of nats apart), its
       sum s over the classes, log s + m less the observed logit. The shift keeps every sum in [1, K]:
       no overflow and no check that would wait on the device.
     - Backward: the softmax exp(l - m) / s from the saved exponentials, less 1 at the observed class,
       times the incoming gradient: one pass and a scatter, where autograd through gather and
       logsumexp takes a max, two subtractions, two exponentials, a zero fill and a scatter-add (a
-      default digits training step 1.3x faster, bench/bench_train.py).
+      training step of the default run's model 1.1-1.2x faster: ``bench/bench_step.py --cases digits``).
     First derivatives only (``once_differentiable``)."""
 
     @staticmethod
