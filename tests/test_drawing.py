@@ -146,16 +146,16 @@ def test_a_figure_the_server_does_not_deliver_is_drawn_here(digits4, monkeypatch
     assert not server.process.is_alive()
 
 
-def _meeting(folder):
-    """A drawing function that returns only once another drawing of it has started: each one marks its
-    start, waits up to 30 s for a second mark, writes how many were drawing at that moment, holds on
-    for a second and marks its end. Drawn one at a time, the first would raise."""
+def _meeting(folder, size: int = 2):
+    """A drawing function that returns only once ``size`` drawings of it have started: each one marks
+    its start, waits up to 30 s for the others' marks, writes how many were drawing at that moment,
+    holds on for a second and marks its end. Drawn fewer than ``size`` at a time, the first would raise."""
     import numpy as np
 
     def draw(tag):
         (folder / f"start-{tag}").touch()
         deadline = time.perf_counter() + 30
-        while len(list(folder.glob("start-*"))) < 2:
+        while len(list(folder.glob("start-*"))) < size:
             if time.perf_counter() > deadline:
                 raise RuntimeError("drawn alone")
             time.sleep(0.01)
@@ -172,6 +172,7 @@ def test_the_server_draws_two_figures_at_once_and_no_more(monkeypatch, tmp_path)
     """With two drawers, two figures are drawn at the same time (each waits for the other to start),
     and a third waits for one of them to end."""
     monkeypatch.setitem(plots._DRAWERS, "meet", _meeting(tmp_path))
+    monkeypatch.setattr(drawing.cores, "free_cores", lambda **kw: 64)  # whatever else runs on this machine
     server = drawing.DrawingServer.start(drawers=2)
     try:
         names = ["a", "b", "c"]
@@ -186,6 +187,83 @@ def test_the_server_draws_two_figures_at_once_and_no_more(monkeypatch, tmp_path)
     assert seen[1:] == [2, 2] and seen[0] in (1, 2)  # "c" started once "a" or "b" had ended
     with pytest.raises(ValueError, match="at least 1"):
         drawing.DrawingServer.start(drawers=0)
+
+
+def test_the_drawers_grow_with_the_cores_one_fewer_while_the_command_computes(monkeypatch, tmp_path):
+    """On 4 free cores the server runs 4 drawers at most: 3 while the command still computes the next
+    figures' arrays (before ``collect``), so that three figures meet and a fourth waits, until the
+    command waits too."""
+    monkeypatch.setitem(plots._DRAWERS, "meet", _meeting(tmp_path, size=3))
+    monkeypatch.setattr(drawing.cores, "usable", lambda: 4)
+    monkeypatch.setattr(drawing.cores, "free_cores", lambda **kw: 64)
+    server = drawing.DrawingServer.start()
+    names = ["a", "b", "c", "d"]
+    try:
+        for name in names:
+            assert server.submit(name, plots.Drawing("meet", (name,), {}), 40)
+        deadline = time.perf_counter() + 60
+        while len(list(tmp_path.glob("seen-*"))) < 3 and time.perf_counter() < deadline:
+            time.sleep(0.01)
+        started_while_computing = len(list(tmp_path.glob("start-*")))  # the three hold on for a second
+        delivered = server.collect(names, timeout=120)
+    finally:
+        server.close()
+    assert started_while_computing == 3
+    assert sorted(delivered) == names
+    seen = sorted(int((tmp_path / f"seen-{n}").read_text()) for n in names)
+    assert seen[:3] == [3, 3, 3] and seen[3] <= 4  # the fourth started once the command waited: 4 drawers
+
+
+def _one_at_a_time(folder):
+    """A drawing function that writes how many drawings of it are running while it holds on."""
+    import numpy as np
+
+    def draw(tag):
+        (folder / f"start-{tag}").touch()
+        time.sleep(0.3)
+        (folder / f"seen-{tag}").write_text(str(len(list(folder.glob("start-*"))) - len(list(folder.glob("end-*")))))
+        (folder / f"end-{tag}").touch()
+        return plots.kl_units(np.array([1.0, 0.5]))
+
+    return draw
+
+
+def test_no_second_drawer_while_other_work_takes_every_core(monkeypatch, tmp_path):
+    """With other work on every core (the reading: none free beside the drawer that runs), a server of
+    4 drawers draws one figure at a time, even once the command waits: more would only share the
+    busy cores."""
+    monkeypatch.setitem(plots._DRAWERS, "hold", _one_at_a_time(tmp_path))
+    monkeypatch.setattr(drawing.cores, "free_cores", lambda **kw: 0)
+    server = drawing.DrawingServer.start(drawers=4)
+    names = [f"f{i}" for i in range(4)]
+    try:
+        for name in names:
+            assert server.submit(name, plots.Drawing("hold", (name,), {}), 40)
+        delivered = server.collect(names, timeout=120)
+    finally:
+        server.close()
+    assert sorted(delivered) == names
+    assert max(int((tmp_path / f"seen-{n}").read_text()) for n in names) == 1
+
+
+def test_each_further_drawer_needs_a_core_the_reading_sees_free(monkeypatch):
+    """``_at_once(most, drawing)``: the first drawer always starts; a further one only onto a core that
+    the reading (in which the running drawers count as busy) sees free; never more than ``most``,
+    and no reading where none could be added."""
+    reads = []
+
+    def reading(free):
+        return lambda **kw: reads.append(1) or free
+
+    monkeypatch.setattr(drawing.cores, "free_cores", reading(0))
+    assert drawing._at_once(4, 0) == 1 and not reads
+    assert drawing._at_once(4, 1) == 1 and drawing._at_once(4, 3) == 3 and len(reads) == 2
+    monkeypatch.setattr(drawing.cores, "free_cores", reading(1))
+    assert drawing._at_once(4, 1) == 2 and drawing._at_once(4, 3) == 4
+    monkeypatch.setattr(drawing.cores, "free_cores", reading(64))
+    assert drawing._at_once(4, 2) == 4
+    reads.clear()
+    assert drawing._at_once(1, 1) == 1 and drawing._at_once(3, 3) == 3 and not reads
 
 
 def _gone(pid):

@@ -211,11 +211,11 @@ def test_free_cores_takes_the_fewest_others_over_its_reads(monkeypatch):
         it = iter(seq)
         return lambda: reads.append(1) or next(it)
 
-    monkeypatch.setattr(train.time, "sleep", lambda s: None)
-    monkeypatch.setattr(train, "_others_running", others([1, 1, 1, 0, 1, 1, 1, 1]))
+    monkeypatch.setattr(vaekit.cores.time, "sleep", lambda s: None)
+    monkeypatch.setattr(vaekit.cores, "others_running", others([1, 1, 1, 0, 1, 1, 1, 1]))
     assert train.free_cores() == cores and len(reads) == 4
     reads.clear()
-    monkeypatch.setattr(train, "_others_running", others([2, 1, 1, 1, 1, 1, 1, 1]))
+    monkeypatch.setattr(vaekit.cores, "others_running", others([2, 1, 1, 1, 1, 1, 1, 1]))
     assert train.free_cores() == max(0, cores - 1) and len(reads) == 8
 
 

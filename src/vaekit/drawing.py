@@ -6,8 +6,8 @@
 no CPU while the model trains. Once the final weights are saved, the command records each figure
 (``plots.recording``: the arrays it shows, computed there with torch) and sends it here. This
 process draws it into a PNG while the command computes the next figure's arrays and the final
-metrics: each figure in a process forked from it for that figure, two at a time where there are
-two cores.
+metrics: each figure in a process forked from it for that figure, as many at a time as there are
+cores free of other work (one fewer while the command still computes), up to ``MAX_DRAWERS``.
 
 Neither process imports matplotlib or makes a first figure after training, and the command never
 imports matplotlib at all. The copy imports neither torch nor vaekit's model code: a ``plots.Drawing``
@@ -27,7 +27,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from . import cores
+
 __all__ = ["DrawingServer"]
+
+MAX_DRAWERS = 8  # a default run has 7 figures; more processes than that would only wait
 
 WAITING = "waiting"  # sent after the jobs: the command waits for them, its core is free for a drawer
 
@@ -46,14 +50,16 @@ class DrawingServer:
     @classmethod
     def start(cls, drawers: int | None = None) -> DrawingServer | None:
         """Fork the drawing process (Linux only, where fork is safe and cheap); None where it
-        cannot be started. It draws ``drawers`` figures at once (by default, 2 where this process
-        may run on 2 cores or more, else 1)."""
+        cannot be started. It draws up to ``drawers`` figures at once once the command waits for
+        them, one fewer while the command still computes their arrays, and never more than the
+        cores other work leaves free (``_at_once``). By default ``drawers`` is the cores this process
+        may run on, at most ``MAX_DRAWERS``."""
         if drawers is not None and drawers < 1:
             raise ValueError(f"drawers must be at least 1, not {drawers}")
         if not (sys.platform.startswith("linux") and hasattr(os, "fork")):
             return None
         if drawers is None:
-            drawers = 2 if len(os.sched_getaffinity(0)) >= 2 else 1
+            drawers = min(MAX_DRAWERS, cores.usable())
         import multiprocessing
 
         folder = None
@@ -113,8 +119,8 @@ class DrawingServer:
     def collect(self, names: list[str], timeout: float) -> dict[str, tuple[bytes, float]]:
         """name -> (PNG bytes, seconds the copy took) for each of ``names`` it drew, waiting until it
         has reported them all, has died, or ``timeout`` seconds have passed. This process is idle from
-        now on, so the copy may draw ``drawers`` figures at once (until now, one: this process was
-        computing the figures' arrays on the other core)."""
+        now on, so the copy may draw ``drawers`` figures at once (until now, one fewer: this process
+        was computing the figures' arrays on a core of its own)."""
         if self._outbox is not None:
             self._outbox.put(WAITING)
         delivered: dict[str, tuple[bytes, float]] = {}
@@ -150,9 +156,9 @@ class DrawingServer:
 
 def _serve(jobs, jobs_in, results, results_out, folder: str, drawers: int) -> None:
     """The copy: warm up, then draw each job in a process forked from this one for it, ``drawers``
-    at a time, until the command closes its end. Forked here, a drawer starts with matplotlib warm
-    (the fork takes about a millisecond); on 2 cores two of them draw the seven figures of a default
-    run in 0.6 s, against 1.0 s drawn one after another here. And a drawer that crashes takes
+    at a time (one fewer until the command waits), until the command closes its end. Forked here, a
+    drawer starts with matplotlib warm (the fork takes about a millisecond); on 2 cores two of them
+    draw the seven figures of a default run in 0.6 s, against 1.0 s drawn one after another here. And a drawer that crashes takes
     nothing else with it: this process reports its figure undelivered, and the command draws it."""
     import gc
 
@@ -175,18 +181,19 @@ def _serve(jobs, jobs_in, results, results_out, folder: str, drawers: int) -> No
         _warm_up(plots)
         gc.freeze()  # the drawers' collections then leave the warm objects' pages unwritten, so unshared
         waiting: list = []  # jobs received, their drawer not started yet
-        at_once = 1  # while the command computes the next figures on the other core
+        most = max(1, drawers - 1)  # while the command computes the next figures on a core of its own
         while True:
-            while waiting and len(running) < at_once:
+            while waiting and len(running) < _at_once(most, len(running)):
                 _fork_drawer(plots, waiting.pop(0), results, folder, running)
-            if not _wait(jobs, results, running):
+            # held back by busy cores: look again soon rather than only once a drawer ends
+            if not _wait(jobs, results, running, recheck=bool(waiting) and len(running) < most):
                 continue  # a drawer ended
             try:
                 job = jobs.recv()
             except EOFError:  # the command has ended (or died): nothing is left to draw
                 break
             if job == WAITING:
-                at_once = drawers
+                most = drawers
             else:
                 waiting.append(job)
     except BaseException:  # noqa: BLE001 - nothing of this process may reach the terminal
@@ -201,14 +208,25 @@ def _serve(jobs, jobs_in, results, results_out, folder: str, drawers: int) -> No
         results.close()
 
 
-def _wait(jobs, results, running: dict) -> bool:
+def _at_once(most: int, drawing: int) -> int:
+    """How many drawers may run now: ``most``, but no more than the ``drawing`` ones already running
+    plus the cores that other work leaves free (they, and the command while it computes, count as
+    other work in the reading); the first drawer always may. Three short reads, so that a drawer that
+    has just ended does not wait long for the next one to start."""
+    if drawing == 0 or drawing >= most:
+        return 1 if drawing == 0 else most
+    return min(most, drawing + cores.free_cores(reads=3, gap_s=0.001))
+
+
+def _wait(jobs, results, running: dict, recheck: bool = False) -> bool:
     """Block until a job can be read (True) or a drawer has ended (False, after reaping it and, if it
-    died before it reported, reporting its figure undelivered). No CPU is taken while waiting."""
+    died before it reported, reporting its figure undelivered), or for 20 ms where ``recheck`` (False).
+    No CPU is taken while waiting."""
     from multiprocessing.connection import wait
 
     fds = [fd for _, fd in running.values() if fd is not None]
     polling = len(fds) < len(running)  # a system without pidfds: look at the drawers 50 times a second
-    ready = wait([jobs, *fds], timeout=0.02 if polling else None)
+    ready = wait([jobs, *fds], timeout=0.02 if polling or recheck else None)
     if jobs in ready:
         return True
     for pid in list(running):

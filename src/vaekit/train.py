@@ -12,7 +12,6 @@ Schedules (KL warm-up) live here; the model never sees the epoch.
 from __future__ import annotations
 
 import contextlib
-import glob
 import inspect
 import math
 import os
@@ -28,7 +27,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import adam, distributed, likelihoods, objectives, schedules
+from . import adam, cores, distributed, likelihoods, objectives, schedules
 from .batches import (
     TensorSource,
     as_tensor,
@@ -264,51 +263,16 @@ def _first_line(err: BaseException) -> str:
 
 def thread_candidates() -> list[int]:
     """The intra-op thread counts the automatic setting tries: 1, 2 and all cores (those that exist)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return sorted({n for n in (1, 2, cores) if n <= cores})
+    n_cores = cores.usable()
+    return sorted({n for n in (1, 2, n_cores) if n <= n_cores})
 
 
 def free_cores() -> int:
-    """Cores that no other runnable thread wants at this moment: this process's cores less the
-    runnable threads of other processes (``_others_running``), the smallest of eight reads 3 ms
-    apart: a process that runs now and then (a core 70% busy) is caught idle in one of them, one
-    that keeps a core busy is not. On a busy machine a step at more threads than are free waits at
-    every barrier for a thread that is not scheduled (20x slower seen), and even timing one such
-    step costs seconds, so those counts are not tried. Where /proc is not there, every core counts
-    as free."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-    try:
-        fewest = _others_running()
-        for _ in range(7):
-            if not fewest:
-                break
-            time.sleep(0.003)
-            fewest = min(fewest, _others_running())
-    except (OSError, ValueError, IndexError):
-        return cores
-    return max(0, cores - fewest)
-
-
-def _others_running() -> int:
-    """Runnable threads of other processes now: /proc/loadavg's running count less this process's
-    own running threads (at least the one reading)."""
-    with open("/proc/loadavg") as f:
-        running = int(f.read().split()[3].split("/")[0])
-    own = 0
-    for stat in glob.glob("/proc/self/task/*/stat"):
-        try:
-            with open(stat) as f:
-                text = f.read()
-        except OSError:  # the thread ended
-            continue
-        own += text[text.rindex(")") + 2] == "R"
-    return max(0, running - max(own, 1))
+    """Cores that other processes' runnable threads leave free now (``cores.free_cores``: the fewest
+    others seen in up to eight reads 3 ms apart). Counts above it are not tried: on a busy machine a
+    step at more threads than are free waits at every barrier for a thread that is not scheduled
+    (20x slower seen), and even timing one such step costs seconds."""
+    return cores.free_cores()
 
 
 def _trial_batch(run: _Run) -> torch.Tensor:
